@@ -1,0 +1,158 @@
+"""The connector protocols: a partitioned :class:`Source`, a :class:`Sink`, dead letters.
+
+A source owns one or more partitions, opens them at positions, and returns columnar
+:class:`~tidal.core.batch.Batch` objects from ``poll``. A position is any JSON-serialisable
+value (an offset, a line number); the runtime stores what ``position()`` returns and hands
+it back to ``open`` on restore. Records that cannot be decoded never stop the source: they
+are returned by ``dead_letters()`` with their reason and position.
+
+Kafka's coordinates (topics, groups) live in the Kafka connector, not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from tidal.core.batch import Batch
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A record that could not be decoded or validated.
+
+    Attributes:
+        step: the pipeline step that rejected it.
+        reason: why, in words (e.g. ``"line 3: expected a number in 'value', got 'abc'"``).
+        position: where it came from, e.g. ``{"file": "in.csv", "line": 3}`` or
+            ``{"partition": 0, "offset": 17}``.
+        raw: the record as received, when there is one.
+
+    Example:
+        >>> DeadLetter("read", "bad JSON", {"line": 3}, '{"x":').to_record()["reason"]
+        'bad JSON'
+    """
+
+    step: str
+    reason: str
+    position: Mapping[str, Any] = field(default_factory=dict)
+    raw: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """The dead letter as a JSON-ready dict."""
+        return {
+            "step": self.step,
+            "reason": self.reason,
+            "position": dict(self.position),
+            "raw": self.raw,
+        }
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A partitioned source of columnar batches.
+
+    ``poll`` returns a batch (possibly empty when nothing arrived within ``timeout``
+    seconds), or ``None`` once a bounded source is exhausted. Batches may mix partitions;
+    then ``Batch.partition`` says which row came from where. ``Batch.offset`` gives each
+    row's position in its partition when the source knows it; ``Batch.ingest`` may carry
+    the time each record was produced (wall-clock ns), otherwise the runtime stamps it.
+    """
+
+    def partitions(self) -> Sequence[int]:
+        """The partition ids this source has."""
+        ...
+
+    def open(self, positions: Mapping[int, Any]) -> None:
+        """Start reading; partitions in ``positions`` resume after that position."""
+        ...
+
+    def poll(self, max_records: int, timeout: float) -> Batch | None:
+        """Up to ``max_records`` records, waiting at most ``timeout`` seconds for the first."""
+        ...
+
+    def position(self) -> dict[int, Any]:
+        """The position after the last record returned, per partition (JSON-serialisable)."""
+        ...
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Records that failed to decode since the last call (the list is drained)."""
+        ...
+
+    def close(self) -> None:
+        """Release files, sockets and threads."""
+        ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """A destination for batches. ``flush`` makes written batches durable/visible."""
+
+    def open(self) -> None:
+        """Prepare to write (create files, connect)."""
+        ...
+
+    def write(self, batch: Batch) -> None:
+        """Write one batch; may block (that is how backpressure reaches the source)."""
+        ...
+
+    def flush(self) -> None:
+        """Make everything written so far durable or visible."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release resources."""
+        ...
+
+
+class BaseSource:
+    """Defaults for a one-partition source: override ``poll`` (and ``position``/``open``)."""
+
+    def __init__(self) -> None:
+        self._dead: list[DeadLetter] = []
+
+    def partitions(self) -> Sequence[int]:
+        """One partition, ``0``."""
+        return (0,)
+
+    def open(self, positions: Mapping[int, Any]) -> None:
+        """Nothing to open by default."""
+
+    def poll(self, max_records: int, timeout: float) -> Batch | None:  # pragma: no cover
+        """Subclasses return data here."""
+        raise NotImplementedError
+
+    def position(self) -> dict[int, Any]:
+        """No position by default."""
+        return {}
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Drain the dead letters recorded with :meth:`reject`."""
+        out, self._dead = self._dead, []
+        return out
+
+    def reject(self, dead: DeadLetter) -> None:
+        """Record a record that failed to decode."""
+        self._dead.append(dead)
+
+    def close(self) -> None:
+        """Nothing to close by default."""
+
+
+class BaseSink:
+    """Defaults for a sink: override ``write``."""
+
+    def open(self) -> None:
+        """Nothing to open by default."""
+
+    def write(self, batch: Batch) -> None:  # pragma: no cover
+        """Subclasses write here."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Nothing to flush by default."""
+
+    def close(self) -> None:
+        """Flush by default."""
+        self.flush()
