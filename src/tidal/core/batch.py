@@ -175,7 +175,8 @@ class Batch:
         out.ingest = None if self.ingest is None else self.ingest[sel]
         out.partition = None if self.partition is None else self.partition[sel]
         out.offset = None if self.offset is None else self.offset[sel]
-        out._n = len(np.arange(self._n)[sel]) if not cols else len(next(iter(cols.values())))
+        n = len(np.arange(self._n)[sel]) if not cols else len(next(iter(cols.values())))
+        out._n = n  # noqa: SLF001 - same class
         return out
 
     # -- columns ------------------------------------------------------------------------
@@ -286,7 +287,7 @@ def _concat_col(parts: list[Array]) -> Array:
     return np.concatenate(parts)
 
 
-def _arrow_to_numpy(col: pa.ChunkedArray | pa.Array) -> Array:
+def _arrow_to_numpy(col: Any) -> Array:
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks()
     t = col.type
@@ -296,13 +297,13 @@ def _arrow_to_numpy(col: pa.ChunkedArray | pa.Array) -> Array:
         col = col.cast(pa.float64())
     if pa.types.is_dictionary(t):
         col = col.dictionary_decode()
-    arr = col.to_numpy(zero_copy_only=False)
+    arr: Array = col.to_numpy(zero_copy_only=False)
     if arr.dtype.kind in "US":
         arr = arr.astype(object)
     return arr
 
 
-def _numpy_to_arrow(arr: Array) -> pa.Array:
+def _numpy_to_arrow(arr: Array) -> Any:
     if arr.ndim > 1:
         return pa.array(list(arr))
     return pa.array(arr, from_pandas=arr.dtype.kind == "f")

@@ -12,41 +12,12 @@ Kafka's coordinates (topics, groups) live in the Kafka connector, not here.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from tidal.core.batch import Batch
+from tidal.core.deadletter import DeadLetter
 
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A record that could not be decoded or validated.
-
-    Attributes:
-        step: the pipeline step that rejected it.
-        reason: why, in words (e.g. ``"line 3: expected a number in 'value', got 'abc'"``).
-        position: where it came from, e.g. ``{"file": "in.csv", "line": 3}`` or
-            ``{"partition": 0, "offset": 17}``.
-        raw: the record as received, when there is one.
-
-    Example:
-        >>> DeadLetter("read", "bad JSON", {"line": 3}, '{"x":').to_record()["reason"]
-        'bad JSON'
-    """
-
-    step: str
-    reason: str
-    position: Mapping[str, Any] = field(default_factory=dict)
-    raw: str | None = None
-
-    def to_record(self) -> dict[str, Any]:
-        """The dead letter as a JSON-ready dict."""
-        return {
-            "step": self.step,
-            "reason": self.reason,
-            "position": dict(self.position),
-            "raw": self.raw,
-        }
+__all__ = ["BaseSink", "BaseSource", "DeadLetter", "Sink", "Source"]
 
 
 @runtime_checkable

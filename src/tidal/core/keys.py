@@ -1,0 +1,132 @@
+"""Dense ids for key values, so keyed state lives in arrays indexed by key id.
+
+A :class:`KeyIndex` maps key values (ints, floats or strings) to small dense int64 ids,
+touching Python only once per *distinct* key in a batch, never once per record. Ids of
+keys whose state is gone can be released and are reused, so the index grows with live keys,
+not with every key ever seen.
+
+Example:
+    >>> import numpy as np
+    >>> index = KeyIndex()
+    >>> index.ids(np.array(["b", "a", "b"], dtype=object)).tolist()
+    [0, 1, 0]
+    >>> index.values(np.array([1, 0])).tolist()
+    ['a', 'b']
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tidal.core.batch import Array
+from tidal.errors import StateError
+
+
+def unique_inverse(values: Array) -> tuple[list[Any], Array]:
+    """Distinct values (as Python objects) and, per row, the index of its distinct value.
+
+    Numbers go through ``np.unique``; strings and other objects through Arrow's hash-based
+    dictionary encoding.
+    """
+    if values.dtype.kind in "iufb":
+        uniq, inv = np.unique(values, return_inverse=True)
+        return uniq.tolist(), inv.reshape(-1).astype(np.int64, copy=False)
+    try:
+        encoded = pa.array(values, from_pandas=True).dictionary_encode()
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        uniq_o, inv_o = np.unique(values.astype(str), return_inverse=True)
+        return uniq_o.tolist(), inv_o.reshape(-1).astype(np.int64)
+    if encoded.null_count:
+        msg = "a key column must not contain nulls; filter or fill them before key_by"
+        raise StateError(msg)
+    return (
+        encoded.dictionary.to_pylist(),
+        encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64),
+    )
+
+
+class KeyIndex:
+    """Key value to dense id, with release and reuse of ids."""
+
+    def __init__(self) -> None:
+        self._ids: dict[Any, int] = {}
+        self._keys: list[Any] = []
+        self._free: list[int] = []
+        self._kind: str | None = None
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @property
+    def capacity(self) -> int:
+        """One more than the largest id ever handed out (size arrays indexed by id with it)."""
+        return len(self._keys)
+
+    def ids(self, values: Array) -> Array:
+        """Ids for a column of key values, adding keys not seen before."""
+        if len(values) == 0:
+            return np.empty(0, dtype=np.int64)
+        if self._kind is None:
+            self._kind = values.dtype.kind
+        uniq, inv = unique_inverse(values)
+        get = self._ids.get
+        found = [get(u, -1) for u in uniq]
+        if -1 in found:
+            for i, u in enumerate(uniq):
+                if found[i] == -1:
+                    found[i] = self._add(u)
+        return np.asarray(found, dtype=np.int64)[inv]
+
+    def lookup(self, values: Array) -> Array:
+        """Ids for key values, ``-1`` for keys not in the index (nothing is added)."""
+        if len(values) == 0:
+            return np.empty(0, dtype=np.int64)
+        uniq, inv = unique_inverse(values)
+        get = self._ids.get
+        return np.asarray([get(u, -1) for u in uniq], dtype=np.int64)[inv]
+
+    def _add(self, key: Any) -> int:
+        if self._free:
+            i = self._free.pop()
+            self._keys[i] = key
+        else:
+            i = len(self._keys)
+            self._keys.append(key)
+        self._ids[key] = i
+        return i
+
+    def values(self, ids: Array) -> Array:
+        """Key values for ids, as a column (object dtype for strings)."""
+        keys = self._keys
+        out = [keys[i] for i in ids.tolist()]
+        if self._kind in ("i", "u"):
+            return np.asarray(out, dtype=np.int64)
+        if self._kind == "f":
+            return np.asarray(out, dtype=np.float64)
+        if self._kind == "b":
+            return np.asarray(out, dtype=bool)
+        arr = np.empty(len(out), dtype=object)
+        arr[:] = out
+        return arr
+
+    def release(self, ids: Array) -> None:
+        """Forget the keys of ``ids``; their ids are reused for new keys."""
+        for i in ids.tolist():
+            key = self._keys[i]
+            if self._ids.pop(key, None) is not None:
+                self._keys[i] = None
+                self._free.append(i)
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-ready state: keys by id (``None`` for free ids)."""
+        return {"keys": list(self._keys), "kind": self._kind}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Restore from :meth:`snapshot`."""
+        self._keys = list(snap["keys"])
+        self._kind = snap["kind"]
+        self._ids = {k: i for i, k in enumerate(self._keys) if k is not None}
+        self._free = [i for i, k in enumerate(self._keys) if k is None]

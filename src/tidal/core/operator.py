@@ -1,0 +1,71 @@
+"""The operator contract every step implements.
+
+An operator receives batches on one or more input ports and emits batches on one or more
+named output ports (``"main"`` first; side outputs such as ``"late"`` after it). Event-time
+operators also react to the watermark: the runtime calls :meth:`Operator.on_watermark` when
+the minimum watermark over the operator's inputs advances, and forwards it downstream after
+whatever the call emitted.
+
+Every operator can :meth:`~Operator.snapshot` its state to a dict of numpy arrays (numeric
+dtypes only) and JSON values, and :meth:`~Operator.restore` it in a fresh pipeline. The
+runtime snapshots only at batch boundaries, so the state is always consistent with the source
+positions stored next to it. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidal.core.batch import Batch
+from tidal.core.deadletter import DeadLetter
+
+Emit = list[tuple[int, Batch]]
+"""What an operator hands on: (output port index, batch) pairs, in order."""
+
+
+@dataclass
+class Context:
+    """What an operator may ask of the runtime: dead letters and counters."""
+
+    dead: Callable[[DeadLetter], None] = field(default=lambda _d: None)
+    counters: dict[str, int] = field(default_factory=dict)
+
+    def count(self, name: str, n: int) -> None:
+        """Add ``n`` to the counter ``name`` (shown in the summary and metrics)."""
+        if n:
+            self.counters[name] = self.counters.get(name, 0) + n
+
+
+class Operator:
+    """Base class: a stateless one-input, one-output operator that passes batches on."""
+
+    inputs: int = 1
+    outputs: tuple[str, ...] = ("main",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.ctx = Context()
+
+    def open(self, ctx: Context) -> None:
+        """Called once before the first batch."""
+        self.ctx = ctx
+
+    def process(self, batch: Batch, port: int) -> Emit:
+        """Handle one batch arriving on input ``port``."""
+        return [(0, batch)]
+
+    def on_watermark(self, wm: int) -> Emit:
+        """The input watermark advanced to ``wm``; emit whatever is now complete."""
+        return []
+
+    def snapshot(self) -> dict[str, Any]:
+        """State as numpy arrays and JSON values; ``{}`` for stateless operators."""
+        return {}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Restore state written by :meth:`snapshot` on a fresh instance."""
+
+    def close(self) -> None:
+        """Release resources at the end of the run."""

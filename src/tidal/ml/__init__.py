@@ -1,0 +1,1 @@
+"""Tidal ml layer."""

@@ -1,0 +1,251 @@
+"""The ``Pipeline`` builder: source -> named steps -> sinks, in the style of Beam and Quix.
+
+Every step has an explicit, stable name: it keys the step's state in snapshots, its metrics
+and its place on the dashboard. Operators are plain functions over columnar batches.
+
+Example:
+    >>> import numpy as np
+    >>> from tidal.testing import MemorySink, MemorySource
+    >>> from tidal import aggregations as agg
+    >>> p = Pipeline("readme")
+    >>> readings = p.source("readings", MemorySource({
+    ...     "sensor": ["a", "b", "a", "a"], "value": [1.0, 5.0, 3.0, 9.0],
+    ...     "ts": [100, 200, 900, 1500]}), time="ts")
+    >>> out = MemorySink()
+    >>> (readings.filter("positive", lambda b: b["value"] > 0)
+    ...     .key_by("sensor")
+    ...     .window("per_second", tumbling("1s"), {"n": agg.count(), "avg": agg.mean("value")})
+    ...     .sink("out", out))
+    >>> summary = p.run()
+    >>> sorted((r["sensor"], r["window_start"], r["n"], r["avg"]) for r in out.records())
+    [('a', 0, 2, 2.0), ('a', 1000, 1, 9.0), ('b', 0, 1, 5.0)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from tidal.core.aggregations import Aggregation
+from tidal.core.batch import Array, Batch
+from tidal.core.duration import Duration, to_millis
+from tidal.core.operator import Operator
+from tidal.core.operators import Branch, Filter, FlatMap, Map, MapRecords, Union, Validate
+from tidal.core.watermark import WatermarkStrategy, bounded
+from tidal.core.window_op import SessionAggregate, WindowAggregate
+from tidal.core.windows import Session, Windower
+from tidal.errors import PipelineError
+from tidal.io.base import Sink, Source
+
+if TYPE_CHECKING:
+    from tidal.runtime.executor import RunSummary
+
+TimeUnit = Literal["ms", "s", "us", "ns"]
+
+
+@dataclass(eq=False)
+class Node:
+    """A step of the pipeline graph."""
+
+    name: str
+    op: Operator | None = None
+    source: Source | None = None
+    sink: Sink | None = None
+    time: str | None = None
+    time_unit: TimeUnit = "ms"
+    watermark: WatermarkStrategy | None = None
+    inputs: list[tuple[Node, int]] = field(default_factory=list)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Output port names."""
+        if self.op is not None:
+            return self.op.outputs
+        return () if self.sink is not None else ("main",)
+
+
+class Pipeline:
+    """A named graph of steps from sources to sinks.
+
+    Args:
+        name: the pipeline's name (in metrics and snapshots).
+        dead_letters: a sink for records that failed to decode or validate; they are also
+            counted, and kept in memory (the last 10,000) when no sink is given.
+    """
+
+    def __init__(self, name: str = "pipeline", *, dead_letters: Sink | None = None) -> None:
+        self.name = name
+        self.nodes: dict[str, Node] = {}
+        self.dead_letters = dead_letters
+
+    def _add(self, node: Node) -> Node:
+        if not node.name or not isinstance(node.name, str):
+            msg = f"every step needs a non-empty string name, got {node.name!r}"
+            raise PipelineError(msg)
+        if node.name in self.nodes:
+            msg = (
+                f"a step named {node.name!r} already exists in pipeline {self.name!r}; "
+                "step names must be unique"
+            )
+            raise PipelineError(msg)
+        self.nodes[node.name] = node
+        return node
+
+    def source(
+        self,
+        name: str,
+        source: Source,
+        *,
+        time: str | None = None,
+        time_unit: TimeUnit = "ms",
+        watermark: WatermarkStrategy | None = None,
+    ) -> Stream:
+        """Add a source.
+
+        Args:
+            name: the step's name.
+            source: any :class:`~tidal.io.base.Source`.
+            time: the column with event time (ints in ``time_unit``, floats in seconds with
+                ``time_unit="s"``, datetimes or ISO-8601 strings). ``None``: event time is
+                arrival time (processing time).
+            time_unit: unit of a numeric time column.
+            watermark: ``bounded("2s")`` (default ``bounded("0s")`` with a time column) or
+                ``processing_time()``.
+        """
+        if time is None and watermark is None:
+            from tidal.core.watermark import processing_time
+
+            watermark = processing_time()
+        node = Node(
+            name,
+            source=source,
+            time=time,
+            time_unit=time_unit,
+            watermark=watermark or bounded("0s"),
+        )
+        return Stream(self, self._add(node), 0)
+
+    def run(self, **options: Any) -> RunSummary:
+        """Run to the end of bounded input (or until stopped); see :class:`Executor`."""
+        from tidal.runtime.executor import Executor
+
+        return Executor(self, **options).run()
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A stream of batches leaving one output port of a step."""
+
+    pipeline: Pipeline
+    node: Node
+    port: int
+    key: str | None = None
+
+    def _then(self, op: Operator, key: str | None = None, *others: Stream) -> Stream:
+        node = Node(op.name, op=op, inputs=[(self.node, self.port)])
+        node.inputs += [(o.node, o.port) for o in others]
+        self.pipeline._add(node)  # noqa: SLF001 - the builder is one unit
+        return Stream(self.pipeline, node, 0, key)
+
+    def side(self, port_name: str) -> Stream:
+        """Another output of this stream's step, e.g. ``"late"``."""
+        outputs = self.node.outputs
+        if port_name not in outputs:
+            msg = f"step {self.node.name!r} has outputs {list(outputs)}, not {port_name!r}"
+            raise PipelineError(msg)
+        return Stream(self.pipeline, self.node, outputs.index(port_name), self.key)
+
+    @property
+    def late(self) -> Stream:
+        """The ``late`` side output: records that arrived after their window closed."""
+        return self.side("late")
+
+    # -- stateless --------------------------------------------------------------------
+    def map(self, name: str, fn: Callable[[Batch], Any]) -> Stream:
+        """``fn(batch) -> batch`` (or a mapping of columns), one row out per row in."""
+        return self._then(Map(name, fn))
+
+    def filter(self, name: str, fn: Callable[[Batch], Array]) -> Stream:
+        """Keep rows where ``fn(batch)`` (a boolean array) is true."""
+        return self._then(Filter(name, fn), self.key)
+
+    def flat_map(self, name: str, fn: Callable[[Batch], tuple[Any, Array]]) -> Stream:
+        """``fn(batch) -> (columns, parent_index)``: any number of rows per input row."""
+        return self._then(FlatMap(name, fn))
+
+    def map_records(
+        self, name: str, fn: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> Stream:
+        """Per-record ``fn(dict) -> dict | None``. The slow path: a Python call per record."""
+        return self._then(MapRecords(name, fn))
+
+    def validate(self, name: str, checks: Mapping[str, Callable[[Batch], Array]]) -> Stream:
+        """Send rows failing a check to the dead letters (reason = the check's name)."""
+        return self._then(Validate(name, checks), self.key)
+
+    def union(self, name: str, *others: Stream) -> Stream:
+        """Merge this stream with ``others`` (same columns)."""
+        return self._then(Union(name, 1 + len(others)), None, *others)
+
+    def branch(
+        self, name: str, branches: Mapping[str, Callable[[Batch], Array]]
+    ) -> dict[str, Stream]:
+        """Split rows by predicates (first match wins); unmatched rows go to ``"rest"``."""
+        s = self._then(Branch(name, branches), self.key)
+        return {b: s.side(b) for b in s.node.outputs}
+
+    def apply(self, op: Operator, *others: Stream) -> Stream:
+        """Add any :class:`~tidal.core.operator.Operator` (for custom and ML operators)."""
+        return self._then(op, self.key, *others)
+
+    # -- keyed ------------------------------------------------------------------------
+    def key_by(self, column: str) -> Stream:
+        """Key the stream by a column; keyed steps (window, join, dedupe) use it."""
+        return Stream(self.pipeline, self.node, self.port, column)
+
+    def window(
+        self,
+        name: str,
+        windower: Windower,
+        aggs: Mapping[str, Aggregation],
+        *,
+        allowed_lateness: Duration = "0s",
+    ) -> Stream:
+        """Aggregate each key's records per window; the result has a ``late`` side output.
+
+        Without ``key_by`` the window aggregates all records together.
+        """
+        lateness = to_millis(allowed_lateness)
+        stream, key = self, self.key
+        if key is None:
+            stream = self.map(f"{name}.global_key", _add_global_key)
+            key = _GLOBAL
+        op: Operator
+        if isinstance(windower, Session):
+            op = SessionAggregate(name, key, windower, aggs, lateness)
+        else:
+            op = WindowAggregate(name, key, windower, aggs, lateness)
+        out = stream._then(op, key)  # noqa: SLF001
+        if self.key is None:
+            dropped = out.map(f"{name}.drop_key", _drop_global_key)
+            return Stream(self.pipeline, dropped.node, 0, None)
+        return out
+
+    def sink(self, name: str, sink: Sink) -> None:
+        """Write the stream to ``sink``."""
+        node = Node(name, sink=sink, inputs=[(self.node, self.port)])
+        self.pipeline._add(node)  # noqa: SLF001
+
+
+_GLOBAL = "__all__"
+
+
+def _add_global_key(batch: Batch) -> Batch:
+    return batch.with_columns(**{_GLOBAL: np.zeros(len(batch), dtype=np.int64)})
+
+
+def _drop_global_key(batch: Batch) -> Batch:
+    return batch.drop([_GLOBAL])
