@@ -6,7 +6,7 @@ and its place on the dashboard. Operators are plain functions over columnar batc
 Example:
     >>> import numpy as np
     >>> from tidal.testing import MemorySink, MemorySource
-    >>> from tidal import aggregations as agg
+    >>> from tidal import aggregations as agg, tumbling
     >>> p = Pipeline("readme")
     >>> readings = p.source("readings", MemorySource({
     ...     "sensor": ["a", "b", "a", "a"], "value": [1.0, 5.0, 3.0, 9.0],
