@@ -6,7 +6,7 @@ The names a quickstart needs; deeper names stay namespaced (``tidal.windows``,
 Example:
     >>> import tidal
     >>> sorted(tidal.__all__)[:3]
-    ['Batch', 'ConfigError', 'DeadLetter']
+    ['Batch', 'ConfigError', 'ConnectorError']
 """
 
 from tidal import aggregations
