@@ -15,9 +15,19 @@ from tidal.core.keys import KeyIndex
 from tidal.core.watermark import MIN_TIME
 
 
-@pytest.mark.parametrize(("text", "ms"), [("250ms", 250), ("5s", 5000), ("1h", 3_600_000),
-                                          ("1h30m", 5_400_000), ("1.5s", 1500), ("2min", 120_000),
-                                          (" 3 s ", 3000), ("500us", 0)])
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [
+        ("250ms", 250),
+        ("5s", 5000),
+        ("1h", 3_600_000),
+        ("1h30m", 5_400_000),
+        ("1.5s", 1500),
+        ("2min", 120_000),
+        (" 3 s ", 3000),
+        ("500us", 0),
+    ],
+)
 def test_durations_parse(text: str, ms: int) -> None:
     assert to_millis(text) == ms
 
@@ -33,8 +43,9 @@ def test_durations_accept_timedelta_and_reject_nonsense() -> None:
 
 
 def test_batch_keeps_system_arrays_in_step() -> None:
-    b = Batch({"k": ["a", "b", "c"], "v": [1, 2, 3]}, time=[10, 20, 30], wm=[0, 5, 5],
-              offset=[7, 8, 9])
+    b = Batch(
+        {"k": ["a", "b", "c"], "v": [1, 2, 3]}, time=[10, 20, 30], wm=[0, 5, 5], offset=[7, 8, 9]
+    )
     f = b.filter(np.array([True, False, True]))
     assert f.time.tolist() == [10, 30] and f.offset.tolist() == [7, 9]
     t = b.take(np.array([2, 0]))
@@ -75,14 +86,19 @@ def test_key_index_ids_release_and_reuse() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(times=st.lists(st.integers(0, 10_000), max_size=60), delay=st.integers(0, 2000),
-       cut=st.integers(0, 60))
-def test_per_record_watermark_matches_sequential_definition(times: list[int], delay: int,
-                                                            cut: int) -> None:
+@given(
+    times=st.lists(st.integers(0, 10_000), max_size=60),
+    delay=st.integers(0, 2000),
+    cut=st.integers(0, 60),
+)
+def test_per_record_watermark_matches_sequential_definition(
+    times: list[int], delay: int, cut: int
+) -> None:
     tracker = bounded(f"{delay}ms").tracker()
     arr = np.array(times, dtype=np.int64)
-    got = np.concatenate([tracker.assign(arr[:cut], None, now=0.0),
-                          tracker.assign(arr[cut:], None, now=0.0)]).tolist()
+    got = np.concatenate(
+        [tracker.assign(arr[:cut], None, now=0.0), tracker.assign(arr[cut:], None, now=0.0)]
+    ).tolist()
     want, high = [], MIN_TIME
     for t in times:
         want.append(MIN_TIME if high == MIN_TIME else high - delay)

@@ -53,20 +53,32 @@ def streams(draw: Any) -> dict[str, Any]:
 
 
 def _batches(data: dict[str, Any], cuts: list[int]) -> list[Batch]:
-    cols = {"k": np.array(data["k"], dtype=object), "ts": np.array(data["t"], dtype=np.int64),
-            "v": np.array(data["v"])}
+    cols = {
+        "k": np.array(data["k"], dtype=object),
+        "ts": np.array(data["t"], dtype=np.int64),
+        "v": np.array(data["v"]),
+    }
     n = len(data["t"])
     bounds = [0, *cuts, n]
-    return [Batch({c: a[lo:hi] for c, a in cols.items()}) for lo, hi in zip(bounds, bounds[1:])
-            if hi > lo] or [Batch({c: a for c, a in cols.items()})]
+    return [
+        Batch({c: a[lo:hi] for c, a in cols.items()})
+        for lo, hi in zip(bounds, bounds[1:], strict=False)
+        if hi > lo
+    ] or [Batch({c: a for c, a in cols.items()})]
 
 
-def _run_tidal(data: dict[str, Any], cuts: list[int], windower: Any, delay: int,
-               lateness: int, aggs: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]],
-                                                                          list[dict[str, Any]]]:
+def _run_tidal(
+    data: dict[str, Any],
+    cuts: list[int],
+    windower: Any,
+    delay: int,
+    lateness: int,
+    aggs: dict[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     p = Pipeline("prop")
-    s = p.source("in", MemorySource(_batches(data, cuts)), time="ts",
-                 watermark=bounded(f"{delay}ms"))
+    s = p.source(
+        "in", MemorySource(_batches(data, cuts)), time="ts", watermark=bounded(f"{delay}ms")
+    )
     w = s.key_by("k").window("w", windower, aggs or AGGS, allowed_lateness=f"{lateness}ms")
     out, late = collect(w), collect(w.late)
     run(p)
@@ -85,23 +97,29 @@ def _stats(values: list[float]) -> dict[str, Any]:
     n = len(values)
     mean = sum(values) / n
     var = sum((x - mean) ** 2 for x in values) / (n - 1) if n > 1 else math.nan
-    top = sorted(
-        ((v, values.count(v)) for v in set(values)), key=lambda vc: (-vc[1], vc[0])
-    )[:2]
-    return {"n": n, "total": sum(values), "avg": mean, "lo": min(values), "hi": max(values),
-            "var": var, "sd": math.sqrt(var) if n > 1 else math.nan, "top": top,
-            "uniq": len(set(values))}
+    top = sorted(((v, values.count(v)) for v in set(values)), key=lambda vc: (-vc[1], vc[0]))[:2]
+    return {
+        "n": n,
+        "total": sum(values),
+        "avg": mean,
+        "lo": min(values),
+        "hi": max(values),
+        "var": var,
+        "sd": math.sqrt(var) if n > 1 else math.nan,
+        "top": top,
+        "uniq": len(set(values)),
+    }
 
 
-def _reference_fixed(data: dict[str, Any], windower: Any, delay: int, lateness: int) -> tuple[
-    dict[tuple[Any, int], list[float]], int
-]:
+def _reference_fixed(
+    data: dict[str, Any], windower: Any, delay: int, lateness: int
+) -> tuple[dict[tuple[Any, int], list[float]], int]:
     size, slide = windower.size_ms, windower.slide_ms
     wm, high = MIN_TIME, MIN_TIME
     content: dict[tuple[Any, int], list[float]] = defaultdict(list)
     purged: set[tuple[Any, int]] = set()
     late = 0
-    for k, t, v in zip(data["k"], data["t"], data["v"]):
+    for k, t, v in zip(data["k"], data["t"], data["v"], strict=True):
         last = t - (t % slide)
         starts = [last - j * slide for j in range(size // slide + 2) if last - j * slide + size > t]
         kept = [s for s in starts if s + size + lateness > wm]
@@ -140,10 +158,15 @@ WINDOWERS = [tumbling("1s"), tumbling("300ms"), sliding("1s", "250ms"), sliding(
 
 
 @settings(max_examples=60, deadline=None)
-@given(data=streams(), w=st.sampled_from(WINDOWERS), delay=st.sampled_from([0, 150, 1000]),
-       lateness=st.sampled_from([0, 0, 400]))
-def test_tumbling_and_sliding_match_reference(data: dict[str, Any], w: Any, delay: int,
-                                              lateness: int) -> None:
+@given(
+    data=streams(),
+    w=st.sampled_from(WINDOWERS),
+    delay=st.sampled_from([0, 150, 1000]),
+    lateness=st.sampled_from([0, 0, 400]),
+)
+def test_tumbling_and_sliding_match_reference(
+    data: dict[str, Any], w: Any, delay: int, lateness: int
+) -> None:
     rows, late_rows = _run_tidal(data, data["cuts"], w, delay, lateness)
     want, want_late = _reference_fixed(data, w, delay, lateness)
     final = _final(rows)
@@ -157,16 +180,29 @@ def test_tumbling_and_sliding_match_reference(data: dict[str, Any], w: Any, dela
 
 
 @settings(max_examples=60, deadline=None)
-@given(data=streams(), w=st.sampled_from(WINDOWERS + [session("300ms"), session("1s")]),
-       delay=st.sampled_from([0, 150, 1000]))
+@given(
+    data=streams(),
+    w=st.sampled_from(WINDOWERS + [session("300ms"), session("1s")]),
+    delay=st.sampled_from([0, 150, 1000]),
+)
 def test_output_does_not_depend_on_batching(data: dict[str, Any], w: Any, delay: int) -> None:
     rows1, late1 = _run_tidal(data, data["cuts"], w, delay, 0)
     rows2, late2 = _run_tidal(data, data["cuts2"], w, delay, 0)
 
     def canon(rows: list[dict[str, Any]]) -> list[Any]:
         return sorted(
-            (r["k"], r["window_start"], r["window_end"], r["n"], r["total"], r["lo"], r["hi"],
-             r["p50"], r["uniq"], tuple(map(tuple, r["top"])))
+            (
+                r["k"],
+                r["window_start"],
+                r["window_end"],
+                r["n"],
+                r["total"],
+                r["lo"],
+                r["hi"],
+                r["p50"],
+                r["uniq"],
+                tuple(map(tuple, r["top"])),
+            )
             for r in rows
         )
 
@@ -174,14 +210,14 @@ def test_output_does_not_depend_on_batching(data: dict[str, Any], w: Any, delay:
     assert sorted(r["ts"] for r in late1) == sorted(r["ts"] for r in late2)
 
 
-def _reference_sessions(data: dict[str, Any], gap: int, delay: int) -> tuple[
-    dict[tuple[Any, int], tuple[int, list[float]]], int
-]:
+def _reference_sessions(
+    data: dict[str, Any], gap: int, delay: int
+) -> tuple[dict[tuple[Any, int], tuple[int, list[float]]], int]:
     wm, high = MIN_TIME, MIN_TIME
     open_: dict[Any, list[list[Any]]] = defaultdict(list)  # key -> [start, end, values]
     done: dict[tuple[Any, int], tuple[int, list[float]]] = {}
     late = 0
-    for k, t, v in zip(data["k"], data["t"], data["v"]):
+    for k, t, v in zip(data["k"], data["t"], data["v"], strict=True):
         if t < wm:
             late += 1
         else:

@@ -114,8 +114,13 @@ def test_missing_time_column_dead_letters_every_row_and_keeps_running() -> None:
 def test_validate_and_map_records_dead_letter_bad_rows() -> None:
     p = Pipeline("validate")
     s = p.source("in", MemorySource({"v": [1.0, -1.0, np.inf, 4.0]}))
-    checked = s.validate("check", {"v must be finite": lambda b: np.isfinite(b["v"]),
-                                   "v must be >= 0": lambda b: b["v"] >= 0})
+    checked = s.validate(
+        "check",
+        {
+            "v must be finite": lambda b: np.isfinite(b["v"]),
+            "v must be >= 0": lambda b: b["v"] >= 0,
+        },
+    )
 
     def invert(rec: dict[str, float]) -> dict[str, float]:
         if rec["v"] == 4.0:
@@ -128,7 +133,9 @@ def test_validate_and_map_records_dead_letter_bad_rows() -> None:
     assert out.records() == [{"inv": 1.0}]
     reasons = sorted(d.reason for d in ex.dead_letters)
     assert summary.dead_letters == 3
-    assert reasons[0].startswith("test_validate_and_map_records_dead_letter_bad_rows.<locals>.invert")
+    assert reasons[0].startswith(
+        "test_validate_and_map_records_dead_letter_bad_rows.<locals>.invert"
+    )
     assert "ValueError: no fours" in reasons[0]
     assert reasons[1:] == ["v must be >= 0", "v must be finite"]
 
@@ -141,7 +148,10 @@ def test_user_function_errors_name_the_step_and_function() -> None:
         raise KeyError("nope")
 
     collect(s.map("enrich", broken))
-    with pytest.raises(PipelineError, match=r"step 'enrich': the function .*broken \(.*test_executor.py:\d+\) raised KeyError"):
+    with pytest.raises(
+        PipelineError,
+        match=r"step 'enrich': the function .*broken \(.*test_executor.py:\d+\) raised KeyError",
+    ):
         run(p)
 
 
@@ -176,7 +186,11 @@ def test_union_takes_the_minimum_watermark_and_branch_routes_rows() -> None:
     assert summary.late == 0  # b's rows are not late although a ran ahead: min watermark
     assert sorted(r["ts"] for r in early.records()) == [0, 100, 200]
     assert sorted(r["ts"] for r in rest.records()) == [1500, 2500]
-    assert sorted((r["window_start"], r["n"]) for r in out.records()) == [(0, 3), (1000, 1), (2000, 1)]
+    assert sorted((r["window_start"], r["n"]) for r in out.records()) == [
+        (0, 3),
+        (1000, 1),
+        (2000, 1),
+    ]
 
 
 class _TwoPartitions(BaseSource):
@@ -239,7 +253,8 @@ def test_latency_is_measured_per_event() -> None:
 def test_sigterm_stops_gracefully_and_flushes(tmp_path: Path) -> None:
     script = tmp_path / "job.py"
     out = tmp_path / "out.txt"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys
         from tidal import Pipeline
         from tidal.io.base import BaseSink
@@ -261,9 +276,14 @@ def test_sigterm_stops_gracefully_and_flushes(tmp_path: Path) -> None:
         print("started", flush=True)
         summary = p.run(max_wait="1ms")
         print("events", summary.events, flush=True)
-    """))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")})
+    """)
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")},
+    )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "started"
     deadline = time.monotonic() + 10

@@ -24,20 +24,33 @@ def _data(n: int = 3000, seed: int = 7) -> list[Batch]:
     cols = {"k": keys, "ts": t, "v": vals}
     cuts = np.sort(rng.choice(np.arange(1, n), 40, replace=False))
     bounds = [0, *cuts.tolist(), n]
-    return [Batch({c: a[lo:hi] for c, a in cols.items()}) for lo, hi in zip(bounds, bounds[1:])]
+    return [
+        Batch({c: a[lo:hi] for c, a in cols.items()})
+        for lo, hi in zip(bounds, bounds[1:], strict=False)
+    ]
 
 
-AGGS = {"n": agg.count(), "avg": agg.mean("v"), "hi": agg.max("v"), "sd": agg.std("v"),
-        "p90": agg.quantile("v", 0.9), "uniq": agg.distinct("k"), "top": agg.top_k("k", 2)}
+AGGS = {
+    "n": agg.count(),
+    "avg": agg.mean("v"),
+    "hi": agg.max("v"),
+    "sd": agg.std("v"),
+    "p90": agg.quantile("v", 0.9),
+    "uniq": agg.distinct("k"),
+    "top": agg.top_k("k", 2),
+}
 
 Build = Callable[[Pipeline, Any], Any]
 
 BUILDERS: dict[str, Build] = {
     "tumbling": lambda p, s: s.key_by("k").window("w", tumbling("1s"), AGGS),
     "sliding_late": lambda p, s: s.key_by("k").window(
-        "w", sliding("2s", "500ms"), AGGS, allowed_lateness="300ms"),
+        "w", sliding("2s", "500ms"), AGGS, allowed_lateness="300ms"
+    ),
     "session": lambda p, s: s.key_by("k").window("w", session("150ms"), AGGS),
-    "global": lambda p, s: s.window("w", tumbling("2s"), {"n": agg.count(), "top": agg.top_k("k", 3)}),
+    "global": lambda p, s: s.window(
+        "w", tumbling("2s"), {"n": agg.count(), "top": agg.top_k("k", 3)}
+    ),
 }
 
 
