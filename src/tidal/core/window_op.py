@@ -108,9 +108,14 @@ class _KeyedAggregate(Operator):
             )
             raise PipelineError(msg)
 
-    def _update(self, batch: Batch, rows: Array, slots: Array) -> None:
+    def _update(self, batch: Batch, rows: Array | None, slots: Array) -> None:
+        """Add ``batch``'s rows ``rows`` (``None``: every row, in order) to ``slots``."""
         for name, agg in self.aggs.items():
-            values = None if agg.column is None else batch[agg.column][rows]
+            if agg.column is None:
+                values = None
+            else:
+                column = batch[agg.column]
+                values = column if rows is None else column[rows]
             self.states[name].update(slots, values)
 
     def _results(self, key_ids: Array, slots: Array, start: Array, end: Array) -> Batch:
@@ -176,23 +181,48 @@ class WindowAggregate(_KeyedAggregate):
                 (self.refs, np.zeros(self.keys.capacity - len(self.refs), dtype=_I64))
             )
         rows, starts = self.windower.assign(batch.time)
-        ok = starts + self.size + self.lateness > batch.wm[rows]
-        late = np.bincount(rows[ok], minlength=len(batch)) == 0
-        rows, starts = rows[ok], starts[ok]
+        # tumbling: one window per row and ``rows`` is 0..n-1, which saves gathers
+        one_each = isinstance(self.windower, Tumbling)
+        ok = starts + self.size + self.lateness > (batch.wm if one_each else batch.wm[rows])
+        every = bool(ok.all())
+        if one_each:
+            late = ~ok
+        else:
+            late = np.bincount(rows[ok], minlength=len(batch)) == 0
+        if not every:
+            rows, starts = rows[ok], starts[ok]
+        identity = one_each and every  # rows[i] == i
         slots = np.empty(len(rows), dtype=_I64)
-        order = np.argsort(starts, kind="stable")
-        s_sorted = starts[order]
-        cuts = np.flatnonzero(np.diff(s_sorted)) + 1
-        for seg in np.split(order, cuts) if len(order) else []:
-            start = int(starts[seg[0]])
-            k = kid[rows[seg]]
+        for start, seg in self._segments(starts):
+            k = kid[seg] if identity else kid[rows[seg]]
             slots[seg] = self._slots_for(start, k)
-        self._update(batch, rows, slots)
+        self._update(batch, None if identity else rows, slots)
         out: Emit = []
         if late.any():
             self.ctx.count("late", int(late.sum()))
             out.append((1, batch.filter(late)))
         return out
+
+    def _segments(self, starts: Array) -> list[tuple[int, Array | slice]]:
+        """(window start, positions in ``starts``) per distinct start, both ascending.
+
+        A batch usually spans a few windows: then one comparison per window finds them,
+        else a stable sort does.
+        """
+        if len(starts) == 0:
+            return []
+        lo, hi = int(starts.min()), int(starts.max())
+        if lo == hi:
+            return [(lo, slice(None))]
+        slide = self.windower.slide_ms
+        if (hi - lo) // slide < 8:
+            found = [(s, np.flatnonzero(starts == s)) for s in range(lo, hi + 1, slide)]
+            segs: list[tuple[int, Array | slice]] = [(s, seg) for s, seg in found if len(seg)]
+            if sum(len(seg) for _, seg in found) == len(starts):
+                return segs
+        order = np.argsort(starts, kind="stable")
+        cuts = np.flatnonzero(np.diff(starts[order])) + 1
+        return [(int(starts[seg[0]]), seg) for seg in np.split(order, cuts)]
 
     def _slots_for(self, start: int, k: Array) -> Array:
         table = self.tables.get(start)
@@ -205,7 +235,13 @@ class WindowAggregate(_KeyedAggregate):
         sl = table[k]
         missing = sl < 0
         if missing.any():
-            new_keys = np.unique(k[missing])
+            new_keys = k[missing]
+            if len(new_keys) * 16 >= cap:  # key ids are dense: flagging beats sorting
+                seen = np.zeros(cap, dtype=bool)
+                seen[new_keys] = True
+                new_keys = np.flatnonzero(seen)
+            else:
+                new_keys = np.unique(new_keys)
             table[new_keys] = self.pool.alloc(len(new_keys))
             self.refs[new_keys] += 1
             sl = table[k]

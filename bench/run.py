@@ -1,0 +1,40 @@
+"""Run Tidal's benchmarks: ``python bench/run.py`` (all) or ``python bench/run.py w1 latency``.
+
+Options after a benchmark's name go to that benchmark, e.g.
+``python bench/run.py w1 --events 200000``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def main(argv: list[str]) -> int:
+    from bench import latency, w1
+
+    benches = {"w1": w1.cli, "latency": latency.cli}
+    if any(a in ("-h", "--help") for a in argv[:1]):
+        print(__doc__)
+        print("benchmarks:", ", ".join(benches))
+        return 0
+    plan: list[tuple[str, list[str]]] = []
+    for arg in argv:
+        if arg in benches:
+            plan.append((arg, []))
+        elif plan:
+            plan[-1][1].append(arg)
+        else:
+            print(f"unknown benchmark {arg!r}; choose from {', '.join(benches)}", file=sys.stderr)
+            return 2
+    for name, args in plan or [(n, []) for n in benches]:
+        benches[name](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
