@@ -31,7 +31,9 @@ import numpy as np
 
 from tidal.core.aggregations import Aggregation
 from tidal.core.batch import Array, Batch
+from tidal.core.dedupe import Dedupe
 from tidal.core.duration import Duration, to_millis
+from tidal.core.join import IntervalJoin, signed_millis
 from tidal.core.operator import Operator
 from tidal.core.operators import Branch, Filter, FlatMap, Map, MapRecords, Union, Validate
 from tidal.core.watermark import WatermarkStrategy, bounded
@@ -233,6 +235,80 @@ class Stream:
             dropped = out.map(f"{name}.drop_key", _drop_global_key)
             return Stream(self.pipeline, dropped.node, 0, None)
         return out
+
+    def interval_join(
+        self,
+        name: str,
+        other: Stream,
+        *,
+        between: tuple[Duration, Duration],
+        suffix: str = "_right",
+    ) -> Stream:
+        """Join with ``other`` on the keys: pairs whose right time is within ``between``.
+
+        A left row ``a`` and a right row ``b`` with equal keys make a pair when
+        ``a.time + lower <= b.time <= a.time + upper``; the bounds may be negative
+        (``between=("-5s", "5s")``). The result has the left columns, then the right ones
+        (``suffix`` on clashing names; the right key is dropped when both keys share a
+        name), event time ``max(a.time, b.time)``, and is keyed like this stream. Rows of
+        either side that arrive behind their watermark go to the ``late`` side output with
+        a ``side`` column. See :mod:`tidal.core.join`.
+
+        Both streams must be keyed with :meth:`key_by`.
+
+        Example:
+            >>> from tidal.testing import MemorySource, collect, run
+            >>> p = Pipeline("ads")
+            >>> views = p.source("views", MemorySource({"ad": ["x", "y"], "ts": [1000, 2000]}),
+            ...                  time="ts")
+            >>> clicks = p.source("clicks", MemorySource({"ad": ["x"], "at": [1500]}), time="at")
+            >>> out = collect(views.key_by("ad").interval_join(
+            ...     "clicked", clicks.key_by("ad"), between=("0s", "10s")))
+            >>> _ = run(p)
+            >>> out.records()
+            [{'ad': 'x', 'ts': 1000, 'at': 1500}]
+        """
+        for label, stream in (("this", self), ("the other", other)):
+            if stream.key is None:
+                msg = (
+                    f"step {name!r}: interval_join needs keyed streams, but {label} stream "
+                    f"(from step {stream.node.name!r}) has no key; call .key_by('column') on "
+                    "both streams before joining"
+                )
+                raise PipelineError(msg)
+        if not (isinstance(between, tuple | list) and len(between) == 2):
+            msg = (
+                f"step {name!r}: between must be a pair (lower, upper), e.g. ('-5s', '5s'); "
+                f"got {between!r}"
+            )
+            raise PipelineError(msg)
+        assert self.key is not None and other.key is not None
+        lower, upper = signed_millis(between[0]), signed_millis(between[1])
+        op = IntervalJoin(name, self.key, other.key, lower, upper, suffix=suffix)
+        return self._then(op, self.key, other)
+
+    def dedupe(self, name: str, *, within: Duration) -> Stream:
+        """Drop records whose key was already seen within ``within`` of the watermark.
+
+        A record is dropped when an earlier-arriving record with the same key has a time
+        ``t`` with ``t + within`` beyond the watermark in force at its arrival. Drops are
+        counted as ``duplicates``. See :mod:`tidal.core.dedupe`.
+
+        Example:
+            >>> from tidal.testing import MemorySource, collect, run
+            >>> p = Pipeline("orders")
+            >>> s = p.source("in", MemorySource({"id": [7, 7, 8], "ts": [0, 10, 20]}), time="ts")
+            >>> out = collect(s.key_by("id").dedupe("once", within="1m"))
+            >>> run(p).counts["duplicates"], [r["id"] for r in out.records()]
+            (1, [7, 8])
+        """
+        if self.key is None:
+            msg = (
+                f"step {name!r}: dedupe needs a keyed stream; call .key_by('column') first, "
+                "e.g. stream.key_by('order_id').dedupe('once', within='10m')"
+            )
+            raise PipelineError(msg)
+        return self._then(Dedupe(name, self.key, to_millis(within)), self.key)
 
     def sink(self, name: str, sink: Sink) -> None:
         """Write the stream to ``sink``."""
