@@ -1,0 +1,419 @@
+"""The ``tidal`` command line: ``tidal run FILE.py`` and ``tidal demo``.
+
+::
+
+    tidal run FILE.py [--events N] [--max-batch N] [--max-wait 5ms] [--json]
+    tidal demo [--events N] [--rate R] [--sensors N] [--out alerts.jsonl] [--json]
+
+Every option can also be set with an environment variable ``TIDAL_<OPTION>`` (``--max-wait``
+is ``TIDAL_MAX_WAIT``; flags take ``1/true/yes/on`` or ``0/false/no/off``); a command-line
+option wins over the environment. ``--help`` names the variable of each option.
+
+``tidal run`` loads a Python file that defines ``pipeline`` (a :class:`~tidal.Pipeline`) or
+``build()`` returning one, and optionally ``extra(summary) -> dict`` with figures to add to
+the summary. With ``--json`` it prints exactly one JSON object on standard output (whatever
+the pipeline itself prints goes to standard error)::
+
+    {"events": 50000, "seconds": 0.08, "events_per_s": 610000.0,
+     "latency_ms": {"p50": 7.1, "p99": 9.0, "p999": 9.0}, "late": 0, "dead_letters": 4,
+     "counts": {...}, "outputs": {...}, "alerts": 12, ...}
+
+Without ``--json`` a live status line runs while the pipeline does (on a terminal) and a
+summary table follows. Ctrl-C (SIGINT) or SIGTERM stops after the current micro-batch and
+still prints the summary. Errors print one line on standard error and exit with status 2.
+
+Example:
+    >>> main(["demo", "--events", "2000", "--rate", "0", "--sensors", "50", "--out", "",
+    ...       "--json"])  # doctest: +ELLIPSIS
+    {"events":2000,...,"alerts":0,"sensors":50,"faults":0}
+    0
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from tidal.core.duration import to_seconds
+from tidal.errors import ConfigError, PipelineError, TidalError
+from tidal.pipeline import Pipeline
+from tidal.runtime.executor import Executor, RunSummary
+
+if TYPE_CHECKING:
+    from tidal.observe.status import StatusLine
+
+__all__ = ["main"]
+
+ENV_PREFIX = "TIDAL_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+# -- option values ------------------------------------------------------------------------
+def _count(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        msg = f"expected a whole number, got {text!r}"
+        raise ValueError(msg) from None
+    if value < 0:
+        msg = f"expected a number >= 0, got {text!r}"
+        raise ValueError(msg)
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _count(text)
+    if value == 0:
+        msg = f"expected a number > 0, got {text!r}"
+        raise ValueError(msg)
+    return value
+
+
+def _duration(text: str) -> str:
+    to_seconds(text)  # raises ConfigError (a ValueError) with the accepted forms
+    return text
+
+
+def _rate(text: str) -> float:
+    if text.strip().lower() in ("max", "inf"):
+        return 0.0
+    try:
+        value = float(text.replace("_", ""))
+    except ValueError:
+        msg = f"expected events per second (0 or 'max': as fast as possible), got {text!r}"
+        raise ValueError(msg) from None
+    if value < 0:
+        msg = f"expected a rate >= 0, got {text!r}"
+        raise ValueError(msg)
+    return value
+
+
+def _text(text: str) -> str:
+    return text
+
+
+def _flag(text: str) -> bool:
+    low = text.strip().lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    msg = f"expected one of 1/true/yes/on or 0/false/no/off, got {text!r}"
+    raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class _Option:
+    """One command-line option with its environment variable and default."""
+
+    flag: str
+    convert: Callable[[str], Any]
+    default: Any
+    help: str
+    metavar: str | None = None
+    is_flag: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.dest.upper()
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        shown = "" if self.default in (None, False) else f" (default: {self.default})"
+        text = f"{self.help}{shown} [env:\N{NO-BREAK SPACE}{self.env}]"
+        if self.is_flag:
+            parser.add_argument(self.flag, action="store_true", default=None, help=text)
+        else:
+            parser.add_argument(
+                self.flag,
+                type=_argtype(self.convert),
+                default=None,
+                metavar=self.metavar,
+                help=text,
+            )
+
+    def resolve(self, args: argparse.Namespace) -> None:
+        """Fill in the environment variable or the default where the flag was not given."""
+        if getattr(args, self.dest) is not None:
+            return
+        raw = os.environ.get(self.env)
+        if raw is None:
+            setattr(args, self.dest, self.default)
+            return
+        try:
+            setattr(args, self.dest, self.convert(raw))
+        except ValueError as exc:
+            msg = f"environment variable {self.env}={raw!r} is not a valid {self.flag}: {exc}"
+            raise ConfigError(msg) from None
+
+
+def _argtype(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = convert.__name__.lstrip("_")
+    return parse
+
+
+_EVENTS = _Option(
+    "--events", _count, None, "stop after N events (a bounded run; default: unbounded)", "N"
+)
+_MAX_BATCH = _Option("--max-batch", _positive, 8192, "most events per micro-batch", "N")
+_MAX_WAIT = _Option(
+    "--max-wait", _duration, "5ms", "latency budget: wait this long to fill a batch", "DURATION"
+)
+_JSON = _Option(
+    "--json", _flag, False, "print one JSON summary object on stdout, nothing else", is_flag=True
+)
+_RATE = _Option(
+    "--rate",
+    _rate,
+    None,
+    "events per second, 0 or 'max' as fast as possible (default: real time, 10 per sensor)",
+    "R",
+)
+_SENSORS = _Option("--sensors", _positive, 2000, "number of simulated sensors", "N")
+_OUT = _Option(
+    "--out", _text, "alerts.jsonl", "JSON Lines file for the alerts ('' for none)", "PATH"
+)
+
+_RUN_OPTIONS = (_EVENTS, _MAX_BATCH, _MAX_WAIT, _JSON)
+_DEMO_OPTIONS = (_EVENTS, _RATE, _SENSORS, _OUT, _MAX_BATCH, _MAX_WAIT, _JSON)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tidal",
+        description="Tidal: real-time AI on event streams, in columnar micro-batches.",
+        epilog=f"Every option can also be set with an environment variable ({ENV_PREFIX}...).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="run the pipeline defined in a Python file",
+        description=(
+            "Run FILE.py, which defines `pipeline` (a tidal.Pipeline) or `build()` returning "
+            "one, and optionally `extra(summary) -> dict` with figures for the summary."
+        ),
+    )
+    run.add_argument("file", metavar="FILE.py", help="the pipeline file")
+    for opt in _RUN_OPTIONS:
+        opt.add_to(run)
+    run.set_defaults(handler=_run, options=_RUN_OPTIONS)
+    demo = commands.add_parser(
+        "demo",
+        help="the IoT anomaly demo (no server needed)",
+        description=(
+            "Simulated sensors -> sliding-window features -> z-score anomaly alerts, with "
+            "faults injected. Runs until Ctrl-C unless --events is given."
+        ),
+    )
+    for opt in _DEMO_OPTIONS:
+        opt.add_to(demo)
+    demo.set_defaults(handler=_demo, options=_DEMO_OPTIONS)
+    return parser
+
+
+# -- commands ------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tidal`` command line; returns the exit status.
+
+    Args:
+        argv: the arguments after the program name (default: ``sys.argv[1:]``).
+
+    Example:
+        >>> main(["run", "no/such/file.py"])
+        2
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse already reported
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        for opt in args.options:
+            opt.resolve(args)
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except TidalError as exc:
+        print(f"tidal: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tidal: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    module = _load(args.file)
+    pipeline = _pipeline_of(module, args.file)
+    extra = getattr(module, "extra", None)
+    return _execute(pipeline, args, extra=extra if callable(extra) else None)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from tidal.demo import build_demo
+    from tidal.observe.status import StatusLine
+
+    hz = 10.0
+    rate = float(args.sensors * hz) if args.rate is None else (args.rate or None)
+    console = Console()
+    status = StatusLine(console, enabled=False if args.json else None, alerts=["alerts"])
+    pipeline, handles = build_demo(
+        sensors=args.sensors,
+        rate=rate,
+        hz=hz,
+        out=args.out or None,
+        screen=None if args.json else status.print,
+    )
+    if not args.json:
+        pace = "as fast as possible" if rate is None else f"{rate:,.0f} events/s"
+        where = f"alerts -> {args.out}" if args.out else "alerts on screen only"
+        console.print(
+            f"tidal demo: {args.sensors:,} sensors at {hz:g} Hz, {pace}; {where}. "
+            "Detectors warm up for the first 20 s of event time; Ctrl-C stops.",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return _execute(pipeline, args, extra=handles.extra, status=status, title="tidal demo")
+
+
+def _execute(
+    pipeline: Pipeline,
+    args: argparse.Namespace,
+    *,
+    extra: Callable[[RunSummary], Any] | None = None,
+    status: StatusLine | None = None,
+    title: str = "tidal run",
+) -> int:
+    from rich.console import Console
+
+    from tidal.observe.status import StatusLine, summary_table
+
+    if status is None:
+        status = StatusLine(Console(), enabled=False if args.json else None)
+    executor = Executor(
+        pipeline,
+        max_batch=args.max_batch,
+        max_wait=args.max_wait,
+        max_events=args.events,
+        progress=status.update,
+    )
+    with _stdout_to_stderr(args.json), status:
+        summary = executor.run()
+    if extra is not None:
+        added = extra(summary)
+        if not isinstance(added, dict):
+            msg = f"extra(summary) must return a dict of figures, got {type(added).__name__}"
+            raise PipelineError(msg)
+        summary.extra.update(added)
+    if args.json:
+        sys.stdout.write(orjson.dumps(summary.to_json(), default=str).decode() + "\n")
+        sys.stdout.flush()
+    else:
+        status.console.print(summary_table(summary, title=title))
+    return 0
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(active: bool) -> Iterator[None]:
+    """With ``--json``, keep stdout for the one JSON object: prints go to stderr."""
+    if not active:
+        yield
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+# -- loading a pipeline file ---------------------------------------------------------------
+def _load(path_text: str) -> ModuleType:
+    path = Path(path_text)
+    if not path.is_file():
+        msg = (
+            f"cannot run {path_text!r}: no such file; give the path of a Python file that "
+            "defines `pipeline` or `build()`"
+        )
+        raise ConfigError(msg)
+    name = "__tidal_run__"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        msg = f"cannot run {path_text!r}: not a Python file"
+        raise ConfigError(msg)
+    module = importlib.util.module_from_spec(spec)
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except TidalError:
+        sys.modules.pop(name, None)
+        raise
+    except SyntaxError as exc:
+        sys.modules.pop(name, None)
+        msg = f"{path_text}:{exc.lineno}: syntax error: {exc.msg}"
+        raise PipelineError(msg) from exc
+    except Exception as exc:
+        sys.modules.pop(name, None)
+        msg = (
+            f"{path_text}{_line_in(exc, path)}: loading the file raised {type(exc).__name__}: {exc}"
+        )
+        raise PipelineError(msg) from exc
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(folder)
+    return module
+
+
+def _line_in(exc: BaseException, path: Path) -> str:
+    """``:LINE`` of the deepest traceback frame in ``path``, or ``""``."""
+    line = ""
+    tb = exc.__traceback__
+    target = path.resolve()
+    while tb is not None:
+        if Path(tb.tb_frame.f_code.co_filename).resolve() == target:
+            line = f":{tb.tb_lineno}"
+        tb = tb.tb_next
+    return line
+
+
+def _pipeline_of(module: ModuleType, path_text: str) -> Pipeline:
+    pipeline = getattr(module, "pipeline", None)
+    build = getattr(module, "build", None)
+    if pipeline is None and callable(build):
+        try:
+            pipeline = build()
+        except TidalError:
+            raise
+        except Exception as exc:
+            msg = f"{path_text}: build() raised {type(exc).__name__}: {exc}"
+            raise PipelineError(msg) from exc
+    if not isinstance(pipeline, Pipeline):
+        got = "nothing" if pipeline is None else type(pipeline).__name__
+        msg = (
+            f"{path_text} must define `pipeline = tidal.Pipeline(...)` or `def build() -> "
+            f"tidal.Pipeline`; found {got}"
+        )
+        raise ConfigError(msg)
+    return pipeline
+
+
+if __name__ == "__main__":  # python -m tidal.cli
+    raise SystemExit(main())

@@ -1,0 +1,265 @@
+"""The ``tidal`` command line, as real subprocesses where it matters (JSON, SIGINT)."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tidal.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+SUMMARY_KEYS = {"events", "seconds", "events_per_s", "latency_ms", "late", "dead_letters"}
+
+
+def _tidal(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, module: str = "tidal.cli"
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TIDAL_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _one_json(stdout: str) -> dict[str, Any]:
+    """stdout holds exactly one JSON object and nothing else."""
+    data = json.loads(stdout)
+    assert isinstance(data, dict)
+    assert stdout.strip().count("\n") == 0
+    return data
+
+
+@pytest.fixture(autouse=True)
+def _no_tidal_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("TIDAL_"):
+            monkeypatch.delenv(name)
+
+
+# -- tidal run ---------------------------------------------------------------------------------
+
+
+def test_run_quickstart_json(tmp_path: Path) -> None:
+    proc = _tidal(
+        "run", str(EXAMPLES / "quickstart.py"), "--events", "1000", "--json", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = _one_json(proc.stdout)
+    assert SUMMARY_KEYS <= set(data)
+    assert data["events"] == 1000
+    assert set(data["latency_ms"]) == {"p50", "p99", "p999"}
+    assert data["outputs"]["print"] > 0
+    assert '"sensor"' in proc.stderr  # what the pipeline printed went to stderr
+
+
+def test_run_iot_example_json(tmp_path: Path) -> None:
+    proc = _tidal(
+        "run", str(EXAMPLES / "iot_anomaly.py"), "--events", "50000", "--json", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = _one_json(proc.stdout)
+    assert data["events"] == 50_000
+    assert {"alerts", "sensors", "faults"} <= set(data)
+    assert data["sensors"] == 2000
+    assert (tmp_path / "alerts.jsonl").exists()
+
+
+def test_run_prints_a_summary_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(EXAMPLES / "quickstart.py"), "--events", "600"]) == 0
+    out = capsys.readouterr().out
+    assert "events/s" in out and "600" in out
+
+
+def test_run_with_build_function_and_extra(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    file = tmp_path / "job.py"
+    file.write_text(
+        "import tidal\n"
+        "from tidal.testing import MemorySink, MemorySource\n"
+        "def build():\n"
+        "    p = tidal.Pipeline('job')\n"
+        "    p.source('in', MemorySource({'x': [1, 2, 3]})).sink('out', MemorySink())\n"
+        "    return p\n"
+        "def extra(summary):\n"
+        "    return {'answer': 42}\n"
+    )
+    assert main(["run", str(file), "--json"]) == 0
+    data = _one_json(capsys.readouterr().out)
+    assert data["events"] == 3 and data["answer"] == 42
+
+
+def test_options_from_environment_variables(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TIDAL_EVENTS", "1500")
+    monkeypatch.setenv("TIDAL_JSON", "yes")
+    monkeypatch.setenv("TIDAL_MAX_BATCH", "100")
+    monkeypatch.setenv("TIDAL_MAX_WAIT", "1ms")
+    assert main(["run", str(EXAMPLES / "quickstart.py")]) == 0
+    assert _one_json(capsys.readouterr().out)["events"] == 1500
+    # a flag on the command line wins over the environment
+    assert main(["run", str(EXAMPLES / "quickstart.py"), "--events", "300"]) == 0
+    assert _one_json(capsys.readouterr().out)["events"] == 300
+
+
+def test_environment_variables_in_a_subprocess(tmp_path: Path) -> None:
+    env = {"TIDAL_EVENTS": "20000", "TIDAL_RATE": "0", "TIDAL_JSON": "1", "TIDAL_OUT": ""}
+    proc = _tidal("demo", "--sensors", "100", cwd=tmp_path, env=env, module="tidal")
+    assert proc.returncode == 0, proc.stderr
+    assert _one_json(proc.stdout)["events"] == 20_000
+    assert not (tmp_path / "alerts.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("TIDAL_EVENTS", "many"), ("TIDAL_MAX_WAIT", "soon"), ("TIDAL_JSON", "maybe")],
+)
+def test_bad_environment_variable_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    assert main(["run", str(EXAMPLES / "quickstart.py")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tidal: error: environment variable {name}={value!r}")
+    assert err.count("\n") == 1
+
+
+def test_help_names_the_environment_variables(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--help"]) == 0
+    text = capsys.readouterr().out.replace("\N{NO-BREAK SPACE}", " ")
+    for var in ("TIDAL_EVENTS", "TIDAL_RATE", "TIDAL_SENSORS", "TIDAL_OUT", "TIDAL_JSON"):
+        assert f"[env: {var}]" in text
+    assert main(["run", "--help"]) == 0
+    text = capsys.readouterr().out.replace("\N{NO-BREAK SPACE}", " ")
+    for var in ("TIDAL_EVENTS", "TIDAL_MAX_BATCH", "TIDAL_MAX_WAIT", "TIDAL_JSON"):
+        assert f"[env: {var}]" in text
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+
+def test_bad_file_path_exits_2_with_a_message(tmp_path: Path) -> None:
+    proc = _tidal("run", "no/such/pipeline.py", "--json", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.startswith("tidal: error: cannot run 'no/such/pipeline.py': no such file")
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("x = 1\n", "must define `pipeline"),
+        ("import tidal\n\n1 / 0\n", r"job.py:3: loading the file raised ZeroDivisionError"),
+        ("def broken(:\n", "job.py:1: syntax error"),
+        ("def build():\n    raise RuntimeError('nope')\n", "build() raised RuntimeError: nope"),
+    ],
+)
+def test_broken_pipeline_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str, message: str
+) -> None:
+    file = tmp_path / "job.py"
+    file.write_text(source)
+    assert main(["run", str(file)]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_a_failing_step_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    file = tmp_path / "job.py"
+    file.write_text(
+        "import tidal\n"
+        "from tidal.testing import MemorySink, MemorySource\n"
+        "pipeline = tidal.Pipeline('job')\n"
+        "def boom(batch):\n"
+        "    raise ValueError('bad row')\n"
+        "src = pipeline.source('in', MemorySource({'x': [1]}))\n"
+        "src.map('boom', boom).sink('o', MemorySink())\n"
+    )
+    assert main(["run", str(file), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert "step 'boom'" in captured.err and "bad row" in captured.err
+    assert captured.out == ""
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--events", "-5"]) == 2
+    assert "expected a number >= 0" in capsys.readouterr().err
+    assert main([]) == 2
+
+
+# -- tidal demo ------------------------------------------------------------------------------
+
+
+def test_demo_json_as_fast_as_possible(tmp_path: Path) -> None:
+    proc = _tidal("demo", "--events", "20000", "--rate", "0", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    data = _one_json(proc.stdout)
+    assert SUMMARY_KEYS <= set(data)
+    assert data["events"] == 20_000
+    assert data["sensors"] == 2000 and data["alerts"] == 0  # 1 s of event time: warming up
+    assert (tmp_path / "alerts.jsonl").exists()
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> list[str]:
+    """Lines of ``proc``'s stdout up to the first one that starts with ``marker``."""
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        if not sel.select(deadline - time.monotonic()):
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith(marker):
+            return lines
+    msg = f"no line starting with {marker!r} within {timeout} s; got {lines}"
+    raise AssertionError(msg)
+
+
+def test_demo_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDAL_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tidal", "demo", "--rate", "0", "--sensors", "200"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        seen = _read_until(proc, "ALERT", timeout=30)  # it runs and prints alerts
+        assert seen[0].startswith("tidal demo: 200 sensors")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "tidal demo" in out and "events/s" in out and "alerts" in out
+    assert (tmp_path / "alerts.jsonl").read_text().count("\n") >= 1
