@@ -296,3 +296,17 @@ def test_sigterm_stops_gracefully_and_flushes(tmp_path: Path) -> None:
     lines = out.read_text().splitlines()
     assert lines[-1] == "closed"
     assert [int(x) for x in lines[:-1]] == list(range(events))  # all flushed, none lost
+
+
+def test_weighted_top_k_in_a_window() -> None:
+    p = Pipeline("topsellers")
+    s = p.source(
+        "orders",
+        MemorySource(
+            {"item": ["x", "y", "x", "z", "y"], "qty": [1, 5, 2, 1, 1], "ts": [1, 2, 3, 4, 5]}
+        ),
+        time="ts",
+    )
+    out = collect(s.window("top", tumbling("1s"), {"best": agg.top_k("item", 2, weight="qty")}))
+    run(p)
+    assert [tuple(x) for x in out.records()[0]["best"]] == [("y", 6.0), ("x", 3.0)]

@@ -100,7 +100,8 @@ class _KeyedAggregate(Operator):
         if batch.time is None or batch.wm is None:
             msg = f"step {self.name!r}: windows need event time; give the source time=..."
             raise PipelineError(msg)
-        missing = [a.column for a in self.aggs.values() if a.column and a.column not in batch]
+        needed = [c for a in self.aggs.values() for c in (a.column, a.weight) if c is not None]
+        missing = [c for c in needed if c not in batch]
         if self.key not in batch or missing:
             msg = (
                 f"step {self.name!r}: columns {[self.key, *missing]} are needed, "
@@ -116,7 +117,11 @@ class _KeyedAggregate(Operator):
             else:
                 column = batch[agg.column]
                 values = column if rows is None else column[rows]
-            self.states[name].update(slots, values)
+            weights = None
+            if agg.weight is not None:
+                w = batch[agg.weight]
+                weights = w if rows is None else w[rows]
+            self.states[name].update(slots, values, weights)
 
     def _results(self, key_ids: Array, slots: Array, start: Array, end: Array) -> Batch:
         cols: dict[str, Any] = {

@@ -112,9 +112,11 @@ class _SourceRun:
                     b.ingest = np.full(len(b), time.time_ns(), dtype=np.int64)
                 parts.append(b)
                 n += len(b)
+                if max_wait <= 0:
+                    break  # no latency budget: every poll is a batch
                 if deadline is None:
                     deadline = now + max_wait
-            elif deadline is None or max_wait <= 0:
+            elif deadline is None:
                 break
         if not parts:
             return None if self.finished else Batch()
