@@ -17,7 +17,14 @@ from typing import Any, Protocol, runtime_checkable
 from tidal.core.batch import Batch
 from tidal.core.deadletter import DeadLetter
 
-__all__ = ["BaseSink", "BaseSource", "DeadLetter", "Sink", "Source"]
+__all__ = [
+    "BaseSink",
+    "BaseSource",
+    "DeadLetter",
+    "Sink",
+    "Source",
+    "TransactionalSink",
+]
 
 
 @runtime_checkable
@@ -74,6 +81,33 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """Flush and release resources."""
+        ...
+
+
+@runtime_checkable
+class TransactionalSink(Sink, Protocol):
+    """A sink that commits with the checkpoint (two-phase commit, as Flink's file sinks).
+
+    Between checkpoints, ``write`` stages output where readers cannot see it. At a
+    checkpoint the runtime calls :meth:`prepare` (make the staged output durable, still
+    invisible; return a JSON description of the pending transaction), stores that
+    description *inside* the checkpoint, writes the checkpoint atomically, and then calls
+    :meth:`commit`. After a crash the runtime restores the newest complete checkpoint and
+    calls :meth:`recover` with the transactions recorded in it: they are committed (again,
+    idempotently) and any other staged output, from the attempt that crashed, is discarded.
+    Readers therefore never see uncommitted or duplicated output.
+    """
+
+    def prepare(self, checkpoint_id: int) -> dict[str, Any]:
+        """Pre-commit everything written since the last prepare; return its description."""
+        ...
+
+    def commit(self, checkpoint_id: int, pending: dict[str, Any]) -> None:
+        """Make a prepared transaction visible; a repeated call must change nothing."""
+        ...
+
+    def recover(self, pending: Sequence[dict[str, Any]]) -> None:
+        """On restore: commit ``pending`` idempotently; discard all other staged output."""
         ...
 
 
