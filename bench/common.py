@@ -46,8 +46,12 @@ def machine() -> dict[str, str]:
 def machine_line() -> str:
     """The machine as one line, printed above every table."""
     m = machine()
+    try:
+        load = "load avg {:.2f} / {:.2f} (1 / 5 min)".format(*os.getloadavg()[:2])
+    except OSError:
+        load = "load avg n/a"
     return (
-        f"machine: {m['cpu']}, {m['cores']} cores | Python {m['python']}, "
+        f"machine: {m['cpu']}, {m['cores']} cores, {load} | Python {m['python']}, "
         f"numpy {m['numpy']}, pyarrow {m['pyarrow']} | OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}"
     )
 
