@@ -95,16 +95,19 @@ def main(
     """Run each ``max_wait`` setting ``repeat`` times (one run at a time); print the table.
 
     A row is the run with the median p99 of its setting (the machine may be shared, and
-    one noisy run should not make the number); the last column lists every run's p99.
+    one noisy run should not make the number); the last column lists every run's p99, in
+    sorted order.
     """
     run_once(events_per_s, 0.2, waits[0], max_batch)  # warm up imports and caches
+    # round-robin over the settings, so that a noisy spell hits them alike
+    all_runs: dict[str, list[dict[str, Any]]] = {w: [] for w in waits}
+    for _ in range(repeat):
+        for wait in waits:
+            all_runs[wait].append(run_once(events_per_s, seconds, wait, max_batch))
+            time.sleep(0.2)
     rows, chosen = [], []
     for wait in waits:
-        runs = []
-        for _ in range(repeat):
-            runs.append(run_once(events_per_s, seconds, wait, max_batch))
-            time.sleep(0.2)
-        runs.sort(key=lambda r: r["summary"].latency_ms["p99"])
+        runs = sorted(all_runs[wait], key=lambda r: r["summary"].latency_ms["p99"])
         r = runs[len(runs) // 2]
         chosen.append(r)
         s = r["summary"]
