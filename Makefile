@@ -2,27 +2,37 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+CORE := $(VENV)/.core-installed
+FULL := $(VENV)/.test-installed
+# Everything the test suite exercises: the core plus the optional model backends.
+# PyTorch from PyPI is a large (CUDA) build: it is only installed for tests, never for the demo.
+TEST_EXTRAS ?= dev,sklearn,river,torch
 
 .PHONY: demo test lint typecheck bench clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-demo: $(STAMP)
+$(CORE): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(CORE)
+
+$(FULL): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[$(TEST_EXTRAS)]'
+	touch $(FULL) $(CORE)
+
+demo: $(CORE)
 	$(BIN)/tidal demo $(ARGS)
 
-lint: $(STAMP)
+lint: $(FULL)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
 
-test: $(STAMP) lint
+test: $(FULL) lint
 	$(BIN)/python -m pytest $(ARGS)
 
-bench: $(STAMP)
+bench: $(FULL)
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
