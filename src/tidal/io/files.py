@@ -4,9 +4,12 @@ The connectors themselves live one format per module:
 
 - CSV: :class:`tidal.io.csv.CsvSource`, :class:`tidal.io.csv.CsvSink`;
 - JSON Lines: :class:`tidal.io.jsonl.JsonlSource`, :class:`tidal.io.jsonl.JsonlSink`;
-- Parquet: :class:`tidal.io.parquet.ParquetSource`, :class:`tidal.io.parquet.ParquetSink`.
+- Parquet: :class:`tidal.io.parquet.ParquetSource`, :class:`tidal.io.parquet.ParquetSink`;
+- exactly-once part files committed by checkpoints (:mod:`tidal.io.parts`):
+  :class:`tidal.io.csv.CsvPartSink`, :class:`tidal.io.jsonl.JsonlPartSink`,
+  :class:`tidal.io.parquet.ParquetPartSink`.
 
-The six are importable from here too (``from tidal.io.files import CsvSource``); printing to
+The nine are importable from here too (``from tidal.io.files import CsvSource``); printing to
 the terminal is :class:`tidal.io.stdout.StdoutSink`.
 
 File sources are *bounded*: ``poll`` returns ``None`` at the end of the file. They have one
@@ -37,9 +40,9 @@ from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import BaseSink, BaseSource, DeadLetter
 
 if TYPE_CHECKING:
-    from tidal.io.csv import CsvSink, CsvSource
-    from tidal.io.jsonl import JsonlSink, JsonlSource
-    from tidal.io.parquet import ParquetSink, ParquetSource
+    from tidal.io.csv import CsvPartSink, CsvSink, CsvSource
+    from tidal.io.jsonl import JsonlPartSink, JsonlSink, JsonlSource
+    from tidal.io.parquet import ParquetPartSink, ParquetSink, ParquetSource
 
 __all__ = [
     "Kind",
@@ -56,6 +59,9 @@ __all__ = [
     "JsonlSink",
     "ParquetSource",
     "ParquetSink",
+    "CsvPartSink",
+    "JsonlPartSink",
+    "ParquetPartSink",
 ]
 
 Kind = Literal["int", "float", "str", "bool"]
@@ -96,6 +102,9 @@ _LAZY = {
     "JsonlSink": "tidal.io.jsonl",
     "ParquetSource": "tidal.io.parquet",
     "ParquetSink": "tidal.io.parquet",
+    "CsvPartSink": "tidal.io.csv",
+    "JsonlPartSink": "tidal.io.jsonl",
+    "ParquetPartSink": "tidal.io.parquet",
 }
 
 

@@ -17,15 +17,30 @@ operator's state matches the source positions: :meth:`Executor.snapshot` can be 
 Stopping: bounded sources end the run and fire every window (the watermark goes to
 ``MAX_TIME``); ``max_events`` does the same after that many events; SIGINT/SIGTERM stop after
 the current batch and flush the sinks.
+
+Checkpoints (with ``checkpoint=CheckpointConfig(...)``, see :mod:`tidal.runtime.checkpoint`):
+at a batch boundary, once the interval has passed or ``every_events`` events have come in,
+
+1. every :class:`~tidal.io.base.TransactionalSink` *prepares* (its output since the last
+   checkpoint becomes durable, still invisible); other sinks flush (at-least-once);
+2. the snapshot and the prepared transactions are written as checkpoint ``N``, atomically;
+3. every transactional sink *commits* ``N`` (its output becomes visible).
+
+On start the newest valid checkpoint is restored and its transactions are handed to the
+sinks' ``recover`` (committed if the crash came between 2 and 3; everything else they staged
+is discarded). A graceful stop (end of input, ``max_events``, SIGINT/SIGTERM) takes a last
+checkpoint, so that a restart resumes exactly there. After the input ended the last
+checkpoint is *final*: every window has fired, and a restart adds nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -39,11 +54,19 @@ from tidal.core.operator import Context
 from tidal.core.operators import position_of, raw_of
 from tidal.core.watermark import MAX_TIME, MIN_TIME, WatermarkTracker
 from tidal.errors import ConfigError, PipelineError, StateError
+from tidal.io.base import Sink, TransactionalSink
 from tidal.observe.metrics import LatencyHistogram
 from tidal.pipeline import Node, Pipeline
+from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore, CrashHook
 from tidal.runtime.eventtime import event_time_ms
+from tidal.runtime.replay import StartFrom
+from tidal.runtime.snapshot import decode, encode
 
 SNAPSHOT_VERSION = 1
+DEAD_LETTERS = "<dead letters>"
+"""The name under which a transactional dead-letter sink's transactions are checkpointed."""
+
+log = logging.getLogger("tidal.executor")
 
 
 @dataclass
@@ -168,6 +191,13 @@ class Executor:
         progress: called with the running :class:`RunSummary` every ``progress_every``.
         progress_every: interval of ``progress`` calls.
         handle_signals: stop gracefully on SIGINT/SIGTERM (main thread only).
+        checkpoint: take checkpoints and restore the newest on start (see the module docs);
+            required when a sink is transactional.
+        start_from: replay from an offset or time instead of restoring a checkpoint (see
+            :mod:`tidal.runtime.replay`).
+
+    Raises:
+        ConfigError: for bad options, or a transactional sink without ``checkpoint``.
     """
 
     def __init__(
@@ -181,6 +211,8 @@ class Executor:
         progress: Callable[[RunSummary], None] | None = None,
         progress_every: Duration = "500ms",
         handle_signals: bool = True,
+        checkpoint: CheckpointConfig | None = None,
+        start_from: StartFrom | None = None,
     ) -> None:
         if max_batch <= 0:
             msg = f"max_batch must be > 0, got {max_batch}"
@@ -220,6 +252,45 @@ class Executor:
         self._stop = threading.Event()
         self._opened = False
         self._started = 0.0
+        self._init_checkpoints(checkpoint, start_from)
+
+    def _init_checkpoints(
+        self, config: CheckpointConfig | None, start_from: StartFrom | None
+    ) -> None:
+        self.checkpoint_config = config
+        self.start_from = start_from
+        self.transactional: dict[str, TransactionalSink] = {
+            n.name: n.sink for n in self.nodes if isinstance(n.sink, TransactionalSink)
+        }
+        self.plain_sinks: list[Sink] = [
+            n.sink
+            for n in self.nodes
+            if n.sink is not None and not isinstance(n.sink, TransactionalSink)
+        ]
+        dead = self.pipeline.dead_letters
+        if isinstance(dead, TransactionalSink):
+            self.transactional[DEAD_LETTERS] = dead
+        elif dead is not None:
+            self.plain_sinks.append(dead)
+        if self.transactional and config is None:
+            names = ", ".join(f"{k!r} ({type(v).__name__})" for k, v in self.transactional.items())
+            msg = (
+                f"sinks {names} of pipeline {self.pipeline.name!r} are transactional: their "
+                "output becomes visible when a checkpoint commits it; give the executor "
+                "checkpoint=CheckpointConfig(...) (tidal run --checkpoint-interval 1s), or "
+                "write to a plain file sink"
+            )
+            raise ConfigError(msg)
+        self.store: CheckpointStore | None = None
+        if config is not None:
+            self.store = CheckpointStore(config, self.pipeline.name, crash=CrashHook())
+        self.restored_from: int | None = None
+        self.checkpoints = 0
+        self.checkpoint_ms: list[float] = []
+        self._next_id = 1
+        self._last_at = 0.0
+        self._last_events = 0
+        self._drained = False
 
     # -- dead letters -----------------------------------------------------------------
     def _dead(self, letter: DeadLetter) -> None:
@@ -236,10 +307,46 @@ class Executor:
 
     # -- life cycle ---------------------------------------------------------------------
     def open(self, snapshot: Mapping[str, Any] | None = None) -> None:
-        """Open operators, sinks and sources, restoring ``snapshot`` if given."""
+        """Open operators, sinks and sources, restoring ``snapshot`` if given.
+
+        With checkpoints and no ``snapshot``, the newest valid checkpoint is restored (unless
+        this is a replay), and the transactional sinks recover.
+
+        Raises:
+            StateError: for a snapshot this pipeline cannot take (e.g. a changed step).
+        """
+        if snapshot is not None and self.start_from is not None:
+            msg = "a replay (start_from) starts with empty state; do not pass a snapshot too"
+            raise ConfigError(msg)
+        try:
+            self._open(snapshot)
+        except BaseException:
+            if self.store is not None:
+                self.store.unlock()
+            raise
+
+    def _open(self, snapshot: Mapping[str, Any] | None) -> None:
+        pending: Mapping[str, Any] = {}
+        if self.store is not None:
+            self.store.lock()
+            ids = self.store.ids()
+            self._next_id = ids[-1] + 1 if ids else 1
+            if snapshot is None and self.start_from is None:
+                snapshot, pending = self._load_checkpoint(self.store)
         positions: dict[str, dict[int, Any]] = {}
         if snapshot is not None:
-            positions = self._restore(snapshot)
+            drop = () if self.checkpoint_config is None else self.checkpoint_config.drop_state
+            positions = self._restore(snapshot, drop)
+        for name, sink in self.transactional.items():
+            info = pending.get(name)
+            sink.recover([info] if info is not None else [])
+        for name in set(pending) - set(self.transactional):
+            log.warning(
+                "the checkpoint holds a transaction of sink %r, which pipeline %r no longer "
+                "has; its staged output is left as it is",
+                name,
+                self.pipeline.name,
+            )
         for n in self.nodes:
             if n.op is not None:
                 n.op.open(self.ctx)
@@ -248,17 +355,55 @@ class Executor:
         if self.pipeline.dead_letters is not None:
             self.pipeline.dead_letters.open()
         for s in self.sources:
-            s.tracker.set_partitions(tuple(s.source.partitions()))
-            s.source.open(positions.get(s.node.name, {}))
+            parts = tuple(s.source.partitions())
+            s.tracker.set_partitions(parts)
+            if self.start_from is not None:
+                s.source.open(self.start_from.positions(s.node.name, parts, s.source))
+            else:
+                s.source.open(positions.get(s.node.name, {}))
         self._opened = True
         self._started = time.perf_counter()
+        self._last_at, self._last_events = time.monotonic(), self.events
+        if self.store is not None and self.start_from is not None:
+            self.checkpoint()  # from now on a restart resumes the replay
+
+    def _load_checkpoint(
+        self, store: CheckpointStore
+    ) -> tuple[Mapping[str, Any] | None, Mapping[str, Any]]:
+        found = store.load_latest()
+        if found is None:
+            return None, {}
+        chk, data = found
+        state = decode(data)
+        if not isinstance(state, dict) or "snapshot" not in state:
+            msg = f"checkpoint {chk.path} holds no pipeline snapshot; was it written by Tidal?"
+            raise StateError(msg)
+        self.restored_from = chk.id
+        if chk.final:
+            log.info(
+                "checkpoint %s is final: the run it belongs to reached the end of its input "
+                "and fired every window; to process the input again, replay it",
+                chk.path,
+            )
+        sinks: Mapping[str, Any] = state.get("sinks") or {}
+        snap: Mapping[str, Any] = state["snapshot"]
+        return snap, sinks
 
     def stop(self) -> None:
         """Ask the run to stop after the current batch (thread- and signal-safe)."""
         self._stop.set()
 
     def step(self) -> bool:
-        """Process one micro-batch from each source; ``False`` when there is no more input."""
+        """Process one micro-batch from each source; ``False`` when there is no more input.
+
+        With checkpoints, a checkpoint is taken after the batch when one is due.
+        """
+        more = self._step()
+        if more and self.store is not None and self._checkpoint_due():
+            self.checkpoint()
+        return more
+
+    def _step(self) -> bool:
         for s in self.sources:
             if s.finished:
                 continue
@@ -294,17 +439,30 @@ class Executor:
                 if self.progress is not None and time.monotonic() >= next_progress:
                     next_progress = time.monotonic() + self.progress_every
                     self.progress(self.summary())
+        except BaseException:
+            if self.store is not None:
+                self.store.unlock()
+            raise
         finally:
             restore()
         self.finish(drain=drain)
         return self.summary()
 
     def finish(self, *, drain: bool) -> None:
-        """End the run: with ``drain`` fire every window, then flush and close everything."""
+        """End the run: with ``drain`` fire every window, then flush and close everything.
+
+        With checkpoints, a last checkpoint is taken before the sinks close.
+        """
         if drain:
             for s in self.sources:
                 s.finished = True
                 self._advance(s.node, MAX_TIME)
+        if self.store is not None:
+            self._drained = drain
+            try:
+                self.checkpoint()
+            finally:
+                self.store.unlock()
         for n in self.nodes:
             if n.sink is not None:
                 n.sink.close()
@@ -317,8 +475,22 @@ class Executor:
         self.seconds = time.perf_counter() - self._started
 
     def summary(self) -> RunSummary:
-        """The run's figures so far."""
+        """The run's figures so far.
+
+        With checkpoints, ``counts["checkpoints"]`` is how many this run took, and
+        ``extra`` has ``checkpoint_ms`` (p50 and max duration of one, prepare to commit)
+        and ``restored_from`` (the checkpoint id the run started from, or ``None``).
+        """
         counts = {k: v for k, v in self.counters.items() if k != "late"}
+        extra: dict[str, Any] = {}
+        if self.store is not None:
+            counts["checkpoints"] = self.checkpoints
+            ms = self.checkpoint_ms
+            extra["checkpoint_ms"] = {
+                "p50": round(float(np.median(ms)), 2) if ms else None,
+                "max": round(max(ms), 2) if ms else None,
+            }
+            extra["restored_from"] = self.restored_from
         return RunSummary(
             events=self.events,
             seconds=(time.perf_counter() - self._started) if not self.seconds else self.seconds,
@@ -327,7 +499,53 @@ class Executor:
             dead_letters=self.dead_count,
             counts=counts,
             outputs=dict(self.outputs),
+            extra=extra,
         )
+
+    # -- checkpoints --------------------------------------------------------------------
+    def _checkpoint_due(self) -> bool:
+        config = self.checkpoint_config
+        assert config is not None
+        if config.every_events is not None and (
+            self.events - self._last_events >= config.every_events
+        ):
+            return True
+        interval = config.interval_s
+        return interval is not None and time.monotonic() - self._last_at >= interval
+
+    def checkpoint(self) -> int:
+        """Take a checkpoint now; call it between batches. Returns its id.
+
+        Prepare every transactional sink (flush the others), write the snapshot and the
+        prepared transactions atomically, then commit the sinks.
+
+        Raises:
+            ConfigError: if the executor has no checkpoint configuration.
+        """
+        store = self.store
+        if store is None:
+            msg = "this executor takes no checkpoints; give it checkpoint=CheckpointConfig(...)"
+            raise ConfigError(msg)
+        t0 = time.perf_counter()
+        cid = self._next_id
+        pending = {name: sink.prepare(cid) for name, sink in self.transactional.items()}
+        for sink in self.plain_sinks:
+            sink.flush()
+        store.crash.hit("after_prepare")
+        state = encode({"snapshot": self.snapshot(), "sinks": pending})
+        store.write(cid, state, final=self._drained)
+        self._next_id = cid + 1
+        store.crash.hit("after_manifest")
+        for i, (name, sink) in enumerate(self.transactional.items()):
+            sink.commit(cid, pending[name])
+            if i == 0:
+                store.crash.hit("mid_commit")
+        store.crash.hit("after_commit")
+        store.prune()
+        self.checkpoints += 1
+        self.checkpoint_ms.append((time.perf_counter() - t0) * 1000.0)
+        self._last_at, self._last_events = time.monotonic(), self.events
+        return cid
 
     def _install_signals(self) -> Callable[[], None]:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
@@ -403,43 +621,59 @@ class Executor:
             "watermarks": {"node": dict(self.node_wm), "inputs": dict(self.in_wm)},
         }
 
-    def _restore(self, snap: Mapping[str, Any]) -> dict[str, dict[int, Any]]:
+    def _restore(
+        self, snap: Mapping[str, Any], drop: Collection[str] = ()
+    ) -> dict[str, dict[int, Any]]:
+        """Restore ``snap``; the steps named in ``drop`` keep their empty state."""
         if snap.get("version") != SNAPSHOT_VERSION:
             msg = f"snapshot version {snap.get('version')!r} is not {SNAPSHOT_VERSION}"
             raise StateError(msg)
+        how = "drop its state with CheckpointConfig(drop_state=[{!r}])"
         ops = snap["operators"]
         for n in self.nodes:
-            if n.op is None:
+            if n.op is None or n.name in drop:
                 continue
             saved = ops.get(n.name)
             if saved is None:
                 msg = (
-                    f"the snapshot has no state for step {n.name!r}; was the step added or renamed?"
+                    f"the snapshot has no state for step {n.name!r}; was the step added or "
+                    f"renamed? To start it empty, {how.format(n.name)}"
                 )
                 raise StateError(msg)
             if saved["type"] != type(n.op).__name__:
                 msg = (
                     f"step {n.name!r} was a {saved['type']} in the snapshot and is a "
-                    f"{type(n.op).__name__} now; rename the step or drop its state"
+                    f"{type(n.op).__name__} now; rename the step or {how.format(n.name)}"
                 )
                 raise StateError(msg)
             n.op.restore(saved["state"])
-        unknown = set(ops) - {n.name for n in self.nodes if n.op is not None}
+        unknown = set(ops) - {n.name for n in self.nodes if n.op is not None} - set(drop)
         if unknown:
-            msg = f"the snapshot has state for steps {sorted(unknown)} that this pipeline lacks"
+            msg = (
+                f"the snapshot has state for steps {sorted(unknown)} that this pipeline lacks; "
+                f"if they were removed on purpose, list them in CheckpointConfig(drop_state=...)"
+            )
             raise StateError(msg)
         positions: dict[str, dict[int, Any]] = {}
         for s in self.sources:
+            if s.node.name in drop:
+                continue
             saved = snap["sources"].get(s.node.name)
             if saved is None:
-                msg = f"the snapshot has no position for source {s.node.name!r}"
+                msg = (
+                    f"the snapshot has no position for source {s.node.name!r}; to read it from "
+                    f"its beginning, {how.format(s.node.name)}"
+                )
                 raise StateError(msg)
             positions[s.node.name] = {int(k): v for k, v in saved["positions"].items()}
             s.tracker.restore(saved["watermark"])
             s.finished = bool(saved["finished"])
-        self.node_wm.update({k: int(v) for k, v in snap["watermarks"]["node"].items()})
+        for k, v in snap["watermarks"]["node"].items():
+            if k in self.node_wm and k not in drop:
+                self.node_wm[k] = int(v)
         for k, v in snap["watermarks"]["inputs"].items():
-            self.in_wm[k] = [int(x) for x in v]
+            if k in self.in_wm and k not in drop and len(v) == len(self.in_wm[k]):
+                self.in_wm[k] = [int(x) for x in v]
         self.events = int(snap["events"])
         return positions
 
