@@ -3,7 +3,10 @@
 ::
 
     tidal run FILE.py [--events N] [--max-batch N] [--max-wait 5ms] [--json]
+                      [--checkpoint-interval 1s] [--data-dir .tidal]
+                      [--from-offset N | --from-time 2024-01-01T00:00:00Z]
     tidal demo [--events N] [--rate R] [--sensors N] [--out alerts.jsonl] [--json]
+               [--checkpoint-interval 1s] [--data-dir .tidal]
 
 Every option can also be set with an environment variable ``TIDAL_<OPTION>`` (``--max-wait``
 is ``TIDAL_MAX_WAIT``; flags take ``1/true/yes/on`` or ``0/false/no/off``); a command-line
@@ -17,6 +20,15 @@ the pipeline itself prints goes to standard error)::
     {"events": 50000, "seconds": 0.08, "events_per_s": 610000.0,
      "latency_ms": {"p50": 7.1, "p99": 9.0, "p999": 9.0}, "late": 0, "dead_letters": 4,
      "counts": {...}, "outputs": {...}, "alerts": 12, ...}
+
+Checkpoints are off unless ``--checkpoint-interval`` is given: then the run checkpoints under
+``--data-dir`` (``$TIDAL_DATA_DIR``, default ``.tidal``), restores the newest checkpoint on
+start, and makes exactly-once sinks (:mod:`tidal.io.parts`) commit with each checkpoint; a
+pipeline with such a sink needs it. ``--from-offset N`` / ``--from-time T`` replay history
+(:mod:`tidal.runtime.replay`): state starts empty and every source opens at offset ``N``, or
+at its first record at or after ``T`` (an ISO-8601 time or Unix milliseconds), ignoring the
+checkpoints. ``tidal demo --checkpoint-interval 1s`` writes its alerts exactly once, as part
+files in the directory ``--out`` (default ``alerts``), and resumes where it stopped.
 
 Without ``--json`` a live status line runs while the pipeline does (on a terminal) and a
 summary table follows. Ctrl-C (SIGINT) or SIGTERM stops after the current micro-batch and
@@ -47,7 +59,9 @@ import orjson
 from tidal.core.duration import to_seconds
 from tidal.errors import ConfigError, PipelineError, TidalError
 from tidal.pipeline import Pipeline
+from tidal.runtime.checkpoint import CheckpointConfig
 from tidal.runtime.executor import Executor, RunSummary
+from tidal.runtime.replay import StartFrom, parse_time
 
 if TYPE_CHECKING:
     from tidal.observe.status import StatusLine
@@ -101,6 +115,21 @@ def _rate(text: str) -> float:
 
 def _text(text: str) -> str:
     return text
+
+
+_OFF = "off"
+
+
+def _interval(text: str) -> str:
+    low = text.strip().lower()
+    if low in ("off", "no", "none", "0", ""):
+        return _OFF
+    to_seconds(text)  # raises ConfigError (a ValueError) with the accepted forms
+    return text
+
+
+def _time(text: str) -> int:
+    return parse_time(text)  # raises ConfigError (a ValueError) with the accepted forms
 
 
 def _flag(text: str) -> bool:
@@ -194,8 +223,53 @@ _OUT = _Option(
     "--out", _text, "alerts.jsonl", "JSON Lines file for the alerts ('' for none)", "PATH"
 )
 
-_RUN_OPTIONS = (_EVENTS, _MAX_BATCH, _MAX_WAIT, _JSON)
-_DEMO_OPTIONS = (_EVENTS, _RATE, _SENSORS, _OUT, _MAX_BATCH, _MAX_WAIT, _JSON)
+_CHECKPOINT_INTERVAL = _Option(
+    "--checkpoint-interval",
+    _interval,
+    _OFF,
+    "checkpoint this often (e.g. 1s) and resume from the last checkpoint on start; 'off' for none",
+    "DURATION",
+)
+_DATA_DIR = _Option(
+    "--data-dir", _text, ".tidal", "where checkpoints (and the embedded log) live", "PATH"
+)
+_FROM_OFFSET = _Option(
+    "--from-offset",
+    _count,
+    None,
+    "replay: start every source partition at offset N with empty state, ignoring checkpoints",
+    "N",
+)
+_FROM_TIME = _Option(
+    "--from-time",
+    _time,
+    None,
+    "replay: start at the first record at or after TIME (ISO-8601 or Unix ms), with empty "
+    "state; the source must be able to seek by time (the embedded log can)",
+    "TIME",
+)
+
+_RUN_OPTIONS = (
+    _EVENTS,
+    _MAX_BATCH,
+    _MAX_WAIT,
+    _JSON,
+    _CHECKPOINT_INTERVAL,
+    _DATA_DIR,
+    _FROM_OFFSET,
+    _FROM_TIME,
+)
+_DEMO_OPTIONS = (
+    _EVENTS,
+    _RATE,
+    _SENSORS,
+    _OUT,
+    _MAX_BATCH,
+    _MAX_WAIT,
+    _JSON,
+    _CHECKPOINT_INTERVAL,
+    _DATA_DIR,
+)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -277,16 +351,23 @@ def _demo(args: argparse.Namespace) -> int:
     rate = float(args.sensors * hz) if args.rate is None else (args.rate or None)
     console = Console()
     status = StatusLine(console, enabled=False if args.json else None, alerts=["alerts"])
+    exactly_once = args.checkpoint_interval != _OFF
+    out = args.out
+    if exactly_once and out == _OUT.default:
+        out = "alerts"  # part files in a directory
     pipeline, handles = build_demo(
         sensors=args.sensors,
         rate=rate,
         hz=hz,
-        out=args.out or None,
+        out=out or None,
         screen=None if args.json else status.print,
+        exactly_once=exactly_once,
     )
     if not args.json:
         pace = "as fast as possible" if rate is None else f"{rate:,.0f} events/s"
-        where = f"alerts -> {args.out}" if args.out else "alerts on screen only"
+        where = "alerts on screen only"
+        if out:
+            where = f"alerts -> {out}/ (exactly once)" if exactly_once else f"alerts -> {out}"
         console.print(
             f"tidal demo: {args.sensors:,} sensors at {hz:g} Hz, {pace}; {where}. "
             "Detectors warm up for the first 20 s of event time; Ctrl-C stops.",
@@ -316,6 +397,8 @@ def _execute(
         max_wait=args.max_wait,
         max_events=args.events,
         progress=status.update,
+        checkpoint=_checkpoint_config(args),
+        start_from=_start_from(args),
     )
     with _stdout_to_stderr(args.json), status:
         summary = executor.run()
@@ -331,6 +414,23 @@ def _execute(
     else:
         status.console.print(summary_table(summary, title=title))
     return 0
+
+
+def _checkpoint_config(args: argparse.Namespace) -> CheckpointConfig | None:
+    if args.checkpoint_interval == _OFF:
+        return None
+    return CheckpointConfig(data_dir=args.data_dir, interval=args.checkpoint_interval)
+
+
+def _start_from(args: argparse.Namespace) -> StartFrom | None:
+    offset = getattr(args, "from_offset", None)
+    when = getattr(args, "from_time", None)
+    if offset is not None and when is not None:
+        msg = "give --from-offset or --from-time, not both"
+        raise ConfigError(msg)
+    if offset is None and when is None:
+        return None
+    return StartFrom(offset=offset, time_ms=when)
 
 
 @contextlib.contextmanager

@@ -454,6 +454,7 @@ def build_demo(
     out: str | Path | None = None,
     screen: Callable[[str], None] | None = None,
     keep_alerts: bool = False,
+    exactly_once: bool = False,
     alpha: float = 0.05,
     threshold: float = 5.0,
     warmup: int = 5,
@@ -469,6 +470,8 @@ def build_demo(
         out: a JSON Lines file for the alerts (the ``alerts`` sink); ``None`` for none.
         screen: prints alert lines, rate-limited (the ``screen`` sink); ``None`` for none.
         keep_alerts: also keep the alerts in memory (``handles.alerts``).
+        exactly_once: ``out`` is a directory of part files committed by checkpoints
+            (:class:`~tidal.io.jsonl.JsonlPartSink`); run with checkpoints.
         alpha: the detector's EWMA weight per window.
         threshold: ``|z|`` of the window mean that raises an alert.
         warmup: windows per sensor before it is scored.
@@ -527,9 +530,9 @@ def build_demo(
     )
     path = None if out is None else Path(out)
     if path is not None:
-        from tidal.io.jsonl import JsonlSink
+        from tidal.io.jsonl import JsonlPartSink, JsonlSink
 
-        alerts.sink("alerts", JsonlSink(path))
+        alerts.sink("alerts", JsonlPartSink(path) if exactly_once else JsonlSink(path))
     memory = MemorySink() if keep_alerts else None
     if memory is not None:
         alerts.sink("alerts" if path is None else "alerts.memory", memory)

@@ -29,8 +29,10 @@ at a batch boundary, once the interval has passed or ``every_events`` events hav
 On start the newest valid checkpoint is restored and its transactions are handed to the
 sinks' ``recover`` (committed if the crash came between 2 and 3; everything else they staged
 is discarded). A graceful stop (end of input, ``max_events``, SIGINT/SIGTERM) takes a last
-checkpoint, so that a restart resumes exactly there. After the input ended the last
-checkpoint is *final*: every window has fired, and a restart adds nothing.
+checkpoint, so that a restart resumes exactly there. A drained run's last checkpoint is
+*final*: every window has fired. Restarting after the end of the input adds nothing;
+restarting after ``max_events`` with a higher limit (or none) raises
+:class:`~tidal.errors.StateError`, since every further event would be late; replay instead.
 """
 
 from __future__ import annotations
@@ -290,7 +292,8 @@ class Executor:
         self._next_id = 1
         self._last_at = 0.0
         self._last_events = 0
-        self._drained = False
+        self._ended: str | None = None  # why the run drained: "input" or "limit"
+        self._restored_ended: str | None = None
 
     # -- dead letters -----------------------------------------------------------------
     def _dead(self, letter: DeadLetter) -> None:
@@ -337,6 +340,7 @@ class Executor:
         if snapshot is not None:
             drop = () if self.checkpoint_config is None else self.checkpoint_config.drop_state
             positions = self._restore(snapshot, drop)
+            self._refuse_to_extend_a_final_checkpoint()
         for name, sink in self.transactional.items():
             info = pending.get(name)
             sink.recover([info] if info is not None else [])
@@ -367,6 +371,21 @@ class Executor:
         if self.store is not None and self.start_from is not None:
             self.checkpoint()  # from now on a restart resumes the replay
 
+    def _refuse_to_extend_a_final_checkpoint(self) -> None:
+        """A run drained at its event limit fired every window: more input would be late."""
+        more = self.max_events is None or self.max_events > self.events
+        if self._restored_ended == "limit" and more:
+            assert self.store is not None
+            limit = "no event limit" if self.max_events is None else f"--events {self.max_events}"
+            msg = (
+                f"checkpoint {self.restored_from} of pipeline {self.pipeline.name!r} is final: "
+                f"that run stopped after {self.events} events and fired every window, so more "
+                f"input would all be late; this run asks for more ({limit}). Replay instead "
+                "(--from-offset / --from-time), or delete the checkpoints in "
+                f"'{self.store.path}' to start over"
+            )
+            raise StateError(msg)
+
     def _load_checkpoint(
         self, store: CheckpointStore
     ) -> tuple[Mapping[str, Any] | None, Mapping[str, Any]]:
@@ -379,12 +398,7 @@ class Executor:
             msg = f"checkpoint {chk.path} holds no pipeline snapshot; was it written by Tidal?"
             raise StateError(msg)
         self.restored_from = chk.id
-        if chk.final:
-            log.info(
-                "checkpoint %s is final: the run it belongs to reached the end of its input "
-                "and fired every window; to process the input again, replay it",
-                chk.path,
-            )
+        self._restored_ended = state.get("ended")
         sinks: Mapping[str, Any] = state.get("sinks") or {}
         snap: Mapping[str, Any] = state["snapshot"]
         return snap, sinks
@@ -454,11 +468,11 @@ class Executor:
         With checkpoints, a last checkpoint is taken before the sinks close.
         """
         if drain:
+            self._ended = "input" if all(s.finished for s in self.sources) else "limit"
             for s in self.sources:
                 s.finished = True
                 self._advance(s.node, MAX_TIME)
         if self.store is not None:
-            self._drained = drain
             try:
                 self.checkpoint()
             finally:
@@ -532,8 +546,8 @@ class Executor:
         for sink in self.plain_sinks:
             sink.flush()
         store.crash.hit("after_prepare")
-        state = encode({"snapshot": self.snapshot(), "sinks": pending})
-        store.write(cid, state, final=self._drained)
+        state = encode({"snapshot": self.snapshot(), "sinks": pending, "ended": self._ended})
+        store.write(cid, state, final=self._ended is not None)
         self._next_id = cid + 1
         store.crash.hit("after_manifest")
         for i, (name, sink) in enumerate(self.transactional.items()):

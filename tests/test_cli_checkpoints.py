@@ -1,0 +1,130 @@
+"""``tidal run``/``tidal demo`` with checkpoints, exactly-once output and replay."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tidal.cli import main
+from tidal.io.parts import read_committed
+
+PIPELINE = """
+from tidal import Pipeline, bounded, tumbling, aggregations as agg
+from tidal.io.generator import GeneratorSource
+from tidal.io.jsonl import JsonlPartSink
+
+p = Pipeline("cli-chk")
+src = GeneratorSource(lambda seq: {"k": seq % 5, "ts": seq * 10}, total=TOTAL)
+(p.source("gen", src, time="ts", watermark=bounded("0s"))
+   .key_by("k")
+   .window("w", tumbling("1s"), {"n": agg.count()})
+   .sink("out", JsonlPartSink(OUT)))
+pipeline = p
+"""
+
+
+@pytest.fixture(autouse=True)
+def _no_tidal_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("TIDAL_"):
+            monkeypatch.delenv(name)
+
+
+def _file(tmp_path: Path, total: int = 1000) -> Path:
+    path = tmp_path / "job.py"
+    text = PIPELINE.replace("TOTAL", str(total)).replace("OUT", repr(str(tmp_path / "out")))
+    path.write_text(text)
+    return path
+
+
+def _json(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    out = capsys.readouterr().out
+    data = json.loads(out.strip().splitlines()[-1])
+    assert isinstance(data, dict)
+    return data
+
+
+def test_run_checkpoints_and_a_restart_adds_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job, data = _file(tmp_path), str(tmp_path / "data")
+    args = ["run", str(job), "--checkpoint-interval", "10ms", "--data-dir", data, "--json"]
+    assert main(args) == 0
+    first = _json(capsys)
+    assert first["counts"]["checkpoints"] >= 1 and first["restored_from"] is None
+    rows = read_committed(tmp_path / "out")
+    assert sum(r["n"] for r in rows) == 1000
+    assert main(args) == 0
+    second = _json(capsys)
+    assert second["restored_from"] is not None
+    assert read_committed(tmp_path / "out") == rows
+
+
+def test_data_dir_and_interval_from_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TIDAL_DATA_DIR", str(tmp_path / "env-data"))
+    monkeypatch.setenv("TIDAL_CHECKPOINT_INTERVAL", "1s")
+    assert main(["run", str(_file(tmp_path)), "--json"]) == 0
+    assert _json(capsys)["counts"]["checkpoints"] >= 1
+    assert (tmp_path / "env-data" / "checkpoints" / "cli-chk").is_dir()
+
+
+def test_a_part_sink_without_checkpoints_says_how_to_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(_file(tmp_path))]) == 2
+    assert "--checkpoint-interval" in capsys.readouterr().err
+
+
+def test_replay_from_offset_into_a_new_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job, data = _file(tmp_path), str(tmp_path / "data")
+    common = ["--checkpoint-interval", "1s", "--data-dir", data, "--json"]
+    assert main(["run", str(job), *common]) == 0
+    capsys.readouterr()
+    job.write_text(job.read_text().replace("/out'", "/out-v2'"))
+    assert main(["run", str(job), "--from-offset", "500", *common]) == 0
+    replay = _json(capsys)
+    assert replay["restored_from"] is None
+    assert sum(r["n"] for r in read_committed(tmp_path / "out-v2")) == 500
+    assert sum(r["n"] for r in read_committed(tmp_path / "out")) == 1000
+
+
+def test_replay_from_time_needs_a_seekable_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job, data = str(_file(tmp_path)), str(tmp_path / "data")
+    chk = ["--checkpoint-interval", "1s", "--data-dir", data]
+    assert main(["run", job, "--from-time", "2024-01-01T00:00:00Z", *chk]) == 2
+    assert "cannot start from a time" in capsys.readouterr().err
+    assert main(["run", job, "--from-time", "2024-01-01T00:00:00Z", "--from-offset", "3"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["run", job, "--from-time", "noon"]) == 2
+    assert "2024-01-01T00:00:00Z" in capsys.readouterr().err
+
+
+def test_help_names_the_new_options_and_their_env(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for name in ("CHECKPOINT_INTERVAL", "DATA_DIR", "FROM_OFFSET", "FROM_TIME"):
+        assert f"TIDAL_{name}" in text
+
+
+def test_demo_resumes_from_its_checkpoint_and_refuses_to_extend_a_final_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, out = str(tmp_path / "data"), str(tmp_path / "alerts")
+    base = ["demo", "--rate", "0", "--sensors", "50", "--out", out, "--data-dir", data]
+    base += ["--checkpoint-interval", "50ms", "--json"]
+    assert main([*base, "--events", "60000"]) == 0
+    summary = _json(capsys)
+    assert summary["restored_from"] is None and summary["counts"]["checkpoints"] >= 1
+    assert summary["alerts"] == len(read_committed(out)) > 0
+    assert main([*base, "--events", "90000"]) == 2
+    assert "is final" in capsys.readouterr().err
