@@ -24,6 +24,12 @@ import orjson
 from tidal.errors import StateError
 
 _REF = "__ndarray__"
+_SCALARS = {int, float, str, bool, type(None)}
+
+
+def _plain(items: list[Any] | tuple[Any, ...]) -> bool:
+    """Whether every item is a JSON scalar (checked at C speed: long key lists are common)."""
+    return set(map(type, items)) <= _SCALARS
 
 
 def encode(snapshot: Any) -> bytes:
@@ -41,6 +47,8 @@ def encode(snapshot: Any) -> bytes:
         if isinstance(node, dict):
             return {str(k): walk(v, f"{path}/{k}") for k, v in node.items()}
         if isinstance(node, list | tuple):
+            if _plain(node):
+                return node
             return [walk(v, f"{path}/{i}") for i, v in enumerate(node)]
         if isinstance(node, np.generic):
             return node.item()
@@ -73,7 +81,7 @@ def decode(data: bytes) -> Any:
                 return arrays[node[_REF]]
             return {k: walk(v) for k, v in node.items()}
         if isinstance(node, list):
-            return [walk(v) for v in node]
+            return node if _plain(node) else [walk(v) for v in node]
         return node
 
     return walk(manifest)
