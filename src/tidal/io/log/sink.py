@@ -1,0 +1,259 @@
+"""The embedded log as a pipeline sink: :class:`LogSink`.
+
+Each row of a batch becomes one record: the user columns as a JSON object (encoded for the
+whole batch in one orjson call), the ``key`` column's value as the record key, and the
+row's event time (``Batch.time``) as the record timestamp (now, when the batch has none).
+
+Partitioning, as Kafka's default partitioner does it: with a ``key`` column, a row goes to
+partition ``hash(key bytes) % partitions``, where the hash is zlib's CRC-32 passed through
+MurmurHash3's 32-bit finalizer (stable across runs and processes; computed once per
+distinct key). The finalizer matters: CRC-32 alone is linear, so keys such as ``s1``,
+``s2``, ``s3`` all land in the same partition of two. All records of a key stay in order
+in one partition;
+without a key, each batch goes whole to the next partition in turn (sticky round-robin:
+one append per batch). Key bytes are the UTF-8 of strings, bytes as they are, and the
+text of numbers (``7`` -> ``b"7"``); a missing key (``None``) is a null key and goes to
+partition 0.
+
+This sink is at-least-once; every record is appended through :meth:`LogSink._append_rows`,
+the hook the exactly-once (transactional) variant builds on.
+
+Example:
+    >>> import tempfile
+    >>> from tidal.io.log.topic import Topic
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> sink = LogSink(tmp.name, "alerts", key="sensor", partitions=2)
+    >>> sink.write(Batch({"sensor": ["a", "b", "a"], "level": [3, 1, 4]}, time=[10, 20, 30]))
+    >>> sink.close()
+    >>> topic = Topic.open(tmp.name, "alerts")
+    >>> topic.read(0, 0).values.tolist()
+    [b'{"sensor":"b","level":1}']
+    >>> one = topic.read(1, 0)
+    >>> one.values.tolist(), one.timestamps.tolist(), one.keys.tolist()
+    ([b'{"sensor":"a","level":3}', b'{"sensor":"a","level":4}'], [10, 30], [b'a', b'a'])
+    >>> topic.close(); tmp.cleanup()
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+
+from tidal.core.batch import Array, Batch
+from tidal.errors import ConfigError, ConnectorError
+from tidal.io.base import BaseSink
+from tidal.io.jsonl import dumps_rows
+from tidal.io.log.topic import Topic
+from tidal.io.log.writer import FsyncPolicy
+
+__all__ = ["LogSink", "key_bytes", "partition_of", "route_keys"]
+
+
+def key_bytes(value: Any) -> bytes | None:
+    """The bytes of a key value (``None`` stays ``None``).
+
+    Example:
+        >>> key_bytes("s1"), key_bytes(7), key_bytes(True), key_bytes(None)
+        (b's1', b'7', b'true', None)
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bool):
+        return b"true" if value else b"false"
+    if isinstance(value, int | float):
+        return str(value).encode()
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def partition_of(keys: Array, partitions: int) -> Array:
+    """The partition of each key (bytes; ``None`` goes to partition 0).
+
+    Example:
+        >>> partition_of(np.array([b"a", b"b", b"c", None], dtype=object), 2).tolist()
+        [1, 0, 1, 0]
+    """
+    crc = np.fromiter(
+        (zlib.crc32(k) if k is not None else 0 for k in keys.tolist()),
+        dtype=np.uint64,
+        count=len(keys),
+    )
+    h = crc ^ (crc >> np.uint64(16))  # MurmurHash3 fmix32, in uint64 masked to 32 bits
+    h = (h * np.uint64(0x85EBCA6B)) & np.uint64(0xFFFFFFFF)
+    h ^= h >> np.uint64(13)
+    h = (h * np.uint64(0xC2B2AE35)) & np.uint64(0xFFFFFFFF)
+    h ^= h >> np.uint64(16)
+    out: Array = (h % np.uint64(partitions)).astype(np.int64)  # fmix32(0) = 0: None -> 0
+    return out
+
+
+def route_keys(column: Array, partitions: int) -> tuple[Array, Array]:
+    """Key bytes and partition of each row, computed once per distinct key.
+
+    Example:
+        >>> keys, parts = route_keys(np.array(["a", "b", "a"], dtype=object), 4)
+        >>> keys.tolist(), parts.tolist()
+        ([b'a', b'b', b'a'], [3, 0, 3])
+    """
+    n = len(column)
+    try:
+        uniq, inverse = np.unique(column, return_inverse=True)
+        distinct = uniq.tolist()
+    except TypeError:  # None mixed with text, or other unorderable values
+        seen: dict[Any, int] = {}
+        try:
+            inverse = np.fromiter(
+                (seen.setdefault(v, len(seen)) for v in column.tolist()), dtype=np.int64, count=n
+            )
+        except TypeError as exc:
+            msg = f"key values must be text, bytes or numbers: {exc}"
+            raise ConnectorError(msg) from exc
+        distinct = list(seen)
+    kb = np.empty(len(distinct), dtype=object)
+    kb[:] = [key_bytes(k) for k in distinct]
+    parts = partition_of(kb, partitions)
+    inverse = np.asarray(inverse).reshape(-1)
+    return kb[inverse], parts[inverse]
+
+
+class LogSink(BaseSink):
+    """Write batches to a topic of the embedded log (created if missing).
+
+    Args:
+        data_dir: the data directory (``None``: ``$TIDAL_DATA_DIR`` or ``./.tidal``).
+        topic: the topic.
+        key: the column whose value is each record's key (and picks its partition).
+        partitions: how many partitions to create the topic with if it does not exist
+            (default 1); if it exists, it must have this many.
+        value_format: ``"json"`` (the user columns as a JSON object) or ``"raw"`` (the
+            ``value`` column, bytes or text, as it is).
+        fsync: ``"batch"`` (every write is durable when it returns) or ``"none"``
+            (durable at :meth:`flush`).
+
+    Raises:
+        ConfigError: for a bad format or a partition count that does not match.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None,
+        topic: str,
+        *,
+        key: str | None = None,
+        partitions: int | None = None,
+        value_format: Literal["json", "raw"] = "json",
+        fsync: FsyncPolicy = "batch",
+    ) -> None:
+        if value_format not in ("json", "raw"):
+            msg = f"value_format must be 'json' or 'raw', got {value_format!r}"
+            raise ConfigError(msg)
+        self.data_dir = data_dir
+        self.topic_name = topic
+        self.key = key
+        self.partitions = partitions
+        self.value_format = value_format
+        self.fsync: FsyncPolicy = fsync
+        self.topic: Topic | None = None
+        self._turn = 0
+
+    @property
+    def label(self) -> str:
+        """The sink for messages."""
+        return f"LogSink({self.topic_name!r})"
+
+    def open(self) -> None:
+        """Open the topic, creating it when missing."""
+        if self.topic is not None:
+            return
+        if Topic.exists(self.data_dir, self.topic_name):
+            topic = Topic.open(self.data_dir, self.topic_name, fsync=self.fsync)
+            if self.partitions is not None and topic.partitions != self.partitions:
+                topic.close()
+                msg = (
+                    f"{self.label}: the topic has {topic.partitions} partitions, not "
+                    f"{self.partitions}; pass partitions={topic.partitions} or None"
+                )
+                raise ConfigError(msg)
+        else:
+            topic = Topic.create(
+                self.data_dir,
+                self.topic_name,
+                partitions=self.partitions or 1,
+                exist_ok=True,
+                fsync=self.fsync,
+            )
+        self.topic = topic
+
+    def write(self, batch: Batch) -> None:
+        """Append the batch's rows (one append per partition it touches)."""
+        if not len(batch):
+            return
+        self.open()
+        assert self.topic is not None
+        n = len(batch)
+        values = self._values(batch)
+        stamps = (
+            np.full(n, self.topic.clock(), dtype=np.int64) if batch.time is None else batch.time
+        )
+        if self.key is None:
+            self._append_rows(self._turn, values, None, stamps)
+            self._turn = (self._turn + 1) % self.topic.partitions
+            return
+        keys, parts = route_keys(batch[self.key], self.topic.partitions)
+        if self.topic.partitions == 1:
+            self._append_rows(0, values, keys, stamps)
+            return
+        order = np.argsort(parts, kind="stable")
+        cuts = np.searchsorted(parts[order], np.arange(self.topic.partitions + 1))
+        for p in range(self.topic.partitions):
+            rows = order[cuts[p] : cuts[p + 1]]
+            if len(rows):
+                self._append_rows(p, values[rows], keys[rows], stamps[rows])
+
+    def _values(self, batch: Batch) -> Array:
+        if self.value_format == "json":
+            lines = dumps_rows(batch, self.label).split(b"\n")
+            lines.pop()
+        else:
+            if "value" not in batch:
+                msg = (
+                    f"{self.label}: value_format='raw' writes the column 'value'; the batch "
+                    f"has {batch.names}"
+                )
+                raise ConnectorError(msg)
+            col = batch["value"].tolist()
+            lines = [v.encode() if isinstance(v, str) else v for v in col]
+        out = np.empty(len(lines), dtype=object)
+        out[:] = lines
+        return out
+
+    def _append_rows(
+        self, partition: int, values: Array, keys: Array | None, timestamps: Array
+    ) -> int:
+        """Append rows to one partition; return the first offset.
+
+        The one place records are written: the hook for transactional variants.
+        """
+        assert self.topic is not None
+        return self.topic.append(partition, values, keys=keys, timestamps=timestamps)
+
+    def flush(self) -> None:
+        """Fsync what was written (a no-op with ``fsync="batch"``: it is durable already)."""
+        if self.topic is not None:
+            self.topic.sync()
+
+    def close(self) -> None:
+        """Flush and close the topic."""
+        if self.topic is not None:
+            self.topic.sync()
+            self.topic.close()
+            self.topic = None

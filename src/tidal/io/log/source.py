@@ -1,0 +1,331 @@
+"""The embedded log as a pipeline source: :class:`LogSource`.
+
+It reads every partition of a topic round-robin, decodes the values in bulk (JSON objects
+into columns, or raw bytes) and returns one :class:`~tidal.core.batch.Batch` per poll, with
+``Batch.partition`` and ``Batch.offset`` set and ``Batch.ingest`` taken from the record
+timestamps, so that latency is measured from the moment a record was produced.
+
+Positions are ``{partition: next offset}``: ``open(position())`` after a restart resumes
+with the next record, so nothing is lost or read twice. A value that is not a JSON object,
+or breaks the ``schema``, becomes a dead letter with ``{"topic", "partition", "offset"}``;
+so do damaged records in the log (see :mod:`tidal.io.log.reader`).
+
+Example:
+    >>> import tempfile
+    >>> from tidal.io.log.topic import Topic
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> topic = Topic.create(tmp.name, "events", partitions=2)
+    >>> _ = topic.append(0, [b'{"user": "a", "n": 1}', b'not json'])
+    >>> _ = topic.append(1, [b'{"user": "b", "n": 2}'])
+    >>> src = LogSource(tmp.name, "events", bounded=True)
+    >>> src.open({})
+    >>> batch = src.poll(100, 0.0)
+    >>> batch.to_records(), batch.partition.tolist(), batch.offset.tolist()
+    ([{'user': 'a', 'n': 1}, {'user': 'b', 'n': 2}], [0, 1], [0, 0])
+    >>> [d.position for d in src.dead_letters()]
+    [{'topic': 'events', 'partition': 0, 'offset': 1}]
+    >>> src.position(), src.poll(100, 0.0)
+    ({0: 2, 1: 1}, None)
+    >>> src.close(); topic.close(); tmp.cleanup()
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+import pyarrow as pa
+
+from tidal.core.batch import Array, Batch
+from tidal.errors import ConfigError, ConnectorError
+from tidal.io.base import BaseSource, DeadLetter
+from tidal.io.files import SchemaLike
+from tidal.io.jsonl import JsonlSource
+from tidal.io.log.groups import commit_positions, load_positions
+from tidal.io.log.reader import PartitionReader, RecordBatch
+from tidal.io.log.topic import Topic
+
+__all__ = ["LogSource", "ValueFormat"]
+
+ValueFormat = Literal["json", "raw"]
+"""``"json"``: each value is a JSON object, its fields become columns; ``"raw"``: a
+``value`` column of ``bytes``."""
+
+_KINDS = {list: "an array", str: "a string", bool: "a boolean", int: "a number"}
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else _KINDS.get(type(value), "a number")
+
+
+class _JsonValues(JsonlSource):
+    """JSON values to columns, with the column building and schema checks of JSON Lines.
+
+    It never opens a file: only the decoding half of :class:`JsonlSource` is used.
+    """
+
+    def decode(self, values: list[bytes]) -> tuple[dict[str, Array], Array, list[tuple[int, str]]]:
+        """Decode values into columns.
+
+        Returns:
+            The columns of the good values, their indexes in ``values``, and
+            ``(index, reason)`` for each bad one.
+        """
+        failed: list[tuple[int, str]] = []
+        keep: list[int] | range = range(len(values))
+        try:
+            objs: list[Any] = list(map(orjson.loads, values))
+            whole = all(type(o) is dict for o in objs)
+        except orjson.JSONDecodeError:
+            whole = False
+        if not whole:  # find the bad ones
+            objs, good = [], []
+            for i, raw in enumerate(values):
+                try:
+                    obj = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    failed.append((i, f"invalid JSON: {exc}"))
+                    continue
+                if type(obj) is not dict:
+                    failed.append((i, f"not a JSON object, got {_kind(obj)}"))
+                    continue
+                objs.append(obj)
+                good.append(i)
+            keep = good
+        columns, problems = self._columns(objs)
+        ok = np.ones(len(objs), dtype=bool)
+        for i, msgs in problems.items():
+            ok[i] = False
+            failed.append((keep[i], "; ".join(msgs)))
+        if problems:
+            mask = pa.array(ok)
+            columns = {
+                k: v.filter(mask) if isinstance(v, pa.Array) else v[ok] for k, v in columns.items()
+            }
+        table = pa.table({k: v for k, v in columns.items() if isinstance(v, pa.Array)})
+        converted = Batch.from_arrow(table).columns
+        cols = {k: converted[k] if isinstance(v, pa.Array) else v for k, v in columns.items()}
+        rows = np.asarray(keep, dtype=np.int64)[ok]
+        return cols, rows, failed
+
+
+class LogSource(BaseSource):
+    """Read a topic of the embedded log as a stream of columnar batches.
+
+    Args:
+        data_dir: the data directory (``None``: ``$TIDAL_DATA_DIR`` or ``./.tidal``).
+        topic: the topic to read.
+        group: a consumer group: without a position from ``open``, a partition starts at
+            the group's committed position; :meth:`commit` writes the positions.
+        value_format: ``"json"`` or ``"raw"`` (see :data:`ValueFormat`).
+        schema: for JSON, column -> ``"int"``/``"float"``/``"str"``/``"bool"``, enforced
+            per record as :class:`~tidal.io.jsonl.JsonlSource` does.
+        from_beginning: with no position at all, start at the first offset (else at the
+            end, reading only new records).
+        bounded: stop (``poll`` returns ``None``) at the end offsets seen at ``open``;
+            otherwise follow the topic like ``tail -f``.
+        partitions: read only these partitions (default: all).
+        key_column: also return each record's key (UTF-8 text, ``None`` for none) here.
+        timestamp_column: also return each record's timestamp (int ms) here.
+        name: the step name in dead letters (default ``log:<topic>``).
+
+    Raises:
+        ConfigError: for a bad format, or a partition the topic does not have.
+        ConnectorError: if the topic does not exist.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None,
+        topic: str,
+        *,
+        group: str | None = None,
+        value_format: ValueFormat = "json",
+        schema: SchemaLike | None = None,
+        from_beginning: bool = True,
+        bounded: bool = False,
+        partitions: Sequence[int] | None = None,
+        key_column: str | None = None,
+        timestamp_column: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        if value_format not in ("json", "raw"):
+            msg = f"value_format must be 'json' or 'raw', got {value_format!r}"
+            raise ConfigError(msg)
+        self.topic = Topic.open(data_dir, topic)
+        self.name = name or f"log:{topic}"
+        self.group = group
+        self.value_format: ValueFormat = value_format
+        self.from_beginning = from_beginning
+        self.bounded = bounded
+        self.key_column = key_column
+        self.timestamp_column = timestamp_column
+        parts = range(self.topic.partitions) if partitions is None else partitions
+        for p in parts:
+            self.topic.folder(p)  # raises for a partition the topic does not have
+        self._parts = [int(p) for p in parts]
+        self._json = _JsonValues(topic, schema=schema, name=self.name)
+        self._readers: dict[int, PartitionReader] = {}
+        self._ends: dict[int, int] = {}
+        self._turn = 0
+
+    def partitions(self) -> Sequence[int]:
+        """The partitions this source reads."""
+        return tuple(self._parts)
+
+    def open(self, positions: Mapping[int, Any]) -> None:
+        """Start each partition at its position (the next offset).
+
+        Without one, a partition starts at the group's committed position, else at the
+        beginning or the end (``from_beginning``).
+
+        Raises:
+            ConnectorError: for a position that is not an offset, or past the end.
+        """
+        self.close()
+        given = {str(k): v for k, v in positions.items()}
+        committed = (
+            load_positions(self.topic.root, self.group, self.topic.name) if self.group else {}
+        )
+        for p in self._parts:
+            end = self.topic.end_offset(p)
+            at = given.get(str(p), committed.get(p))
+            if at is None:
+                at = self.topic.start_offset(p) if self.from_beginning else end
+            if isinstance(at, bool) or not isinstance(at, int | np.integer) or at < 0:
+                msg = (
+                    f"{self.name}: the position of partition {p} must be an offset >= 0, got {at!r}"
+                )
+                raise ConnectorError(msg)
+            self._readers[p] = self.topic.reader(p, int(at), step=self.name)
+            self._ends[p] = end
+
+    def position(self) -> dict[int, Any]:
+        """``{partition: next offset}`` for every partition."""
+        return {p: r.next_offset for p, r in self._readers.items()}
+
+    def end_offsets(self) -> dict[int, int]:
+        """The end offsets seen at ``open`` (where a bounded source stops)."""
+        return dict(self._ends)
+
+    def commit(self, group: str | None = None) -> None:
+        """Write the current positions as ``group``'s (default: this source's group).
+
+        Raises:
+            ConfigError: if there is no group.
+        """
+        group = group or self.group
+        if not group:
+            msg = f"{self.name}: commit() needs a group; pass group= here or to LogSource"
+            raise ConfigError(msg)
+        commit_positions(self.topic.root, group, self.topic.name, self.position())
+
+    def close(self) -> None:
+        """Close the partition files (``open`` may be called again)."""
+        for r in self._readers.values():
+            r.close()
+        self._readers.clear()
+
+    def poll(self, max_records: int, timeout: float) -> Batch | None:
+        """Up to ``max_records`` records, round-robin over the partitions.
+
+        At the end of the data it waits up to ``timeout`` seconds for more (checking the
+        files with a short, growing sleep), then returns an empty batch; a bounded source
+        returns ``None`` once every partition reached its end offset.
+        """
+        if max_records < 1:
+            msg = f"{self.name}: max_records must be >= 1, got {max_records}"
+            raise ConfigError(msg)
+        if not self._readers:
+            self.open({})
+        deadline: float | None = None
+        nap = 0.0005
+        while True:
+            parts, dead = self._read(max_records)
+            if parts:
+                return self._batch(parts)
+            if dead:
+                return Batch()
+            if self.bounded and self._done():
+                return None
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + max(timeout, 0.0)
+            if now >= deadline:
+                return Batch()
+            time.sleep(min(nap, deadline - now))
+            nap = min(nap * 2, 0.01)
+
+    def _done(self) -> bool:
+        return all(r.next_offset >= self._ends[p] for p, r in self._readers.items())
+
+    def _read(self, max_records: int) -> tuple[list[RecordBatch], bool]:
+        parts: list[RecordBatch] = []
+        dead = False
+        n = 0
+        order = self._parts[self._turn :] + self._parts[: self._turn]
+        self._turn = (self._turn + 1) % len(self._parts)
+        for p in order:
+            r = self._readers[p]
+            limit = max_records - n
+            if self.bounded:
+                limit = min(limit, self._ends[p] - r.next_offset)
+            if limit <= 0:
+                continue
+            rb = r.read(limit)
+            for d in rb.dead_letters:
+                self.reject(d)
+                dead = True
+            if len(rb):
+                parts.append(rb)
+                n += len(rb)
+            if n >= max_records:
+                break
+        return parts, dead
+
+    def _batch(self, parts: list[RecordBatch]) -> Batch:
+        one = len(parts) == 1
+        offsets = parts[0].offsets if one else np.concatenate([p.offsets for p in parts])
+        stamps = parts[0].timestamps if one else np.concatenate([p.timestamps for p in parts])
+        values = parts[0].values if one else np.concatenate([p.values for p in parts])
+        part = np.repeat(
+            np.asarray([p.partition for p in parts], dtype=np.int32), [len(p) for p in parts]
+        )
+        cols: dict[str, Array]
+        if self.value_format == "raw":
+            cols = {"value": values}
+            rows = None
+        else:
+            cols, rows, failed = self._json.decode(values.tolist())
+            for i, reason in failed:
+                where = {
+                    "topic": self.topic.name,
+                    "partition": int(part[i]),
+                    "offset": int(offsets[i]),
+                }
+                raw = values[i].decode("utf-8", "replace")
+                self.reject(DeadLetter(self.name, f"{self._at(where)}: {reason}", where, raw))
+            if failed:
+                offsets, stamps, part = offsets[rows], stamps[rows], part[rows]
+        if self.key_column is not None:
+            keys = parts[0].keys if one else np.concatenate([p.keys for p in parts])
+            if rows is not None and len(rows) < len(keys):
+                keys = keys[rows]
+            cols[self.key_column] = np.array(
+                [None if k is None else k.decode("utf-8", "replace") for k in keys.tolist()],
+                dtype=object,
+            )
+        if self.timestamp_column is not None:
+            cols[self.timestamp_column] = stamps
+        return Batch(
+            cols, ingest=stamps * 1_000_000, partition=part, offset=offsets, length=len(offsets)
+        )
+
+    @staticmethod
+    def _at(where: dict[str, Any]) -> str:
+        return f"{where['topic']}[{where['partition']}] offset {where['offset']}"
