@@ -34,3 +34,19 @@ def record_starts(path: Path) -> list[int]:
         out.append(at)
         at += int.from_bytes(data[at + 4 : at + 8], "little")
     return out
+
+
+def produce(
+    data_dir: str, topic: str, worker: int, batches: int, size: int, barrier: object
+) -> None:
+    """A producer process: ``batches`` appends of ``size`` records to every partition.
+
+    Values are ``{"w": worker, "seq": n}`` with ``n`` counting per partition.
+    """
+    t = Topic.open(data_dir, topic, fsync="none")
+    barrier.wait()  # type: ignore[attr-defined]
+    for b in range(batches):
+        for p in range(t.partitions):
+            rows = [f'{{"w":{worker},"seq":{b * size + j}}}'.encode() for j in range(size)]
+            t.append(p, rows)
+    t.close()

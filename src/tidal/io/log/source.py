@@ -188,6 +188,7 @@ class LogSource(BaseSource):
             ConnectorError: for a position that is not an offset, or past the end.
         """
         self.close()
+        self._readers.clear()
         given = {str(k): v for k, v in positions.items()}
         committed = (
             load_positions(self.topic.root, self.group, self.topic.name) if self.group else {}
@@ -226,10 +227,9 @@ class LogSource(BaseSource):
         commit_positions(self.topic.root, group, self.topic.name, self.position())
 
     def close(self) -> None:
-        """Close the partition files (``open`` may be called again)."""
+        """Close the partition files; ``position()`` stays valid, ``open`` may follow."""
         for r in self._readers.values():
             r.close()
-        self._readers.clear()
 
     def poll(self, max_records: int, timeout: float) -> Batch | None:
         """Up to ``max_records`` records, round-robin over the partitions.
