@@ -43,6 +43,9 @@ from tidal.errors import PipelineError
 from tidal.io.base import Sink, Source
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from tidal.ml.handler import ModelHandler
     from tidal.runtime.executor import RunSummary
 
 TimeUnit = Literal["ms", "s", "us", "ns"]
@@ -309,6 +312,49 @@ class Stream:
             )
             raise PipelineError(msg)
         return self._then(Dedupe(name, self.key, to_millis(within)), self.key)
+
+    # -- models -------------------------------------------------------------------------
+    def predict(
+        self,
+        name: str,
+        handler: ModelHandler,
+        *,
+        features: str | Sequence[str],
+        outputs: Sequence[str] | Mapping[str, str] | None = None,
+        max_latency: Duration | None = None,
+        max_batch: int | None = None,
+    ) -> Stream:
+        """Score every row with a model; its outputs and ``model_version`` become columns.
+
+        The handler is loaded once and warmed up when the run starts; each batch is scored
+        in as few calls as ``max_latency`` (the budget of one model call, e.g. ``"2ms"``)
+        and ``max_batch`` allow. See :mod:`tidal.ml.predict`.
+
+        Example:
+            >>> from tidal.ml.handler import BaseHandler
+            >>> from tidal.testing import MemorySource, collect, run
+            >>> class Double(BaseHandler):
+            ...     version = "v2"
+            ...     def load(self): pass
+            ...     def predict(self, X): return {"y": X[:, 0] * 2}
+            >>> p = Pipeline("m")
+            >>> s = p.source("in", MemorySource({"x": [3.0, 4.0]}))
+            >>> out = collect(s.predict("double", Double(), features=["x"]))
+            >>> _ = run(p)
+            >>> [(r["y"], r["model_version"]) for r in out.records()]
+            [(6.0, 'v2'), (8.0, 'v2')]
+        """
+        from tidal.ml.predict import Predict
+
+        op = Predict(
+            name,
+            handler,
+            features=features,
+            outputs=outputs,
+            max_latency=max_latency,
+            max_batch=max_batch,
+        )
+        return self._then(op, self.key)
 
     def sink(self, name: str, sink: Sink) -> None:
         """Write the stream to ``sink``."""

@@ -243,7 +243,7 @@ class OnnxHandler(BaseHandler):
         return {col: output_column(r) for col, r in zip(self._columns, results, strict=True)}
 
     def _explain(self, X: Array, exc: Exception) -> str:
-        msg = f"ONNX Runtime failed on {X.shape[0]} rows x {X.shape[1]} features: {exc}"
+        msg = f"ONNX Runtime failed on a ({X.shape[0]}, {X.shape[1]}) input: {exc}"
         if self._n_features is not None and X.shape[1] != self._n_features:
             msg += f"; the model takes {self._n_features} features"
         if self._fixed_batch is not None and X.shape[0] != self._fixed_batch:

@@ -284,8 +284,8 @@ def to_onnx(estimator: Any, n_features: int, *, target_opset: int | None = None)
         from sklearn.base import is_classifier  # type: ignore[import-untyped]
     except ImportError as exc:
         raise missing_extra(backend="scikit-learn", extra="sklearn", exc=exc) from exc
-    options = {"zipmap": False} if is_classifier(estimator) else None
     try:
+        options = {"zipmap": False} if is_classifier(estimator) else None
         model = convert(
             estimator,
             initial_types=[("input", FloatTensorType([None, int(n_features)]))],
