@@ -1,0 +1,134 @@
+"""``tidal log ...`` as real subprocesses: create, produce from stdin, consume in pipes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tidal.cli import main
+from tidal.io.log import Topic
+
+
+def tidal(
+    *args: str, cwd: Path, stdin: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TIDAL_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "tidal", "log", *args],
+        cwd=cwd,
+        env=full_env,
+        input=stdin,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def lines(data: bytes) -> list[dict[str, object]]:
+    return [json.loads(x) for x in data.splitlines()]
+
+
+def test_create_produce_consume_describe(tmp_path: Path) -> None:
+    made = tidal("create", "events", "--partitions", "3", "--retention", "7d", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert b"created topic 'events' with 3 partitions" in made.stdout
+    assert (tmp_path / ".tidal" / "log" / "events" / "topic.json").is_file()  # the default dir
+
+    rows = [{"user": f"u{i % 5}", "n": i} for i in range(1000)]
+    body = b"\n".join(json.dumps(r).encode() for r in rows) + b"\n\n"
+    sent = tidal("produce", "events", "--key", "user", cwd=tmp_path, stdin=body)
+    assert sent.returncode == 0, sent.stderr
+    assert sent.stdout.strip() == b"produced 1000 records to 'events'"
+
+    got = tidal("consume", "events", "--group", "g", cwd=tmp_path)
+    assert got.returncode == 0 and got.stderr == b""
+    out = lines(got.stdout)
+    assert sorted(r["n"] for r in out) == list(range(1000))  # type: ignore[type-var]
+    for u in {r["user"] for r in rows}:  # a key's records stay in order
+        assert [r["n"] for r in out if r["user"] == u] == [r["n"] for r in rows if r["user"] == u]
+
+    again = tidal("consume", "events", "--group", "g", cwd=tmp_path)  # the group is done
+    assert again.returncode == 0 and again.stdout == b""
+    replay = tidal(
+        "consume", "events", "--group", "g", "--from-beginning", "--max", "5", cwd=tmp_path
+    )
+    assert len(lines(replay.stdout)) == 5
+
+    desc = tidal("describe", "events", "--json", cwd=tmp_path)
+    info = json.loads(desc.stdout)
+    assert sum(p["records"] for p in info["partitions"]) == 1000
+    assert info["config"]["retention_ms"] == 7 * 86_400_000
+    assert set(info["groups"]["g"]) == {"0", "1", "2"}
+    text = tidal("describe", "events", cwd=tmp_path).stdout.decode()
+    assert "topic 'events': 3 partitions" in text and "group 'g'" in text
+    assert tidal("topics", cwd=tmp_path).stdout == b"events\n"
+
+
+def test_consume_max_in_a_pipe_and_a_closed_pipe(tmp_path: Path) -> None:
+    topic = Topic.create(tmp_path, "t", partitions=2)
+    for p in range(2):
+        topic.append(p, [json.dumps({"p": p, "i": i}).encode() for i in range(50_000)])
+    env = {"TIDAL_DATA_DIR": str(tmp_path)}
+    cmd = f"{sys.executable} -m tidal log consume t --max 7 | wc -l"
+    piped = subprocess.run(
+        cmd, shell=True, capture_output=True, env={**os.environ, **env}, check=False
+    )
+    assert piped.returncode == 0 and piped.stdout.strip() == b"7" and piped.stderr == b""
+    cmd = f"set -o pipefail; {sys.executable} -m tidal log consume t | head -n 3"
+    closed = subprocess.run(
+        ["bash", "-c", cmd], capture_output=True, env={**os.environ, **env}, check=False
+    )
+    assert closed.returncode == 0, closed.stderr  # quiet: no traceback, status 0
+    assert closed.stderr == b"" and len(closed.stdout.splitlines()) == 3
+
+
+def test_produce_csv_file_and_tail(tmp_path: Path) -> None:
+    csv = tmp_path / "in.csv"
+    csv.write_text("sensor,value\na,1.5\nb,2\na,3\n")
+    assert tidal("create", "r", cwd=tmp_path).returncode == 0
+    sent = tidal("produce", "r", "--file", str(csv), "--key", "sensor", cwd=tmp_path)
+    assert sent.returncode == 0, sent.stderr
+    tailed = tidal("tail", "r", "--lines", "2", "--max", "2", cwd=tmp_path)
+    assert lines(tailed.stdout) == [{"sensor": "b", "value": 2.0}, {"sensor": "a", "value": 3.0}]
+    topic = Topic.open(tmp_path / ".tidal", "r")
+    assert topic.read(0, 0).keys.tolist() == [b"a", b"b", b"a"]
+
+
+def test_an_error_exits_2_with_one_line(tmp_path: Path) -> None:
+    proc = tidal("produce", "nope", cwd=tmp_path, stdin=b"{}\n")
+    assert proc.returncode == 2 and proc.stdout == b""
+    assert proc.stderr.decode().startswith("tidal: error: no topic 'nope' in .tidal")
+    assert proc.stderr.count(b"\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "message"),
+    [
+        (("produce", "t"), b'{"a": 1}\n{"a": \n', "<stdin> line 2: invalid JSON"),
+        (("produce", "t"), b"[1]\n", "<stdin> line 1: not a JSON object"),
+        (("create", "t"), None, "already exists"),
+        (("consume", "t", "--partition", "4"), None, "there is no partition 4"),
+    ],
+)
+def test_error_messages(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: tuple[str, ...],
+    stdin: bytes | None,
+    message: str,
+) -> None:
+    Topic.create(tmp_path, "t")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin or b"")))
+    assert main(["log", *args, "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and err.startswith("tidal: error: ")
+    if args[0] == "produce":
+        assert Topic.open(tmp_path, "t").end_offset(0) == (1 if "line 2" in message else 0)
