@@ -1,19 +1,22 @@
 """The process that test_exactly_once.py kills: a stateful windowed pipeline with checkpoints.
 
-    python exactly_once_worker.py OUT_DIR DATA_DIR TOTAL RATE
+    python exactly_once_worker.py SOURCE OUT_DIR DATA_DIR TOTAL RATE
 
-A deterministic generator (``TOTAL`` events, ``RATE`` per second of wall clock, 0 for as
-fast as possible) with out-of-order event time -> key_by -> 1 s tumbling window (count,
-sum, min, max of an int column) -> exactly-once JSON Lines part files in ``OUT_DIR/main``;
-records later than the 250 ms bound go to Parquet part files in ``OUT_DIR/late``.
-Checkpoints every 50 ms under ``DATA_DIR``. After restoring it prints one JSON line
-``{"restored_from": id}`` (the test kills it only after that line), and at the end the
-summary.
+``SOURCE`` is ``gen`` (a deterministic generator of ``TOTAL`` events) or ``log`` (the same
+events, produced beforehand into the embedded-log topic ``events`` under ``DATA_DIR`` by
+:func:`produce`). Out-of-order event time -> pace (sleeps to hold ``RATE`` events per second
+of wall clock; 0: as fast as possible) -> key_by -> 1 s tumbling window (count, sum, min,
+max of an int column). With ``gen`` the windows go to exactly-once JSON Lines part files in
+``OUT_DIR/main`` and records later than the 250 ms bound to Parquet part files in
+``OUT_DIR/late``; with ``log`` the windows go to the topic ``windows`` (exactly once) and
+late records to JSON Lines part files. Checkpoints every 50 ms under ``DATA_DIR``. After
+restoring it prints one JSON line ``{"restored_from": id}``, and at the end the summary.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,21 @@ def make(seq: Any) -> dict[str, Any]:
     }
 
 
+def produce(data: Path, total: int) -> None:
+    """Write the ``total`` events into the one-partition topic ``events``."""
+    import numpy as np
+    import orjson
+
+    from tidal.io.log import Topic
+
+    cols = make(np.arange(total, dtype=np.int64))
+    k, v, ts = (cols[c].tolist() for c in ("k", "v", "ts"))
+    values = [orjson.dumps({"k": a, "v": b, "ts": c}) for a, b, c in zip(k, v, ts, strict=True)]
+    topic = Topic.create(data, "events", partitions=1)
+    topic.append(0, values, timestamps=cols["ts"])
+    topic.close()
+
+
 def main(argv: list[str]) -> int:
     import orjson
 
@@ -40,14 +58,26 @@ def main(argv: list[str]) -> int:
     from tidal import aggregations as agg
     from tidal.io.generator import GeneratorSource
     from tidal.io.jsonl import JsonlPartSink
+    from tidal.io.log import LogSource
+    from tidal.io.log.sink import TransactionalLogSink
     from tidal.io.parquet import ParquetPartSink
     from tidal.runtime.checkpoint import CheckpointConfig
 
-    out, data, total, rate = Path(argv[0]), argv[1], int(argv[2]), float(argv[3])
+    kind, out, data, total, rate = argv[0], Path(argv[1]), argv[2], int(argv[3]), float(argv[4])
     p = Pipeline("exactly-once")
-    source = GeneratorSource(make, total=total, rate=rate or None)
+    if kind == "gen":
+        source: Any = GeneratorSource(make, total=total)
+    else:
+        source = LogSource(data, "events", bounded=True, schema={"k": int, "v": int, "ts": int})
+
+    def pace(batch: Any) -> Any:
+        if rate:
+            time.sleep(len(batch) / rate)
+        return batch["k"] >= 0
+
     windows = (
-        p.source("gen", source, time="ts", watermark=bounded("250ms"))
+        p.source("in", source, time="ts", watermark=bounded("250ms"))
+        .filter("pace", pace)
         .key_by("k")
         .window(
             "per_second",
@@ -55,8 +85,12 @@ def main(argv: list[str]) -> int:
             {"n": agg.count(), "sum": agg.sum("v"), "lo": agg.min("v"), "hi": agg.max("v")},
         )
     )
-    windows.sink("main", JsonlPartSink(out / "main"))
-    windows.late.sink("late", ParquetPartSink(out / "late"))
+    if kind == "gen":
+        windows.sink("main", JsonlPartSink(out / "main"))
+        windows.late.sink("late", ParquetPartSink(out / "late"))
+    else:
+        windows.sink("main", TransactionalLogSink(data, "windows", key="k", partitions=2))
+        windows.late.sink("late", JsonlPartSink(out / "late"))
     executor = Executor(
         p,
         max_batch=500,

@@ -16,7 +16,7 @@ text of numbers (``7`` -> ``b"7"``); a missing key (``None``) is a null key and 
 partition 0.
 
 This sink is at-least-once; every record is appended through :meth:`LogSink._append_rows`,
-the hook the exactly-once (transactional) variant builds on.
+the hook the exactly-once variant, :class:`TransactionalLogSink`, builds on.
 
 Example:
     >>> import tempfile
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -50,7 +51,7 @@ from tidal.io.jsonl import dumps_rows
 from tidal.io.log.topic import Topic
 from tidal.io.log.writer import FsyncPolicy
 
-__all__ = ["LogSink", "key_bytes", "partition_of", "route_keys"]
+__all__ = ["LogSink", "TransactionalLogSink", "key_bytes", "partition_of", "route_keys"]
 
 
 def key_bytes(value: Any) -> bytes | None:
@@ -257,3 +258,152 @@ class LogSink(BaseSink):
             self.topic.sync()
             self.topic.close()
             self.topic = None
+
+
+def _pack(items: list[bytes | None]) -> tuple[Array, Array, Array]:
+    """Byte strings as one uint8 buffer, end offsets and a null mask (no object arrays)."""
+    null = np.fromiter((v is None for v in items), dtype=bool, count=len(items))
+    lengths = np.fromiter((len(v or b"") for v in items), dtype=np.int64, count=len(items))
+    blob = np.frombuffer(b"".join(v or b"" for v in items), dtype=np.uint8)
+    return blob, np.cumsum(lengths), null
+
+
+def _unpack(blob: Array, ends: Array, null: Array | None = None) -> Array:
+    """The inverse of :func:`_pack`: an object array of bytes (``None`` where null)."""
+    data = np.asarray(blob, dtype=np.uint8).tobytes()
+    stops = np.asarray(ends, dtype=np.int64).tolist()
+    starts = [0, *stops[:-1]]
+    out = np.empty(len(stops), dtype=object)
+    out[:] = [data[a:b] for a, b in zip(starts, stops, strict=True)]
+    if null is not None:
+        out[np.asarray(null, dtype=bool)] = None
+    return out
+
+
+class TransactionalLogSink(LogSink):
+    """Exactly-once writes to a topic: appended when the checkpoint commits, once.
+
+    The :class:`~tidal.io.base.TransactionalSink` protocol over the log (see
+    ``docs/decisions/0007-exactly-once.md``):
+
+    - ``write`` routes rows to partitions as :class:`LogSink` does, but keeps them in memory
+      (readers see nothing);
+    - ``prepare(N)`` returns the rows since the last prepare, packed as arrays, with each
+      partition's *end offset before the append*; the runtime stores that inside checkpoint
+      ``N``, which makes the rows durable with it;
+    - ``commit(N, pending)`` appends each partition's rows with
+      :meth:`LogSink._append_rows`, skipping the records that are already there: a partition
+      whose end offset is ``start + count`` was committed before (a repeated commit changes
+      nothing), one at ``start + k`` lost the rest of a torn append, and gets rows ``k:``;
+    - ``recover(pending)`` commits the restored checkpoint's rows; rows staged by the
+      attempt that crashed were only in its memory.
+
+    The end offsets make appends idempotent without transaction markers, so readers need
+    no ``read_committed`` filtering; in exchange this sink must be the only writer of the
+    topic's partitions (a foreign append between prepare and commit is detected and
+    raises). Rows written after the last prepare are discarded by ``close``. Output
+    becomes visible once per checkpoint, and a checkpoint holds one interval's output.
+
+    Args: as :class:`LogSink`.
+
+    Example:
+        >>> import tempfile
+        >>> from tidal.io.log.topic import Topic
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> sink = TransactionalLogSink(tmp.name, "scores", key="user", partitions=2)
+        >>> sink.recover([]); sink.open()
+        >>> sink.write(Batch({"user": ["a", "b", "a"], "score": [1, 2, 3]}, time=[5, 6, 7]))
+        >>> pending = sink.prepare(1)
+        >>> topic = Topic.open(tmp.name, "scores")
+        >>> topic.end_offset(0) + topic.end_offset(1)  # prepared: nothing visible yet
+        0
+        >>> sink.commit(1, pending); sink.commit(1, pending)  # the second changes nothing
+        >>> topic.end_offset(0) + topic.end_offset(1)
+        3
+        >>> sink.close(); topic.close(); tmp.cleanup()
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._staged: list[tuple[int, Array, Array | None, Array]] = []
+
+    def _append_rows(
+        self, partition: int, values: Array, keys: Array | None, timestamps: Array
+    ) -> int:
+        """Stage the rows until the checkpoint commits them (no offset yet: returns -1)."""
+        self._staged.append((partition, values, keys, np.asarray(timestamps, dtype=np.int64)))
+        return -1
+
+    def prepare(self, checkpoint_id: int) -> dict[str, Any]:
+        """The rows written since the last prepare, packed, with each partition's start."""
+        self.open()
+        assert self.topic is not None
+        staged, self._staged = self._staged, []
+        values: list[bytes | None] = []
+        keys: list[bytes | None] = []
+        parts: list[Array] = []
+        stamps: list[Array] = []
+        for p, v, k, t in staged:
+            values.extend(v.tolist())
+            keys.extend([None] * len(v) if k is None else k.tolist())
+            parts.append(np.full(len(v), p, dtype=np.int32))
+            stamps.append(t)
+        blob, ends, _ = _pack(values)
+        key_blob, key_ends, key_null = _pack(keys)
+        partition = np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)
+        starts = {str(p): self.topic.end_offset(int(p)) for p in np.unique(partition).tolist()}
+        return {
+            "checkpoint": checkpoint_id,
+            "starts": starts,
+            "partition": partition,
+            "timestamps": np.concatenate(stamps) if stamps else np.empty(0, dtype=np.int64),
+            "values": blob,
+            "value_ends": ends,
+            "keys": key_blob,
+            "key_ends": key_ends,
+            "key_null": key_null,
+        }
+
+    def commit(self, checkpoint_id: int, pending: dict[str, Any]) -> None:
+        """Append the prepared rows that are not in the topic yet; fsync.
+
+        Raises:
+            ConnectorError: if a partition's end offset shows a foreign append or a
+                truncation since ``prepare``.
+        """
+        starts = pending.get("starts") or {}
+        if not starts:
+            return
+        self.open()
+        assert self.topic is not None
+        partition = np.asarray(pending["partition"], dtype=np.int64)
+        values = _unpack(pending["values"], pending["value_ends"])
+        keys = _unpack(pending["keys"], pending["key_ends"], pending["key_null"])
+        stamps = np.asarray(pending["timestamps"], dtype=np.int64)
+        for p_text, start in starts.items():
+            p = int(p_text)
+            rows = np.flatnonzero(partition == p)
+            done = self.topic.end_offset(p) - int(start)
+            if not 0 <= done <= len(rows):
+                msg = (
+                    f"{self.label}: checkpoint {checkpoint_id} prepared {len(rows)} records for "
+                    f"partition {p} at offset {start}, but the partition now ends at "
+                    f"{start + done}; another writer appended to it (or it was truncated). "
+                    "An exactly-once sink must be the only writer of its topic"
+                )
+                raise ConnectorError(msg)
+            if done < len(rows):
+                rows = rows[done:]
+                super()._append_rows(p, values[rows], keys[rows], stamps[rows])
+        self.topic.sync()
+
+    def recover(self, pending: Sequence[dict[str, Any]]) -> None:
+        """Commit the restored checkpoint's rows; forget anything staged in memory."""
+        self._staged = []
+        for info in pending:
+            self.commit(int(info["checkpoint"]), info)
+
+    def close(self) -> None:
+        """Discard rows not prepared, then close the topic."""
+        self._staged = []
+        super().close()
