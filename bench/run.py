@@ -15,9 +15,9 @@ if str(ROOT) not in sys.path:
 
 
 def main(argv: list[str]) -> int:
-    from bench import checkpoint, latency, w1
+    from bench import checkpoint, latency, log, w1
 
-    benches = {"w1": w1.cli, "latency": latency.cli, "checkpoint": checkpoint.cli}
+    benches = {"w1": w1.cli, "latency": latency.cli, "checkpoint": checkpoint.cli, "log": log.cli}
     if any(a in ("-h", "--help") for a in argv[:1]):
         print(__doc__)
         print("benchmarks:", ", ".join(benches))

@@ -224,3 +224,17 @@ def test_sink_then_source_round_trip_values(tmp_path: Path) -> None:
     (one,) = [b for b in drain(src, 10) if len(b)]
     assert one["l"].tolist()[2].tolist() == [1] and one["l"].tolist()[0] is None
     assert values(1) == [b'{"i":0,"p":""}']
+
+
+def test_positions_for_time(tmp_path: Path) -> None:
+    topic = Topic.create(tmp_path, "ev", partitions=2, segment_bytes=1024)
+    for i in range(10):  # several segments
+        topic.append(0, values(5, start=5 * i, size=40), timestamps=np.arange(5) + 100 * i)
+    topic.append(1, [b'{"i":0}', b'{"i":1}'], timestamps=[50, 10])  # out of order
+    src = LogSource(tmp_path, "ev", bounded=True)
+    assert src.positions_for_time(0) == {0: 0, 1: 0}
+    assert src.positions_for_time(302) == {0: 17, 1: 2}
+    assert src.positions_for_time(20) == {0: 5, 1: 0}
+    assert src.positions_for_time(10_000) == {0: 50, 1: 2}
+    src.open(src.positions_for_time(903))
+    assert Batch.concat(drain(src))["i"].tolist() == [48, 49]

@@ -35,7 +35,7 @@ from tidal.io.log.segment import (
     segment_name,
 )
 
-__all__ = ["PartitionReader", "RecordBatch", "end_offset", "start_offset"]
+__all__ = ["PartitionReader", "RecordBatch", "end_offset", "offset_for_time", "start_offset"]
 
 log = logging.getLogger("tidal.io.log")
 
@@ -101,6 +101,32 @@ def end_offset(folder: Path) -> int:
                 return max(cursor.expect, bases[-1])
     finally:
         cursor.close()
+
+
+def offset_for_time(folder: Path, time_ms: int) -> int:
+    """The offset of the first record stamped ``>= time_ms``, else the end offset.
+
+    Kafka's ``offsetsForTimes``. Timestamps need not rise with offsets and there is no
+    time index, so this scans the partition from its start: the bulk header scan of a
+    read, without building values.
+    """
+    for base in list_segments(folder):
+        try:
+            cursor = SegmentCursor(folder / segment_name(base), base, 0, base)
+        except FileNotFoundError:
+            continue  # deleted by retention meanwhile
+        try:
+            while True:
+                ev = cursor.next(1 << 20)
+                if ev is None or isinstance(ev, Tail):
+                    break
+                if isinstance(ev, Records) and len(ev):
+                    hit = np.flatnonzero(ev.header["timestamp"] >= time_ms)
+                    if len(hit):
+                        return int(ev.header["offset"][hit[0]])
+        finally:
+            cursor.close()
+    return end_offset(folder)
 
 
 class PartitionReader:

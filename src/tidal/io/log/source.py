@@ -206,6 +206,14 @@ class LogSource(BaseSource):
             self._readers[p] = self.topic.reader(p, int(at), step=self.name)
             self._ends[p] = end
 
+    def positions_for_time(self, time_ms: int) -> dict[int, int]:
+        """Per partition, the offset of the first record stamped ``>= time_ms``.
+
+        For replays from a point in time (``tidal run --from-time``): pass the result to
+        :meth:`open`.
+        """
+        return {p: self.topic.offset_for_time(p, time_ms) for p in self._parts}
+
     def position(self) -> dict[int, Any]:
         """``{partition: next offset}`` for every partition."""
         return {p: r.next_offset for p, r in self._readers.items()}

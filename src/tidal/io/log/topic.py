@@ -43,7 +43,13 @@ from tidal.core.duration import Duration, to_millis
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.log.format import Header
 from tidal.io.log.groups import check_name, resolve_data_dir
-from tidal.io.log.reader import PartitionReader, RecordBatch, end_offset, start_offset
+from tidal.io.log.reader import (
+    PartitionReader,
+    RecordBatch,
+    end_offset,
+    offset_for_time,
+    start_offset,
+)
 from tidal.io.log.segment import list_segments, segment_name, write_atomic
 from tidal.io.log.writer import FsyncPolicy, PartitionWriter
 
@@ -364,6 +370,10 @@ class Topic:
     def end_offset(self, partition: int) -> int:
         """The offset the next record appended to ``partition`` will get."""
         return end_offset(self.folder(partition))
+
+    def offset_for_time(self, partition: int, time_ms: int) -> int:
+        """The first offset whose record timestamp is ``>= time_ms`` (the end if none)."""
+        return offset_for_time(self.folder(partition), int(time_ms))
 
     def segments(self, partition: int) -> list[tuple[int, int]]:
         """``(base offset, bytes)`` of each segment of ``partition``."""
