@@ -15,9 +15,15 @@ if str(ROOT) not in sys.path:
 
 
 def main(argv: list[str]) -> int:
-    from bench import checkpoint, latency, log, w1
+    from bench import checkpoint, latency, log, models, w1
 
-    benches = {"w1": w1.cli, "latency": latency.cli, "checkpoint": checkpoint.cli, "log": log.cli}
+    benches = {
+        "w1": w1.cli,
+        "latency": latency.cli,
+        "checkpoint": checkpoint.cli,
+        "log": log.cli,
+        "models": models.cli,
+    }
     if any(a in ("-h", "--help") for a in argv[:1]):
         print(__doc__)
         print("benchmarks:", ", ".join(benches))

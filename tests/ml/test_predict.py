@@ -73,10 +73,13 @@ def test_loaded_once_and_warmed_up_before_the_first_event() -> None:
     p = Pipeline("p")
     out = collect(p.source("in", MemorySource(DATA)).predict("m", h, features=["a", "b"]))
     run(p, max_batch=4)
-    assert h.log[:2] == ["load", "warmup:2"]
+    assert h.log[:5] == ["load", "warmup:2", "predict:1", "predict:64", "predict:1024"]
     first_real = h.log.index("predict:4")
-    assert h.log[2:first_real] == ["predict:1", "predict:64", "predict:1024"]
-    assert h.log.count("load") == 1
+    warm = h.log[:first_real]
+    # every call before the first event was a warm-up call (the tuning's too)
+    assert warm.count("load") == 1 and h.log.count("load") == 1
+    assert warm.count("warmup:2") == len([c for c in warm if c.startswith("predict")]) - 2
+    assert "predict:256" in warm and "predict:4" not in warm
     rows = out.records()
     assert [r["y"] for r in rows] == [float(i + 1) for i in range(10)]
     assert rows[3]["emb"] == [3.0, 3.0, 3.0]  # a 2-D output stays one column

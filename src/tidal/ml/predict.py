@@ -10,10 +10,13 @@ Life cycle:
 
 * **open**: the handler is told the feature names (``bind``), loaded once (``load``), and
   warmed up (``warmup``: a few calls on zeros) so that no event pays for first-call
-  initialisation. With a latency budget the step then times calls of growing size to
-  calibrate its batcher. A model whose input width is not known before the first batch (a
-  2-D feature column, a pre-processing step that changes the width) is warmed up on the
-  first batch, before it is scored.
+  initialisation. The step then times warm-up calls of 256, 1,024, ... rows and keeps the
+  size with the best throughput as its chunk size (past the CPU caches bigger calls get
+  *slower* per row), and with a latency budget times warm-up calls of growing size to
+  calibrate its batcher. Every call before the first event goes through ``warmup``. A
+  model whose input width is not known before the first batch (a 2-D feature column, a
+  pre-processing step that changes the width) is warmed up on the first batch, before it
+  is scored.
 * **each batch**: ``refresh`` (a handler that can swap models does it here, so a batch is
   scored by one version), then the model on each chunk.
 * **snapshot**: the model version. A restart asks the handler for that version
@@ -24,8 +27,8 @@ With ``max_latency="2ms"`` large batches are cut into chunks whose size a
 :class:`~tidal.ml.batcher.LatencyBatcher` adapts from measured call times, so that the p99
 duration of a model call stays under the budget while the chunks are as large (as fast) as
 that allows. That bounds the model's share of each event's latency; the rest is the wait
-for the batch to fill (the executor's ``max_wait``) and the other steps. ``max_batch`` alone
-cuts chunks of a fixed size.
+for the batch to fill (the executor's ``max_wait``) and the other steps. ``max_batch``
+caps the chunk size; without either, chunks have the best-throughput size.
 
 Errors raised by the model become :class:`~tidal.errors.ModelError` naming the step and the
 model; a missing or non-numeric feature column is a :class:`~tidal.errors.PipelineError`.
@@ -71,6 +74,7 @@ __all__ = ["Predict"]
 _STATE_KIND = "predict/1"
 VERSION_COLUMN = "model_version"
 WARMUP_SIZES = (1, 64, 1024)
+TUNE_MIN, TUNE_MAX, TUNE_SLOW_S = 256, 65_536, 0.02
 
 log = logging.getLogger("tidal.ml.predict")
 
@@ -135,6 +139,8 @@ class Predict(Operator):
             self.batcher = LatencyBatcher(self.max_latency, max_batch=max_batch)
         self.warmup_sizes = tuple(int(s) for s in warmup_sizes)
         self.clock = clock
+        self.chunk = max_batch or TUNE_MAX
+        """The largest chunk in one call: ``max_batch``, or the best-throughput size."""
         self._loaded = False
         self._warm = False
         self._sizes: deque[int] = deque(maxlen=1024)
@@ -179,25 +185,59 @@ class Predict(Operator):
     def _warm_up(self, width: int) -> None:
         try:
             hooks.warmup(self.handler, width, self.warmup_sizes)
+            self.chunk = self._tune(width)
+            if self.batcher is not None:
+                self.batcher.max_batch = self.chunk
+                self._calibrate(width)
         except Exception as exc:
             msg = f"failed to warm up on {width} features"
             raise self._error(msg, exc) from exc
         self._warm = True
-        if self.batcher is not None:
-            self._calibrate(width)
+
+    def _time(self, width: int, size: int) -> float:
+        """Time one warm-up call of ``size`` rows.
+
+        It goes through the ``warmup`` hook, so that a handler can tell warm-up calls from
+        events (a shadowing handler does not count them).
+        """
+        t0 = self.clock()
+        hooks.warmup(self.handler, width, (size,))
+        return self.clock() - t0
+
+    def _tune(self, width: int) -> int:
+        """The chunk size with the best throughput: calls of 256, 1,024, ... rows.
+
+        Bigger calls amortise the fixed cost of a call, until the intermediate results of a
+        call no longer fit the CPU caches: a small MLP scores 7M rows/s in calls of 8,192
+        rows and 4.7M rows/s in calls of 65,536 on the same core. The smallest size within
+        3 % of the best rate wins (the same speed, sooner). Sizes stop at ``max_batch``, at
+        65,536, or once a call takes over 20 ms (the fixed cost no longer matters there).
+        """
+        limit = self.max_batch or TUNE_MAX
+        rates: dict[int, float] = {}
+        size = min(TUNE_MIN, limit)
+        while True:
+            self._time(width, size)  # the first call at a size allocates
+            t = sorted(self._time(width, size) for _ in range(3))[1]
+            if t <= 0:
+                return limit  # a clock that does not move: nothing to tune
+            rates[size] = size / t
+            if size >= limit or t > TUNE_SLOW_S:
+                break
+            size = min(size * 4, limit)
+        best = max(rates.values())
+        return min(n for n, r in rates.items() if r >= 0.97 * best)
 
     def _calibrate(self, width: int) -> None:
-        """Time calls of growing size until one exceeds the budget (or ``max_batch``)."""
+        """Time calls of growing size until one exceeds the budget (or the chunk size)."""
         assert self.batcher is not None and self.max_latency is not None
-        limit = self.max_batch or 1 << 20
         size = 1
         while True:
-            X = np.zeros((min(size, limit), width), dtype=np.float32)
+            n = min(size, self.chunk)
             for _ in range(3):
-                t0 = self.clock()
-                self.handler.predict(X)
-                self.batcher.record(len(X), self.clock() - t0)
-            if size >= limit or self.clock() - t0 > self.max_latency:
+                t = self._time(width, n)
+                self.batcher.record(n, t)
+            if size >= self.chunk or t > self.max_latency:
                 break
             size *= 4
         self.batcher.refit()
@@ -257,7 +297,6 @@ class Predict(Operator):
 
     def _score(self, X: Array) -> dict[str, Array]:
         n = len(X)
-        fixed = self.max_batch if self.max_batch is not None else n
         parts: list[dict[str, Array]] = []
         over = 0
         lo = 0
@@ -265,7 +304,7 @@ class Predict(Operator):
             if self.batcher is not None:
                 size = self.batcher.split(n - lo)[0]
             else:
-                size = split_rows(n - lo, fixed)[0]
+                size = split_rows(n - lo, self.chunk)[0]
             chunk = X[lo : lo + size]
             t0 = self.clock()
             try:
@@ -336,6 +375,7 @@ class Predict(Operator):
         out: dict[str, Any] = {
             "model": hooks.describe(self.handler),
             "calls": self._calls,
+            "chunk": self.chunk,
         }
         b = self.batcher
         if b is not None:
