@@ -128,3 +128,35 @@ def test_demo_resumes_from_its_checkpoint_and_refuses_to_extend_a_final_one(
     assert summary["alerts"] == len(read_committed(out)) > 0
     assert main([*base, "--events", "90000"]) == 2
     assert "is final" in capsys.readouterr().err
+
+
+LOG_PIPELINE = """
+from tidal import Pipeline
+from tidal.io.jsonl import JsonlSink
+from tidal.io.log import LogSource
+
+p = Pipeline("replay-log")
+p.source("in", LogSource(DATA, "events", bounded=True)).sink("out", JsonlSink(OUT))
+pipeline = p
+"""
+
+
+def test_replay_from_time_on_the_embedded_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tidal.io.log import Topic
+
+    data = tmp_path / "data"
+    topic = Topic.create(data, "events", partitions=2)
+    for p in (0, 1):
+        values = [b'{"n": %d}' % i for i in range(100)]
+        topic.append(p, values, timestamps=[1_704_067_200_000 + i * 1000 for i in range(100)])
+    topic.close()
+    job = tmp_path / "job.py"
+    out = tmp_path / "out.jsonl"
+    job.write_text(LOG_PIPELINE.replace("DATA", repr(str(data))).replace("OUT", repr(str(out))))
+    assert main(["run", str(job), "--from-time", "2024-01-01T00:01:30Z", "--json"]) == 0
+    assert _json(capsys)["events"] == 20
+    assert sorted(json.loads(line)["n"] for line in out.read_text().splitlines()) == sorted(
+        list(range(90, 100)) * 2
+    )
