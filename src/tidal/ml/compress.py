@@ -258,6 +258,7 @@ class CompressionReport:
     rows: int
     batch_size: int
     threads: int
+    rounds: int = 3
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -328,7 +329,8 @@ class CompressionReport:
         """The report as a Markdown table and a verdict line."""
         head = (
             f"compression: {self.method}; {self.metric} on {self.rows:,} rows; samples/s in "
-            f"batches of {self.batch_size:,}, {self.threads} thread(s), best of 3 rounds"
+            f"batches of {self.batch_size:,}, {self.threads} thread(s), best of "
+            f"{self.rounds} alternating rounds"
         )
         lines = [
             head,
@@ -368,6 +370,7 @@ class CompressionReport:
             "rows": self.rows,
             "batch_size": self.batch_size,
             "threads": self.threads,
+            "rounds": self.rounds,
             "notes": list(self.notes),
         }
 
@@ -777,6 +780,7 @@ def compress(
     threads: int = 1,
     batch_size: int = 1024,
     min_time: float = 0.2,
+    rounds: int = 3,
 ) -> CompressionReport:
     """Compress ``model`` into ``out``, measure both, and publish only if the gate passes.
 
@@ -800,6 +804,7 @@ def compress(
             ``torch.set_num_threads``).
         batch_size: rows per call, for scoring and timing.
         min_time: seconds each timing round runs at least.
+        rounds: timing rounds (the variants alternate; each keeps its best round).
 
     Returns:
         The report; ``report.compressed.path`` is ``out``.
@@ -833,7 +838,7 @@ def compress(
             )
             m_orig = _score(original, eval_set, metric, output, batch_size)
             m_comp = _score(compressed, eval_set, metric, output, batch_size)
-            speeds = _throughput([original, compressed], eval_set.X, batch_size, min_time)
+            speeds = _throughput([original, compressed], eval_set.X, batch_size, min_time, rounds)
         report = CompressionReport(
             method=method,
             metric=metric,
@@ -852,6 +857,7 @@ def compress(
             rows=len(eval_set),
             batch_size=batch_size,
             threads=threads,
+            rounds=rounds,
             notes=tuple(notes),
         )
         if not report.passed:
