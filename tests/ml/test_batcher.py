@@ -131,16 +131,17 @@ def test_growth_is_capped_by_what_was_measured() -> None:
     assert batcher.target <= 160
 
 
-def test_constant_sizes_keep_the_fixed_cost_and_refit_the_slope() -> None:
+def test_constant_sizes_rescale_the_last_fit() -> None:
     batcher = LatencyBatcher(BUDGET, max_batch=1_000)
     for n in (1, 10, 100, 400) * 3:
         batcher.record(n, 100e-6 + n * 1e-6)
     assert batcher.target == 800  # the fit allows 900; growth caps it at 2 x 400
     for _ in range(300):  # the window fills with one size; the slope doubles
         batcher.record(400, 100e-6 + 400 * 2e-6)
-    assert batcher.a == pytest.approx(100e-6, rel=0.05)
-    assert batcher.b == pytest.approx(2e-6, rel=0.05)
-    assert batcher.target == pytest.approx(450, abs=2)
+    # one size cannot tell a from b: the last fit is scaled to the new cost
+    assert batcher.predicted(400) == pytest.approx(900e-6, rel=0.01)
+    assert batcher.a / batcher.b == pytest.approx(100, rel=0.01)
+    assert batcher.target == pytest.approx(455, abs=3)
     assert batcher.changes == 1
 
 
@@ -187,3 +188,19 @@ def test_stream_predict_with_a_real_clock_runs() -> None:
     out = collect(src.predict("m", Echo(), features=["x"], max_latency="2ms", max_batch=512))
     run(p, max_batch=5_000)
     assert len(out.records()) == 5_000
+
+
+def test_a_low_rate_keeps_the_slope_and_a_burst_ramps_up_fast() -> None:
+    op, model = _op(50e-6, 1e-6)
+    model.sigma = 0.3  # a noisy machine from now on
+    assert op.batcher is not None
+    rng = np.random.default_rng(0)
+    for _ in range(600):  # 1 to 3 events per batch, noisy: a line through them is noise
+        op.process(Batch({"x": np.zeros(int(rng.integers(1, 4)))}), 0)
+    assert op.batcher.b == pytest.approx(1e-6, rel=0.5)
+    mark = len(model.calls)
+    _feed(op, 1, 20_000)  # a burst
+    sizes = [n for n, _ in model.calls[mark:]]
+    best = (BUDGET / np.exp(2.326 * 0.3) - 50e-6) / 1e-6  # ~450 rows at this noise
+    ramp = next(i for i, n in enumerate(sizes) if n >= 0.6 * best)
+    assert ramp <= 8 and sum(sizes[:ramp]) < 1_000

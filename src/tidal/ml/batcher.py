@@ -10,8 +10,8 @@ on average, but at the chosen quantile (p99) of the call-time noise.
 :class:`LatencyBatcher` fits that model to the calls it has measured and picks the size::
 
     samples (n_i, t_i), the last ``window`` calls
-    a, b   = least squares fit of t on n            (b only, a kept, while the sizes
-                                                     of the window are too alike to fit)
+    a, b   = least squares fit of t on n            (while the slope is clear; else the
+                                                     last fit, scaled to the window)
     q      = p99 of t_i / (a + b·n_i)               (the noise, relative to the fit)
     target = floor((L / q - a) / b)                 clamped to [1, max_batch] and to at
                                                      most ``growth`` × the largest n seen
@@ -41,16 +41,22 @@ Example:
 from __future__ import annotations
 
 import math
-from collections import deque
 
 import numpy as np
 
+from tidal.core.batch import Array
 from tidal.errors import ConfigError
 
 __all__ = ["LatencyBatcher", "split_rows"]
 
 _CHANGED = 3
 """Calls in a row above the fitted p99 line that mean the cost has changed."""
+
+
+def _quantile(x: Array, q: float) -> float:
+    """The order statistic at ``q`` (np.quantile interpolates and is ten times slower)."""
+    k = min(len(x) - 1, max(math.ceil(q * len(x)) - 1, 0))
+    return float(np.partition(x, k)[k])
 
 
 def split_rows(total: int, size: int) -> list[int]:
@@ -113,8 +119,10 @@ class LatencyBatcher:
         self.min_samples = min_samples
         self.growth = growth
         self.refit_every = refit_every
-        self._n: deque[int] = deque(maxlen=window)
-        self._t: deque[float] = deque(maxlen=window)
+        self._n = np.zeros(window, dtype=np.float64)  # a ring of the last calls
+        self._t = np.zeros(window, dtype=np.float64)
+        self._size = 0
+        self._pos = 0
         self.a = 0.0
         """Fitted fixed cost of a call (seconds)."""
         self.b = 0.0
@@ -129,6 +137,7 @@ class LatencyBatcher:
         """How many times a change of cost was detected (and the window restarted)."""
         self._since_fit = 0
         self._high = 0
+        self._capped = False
 
     # -- measurements ---------------------------------------------------------------------
     def record(self, n: int, seconds: float) -> None:
@@ -141,56 +150,75 @@ class LatencyBatcher:
         if n <= 0:
             return
         seconds = max(float(seconds), 0.0)
-        fitted = self.b > 0 and len(self._n) >= self.refit_every
+        fitted = self.b > 0 and self._size >= self.refit_every
         self._high = self._high + 1 if fitted and seconds > self.predicted(n) else 0
-        self._n.append(int(n))
-        self._t.append(seconds)
+        window = len(self._n)
+        self._n[self._pos] = n
+        self._t[self._pos] = seconds
+        self._pos = (self._pos + 1) % window
+        self._size = min(self._size + 1, window)
         self.calls += 1
         self._since_fit += 1
         over = seconds > self.budget
         self.over_budget += over
         if self._high >= _CHANGED:
-            recent_n, recent_t = list(self._n)[-_CHANGED:], list(self._t)[-_CHANGED:]
-            self._n.clear()
-            self._t.clear()
-            self._n.extend(recent_n)
-            self._t.extend(recent_t)
+            last = [(self._pos - k - 1) % window for k in range(_CHANGED)][::-1]
+            self._n[:_CHANGED], self._t[:_CHANGED] = self._n[last], self._t[last]
+            self._size = self._pos = _CHANGED
             self._high = 0
             self.changes += 1
             self.refit()
-        elif over or self._since_fit >= self.refit_every or len(self._n) <= self.refit_every:
+        elif (
+            over
+            or (self._capped and 4 * n >= 3 * self.target)  # exploring upwards
+            or self._since_fit >= self.refit_every
+            or self._size <= self.refit_every
+        ):
             self.refit()
 
     def refit(self) -> None:
         """Fit ``a`` and ``b`` to the window and choose the target size."""
         self._since_fit = 0
-        if not self._n:
+        if not self._size:
             return
-        n = np.fromiter(self._n, dtype=np.float64, count=len(self._n))
-        t = np.fromiter(self._t, dtype=np.float64, count=len(self._t))
-        n_mean, t_mean = float(n.mean()), float(t.mean())
-        dn = n - n_mean
-        var = float(np.dot(dn, dn)) / len(n)
-        b = float(np.dot(dn, t - t_mean)) / (len(n) * var) if var > 0 else 0.0
-        if len(n) >= 3 and var > (0.05 * n_mean) ** 2 and b > 0:
-            a = max(t_mean - b * n_mean, 0.0)
-        else:  # sizes too alike (or a noisy slope): keep the fixed cost, refit the slope
-            a = min(self.a, float(t.min()))
-            b = max(float(np.mean((t - a) / n)), 0.0)
-        b = max(b, 1e-12)
+        n, t = self._n[: self._size], self._t[: self._size]
+        a, b = self._fit(n, t)
         ratio = t / (a + b * n)
-        if len(ratio) >= self.min_samples:  # the order statistic (np.quantile is 10x slower)
-            k = min(len(ratio) - 1, math.ceil(self.quantile * len(ratio)) - 1)
-            noise = float(np.partition(ratio, k)[k])
+        if len(ratio) >= self.min_samples:
+            noise = _quantile(ratio, self.quantile)
         else:
             noise = float(ratio.max())
         self.a, self.b, self.noise = a, b, max(noise, 1e-3)
         room = self.budget / self.noise - a
         size = math.floor(room / b + 1e-6) if room > 0 else 1
-        cap = int(self.growth * max(self._n))
-        if self.max_batch is not None:
-            cap = min(cap, self.max_batch)
+        explore = int(self.growth * float(n.max()))
+        cap = explore if self.max_batch is None else min(explore, self.max_batch)
         self.target = max(1, min(size, cap))
+        self._capped = size > explore and cap == explore
+
+    def _fit(self, n: Array, t: Array) -> tuple[float, float]:
+        """Least squares when the slope is clear; otherwise rescale the previous fit.
+
+        The slope is clear when it is positive and at least four standard errors from zero.
+        With sizes too alike (a low rate: every call scores a row or two; a steady stream
+        cut into equal chunks) a line through the points is noise, so the last good fit is
+        scaled by the median of measured / fitted: "everything got 20 % slower".
+        """
+        count = len(n)
+        n_mean, t_mean = float(n.mean()), float(t.mean())
+        dn = n - n_mean
+        sxx = float(np.dot(dn, dn))
+        if count >= 4 and sxx > 0:
+            b = float(np.dot(dn, t - t_mean)) / sxx
+            a = t_mean - b * n_mean
+            resid = t - (a + b * n)
+            se_b = math.sqrt(float(np.dot(resid, resid)) / (count - 2) / sxx)
+            if b > 0 and se_b <= 0.25 * b:
+                return max(a, 0.0), b
+        if self.b > 0:
+            f = _quantile(t / (self.a + self.b * n), 0.5)
+            return self.a * f, self.b * f
+        return 0.0, max(float(np.mean(t / n)), 1e-12)  # no fit yet: all cost per row
 
     # -- chunking -------------------------------------------------------------------------
     def split(self, total: int) -> list[int]:
