@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:
 
 
 def main(argv: list[str]) -> int:
-    from bench import checkpoint, latency, log, models, w1
+    from bench import checkpoint, compression, latency, log, models, w1
 
     benches = {
         "w1": w1.cli,
@@ -23,6 +23,7 @@ def main(argv: list[str]) -> int:
         "checkpoint": checkpoint.cli,
         "log": log.cli,
         "models": models.cli,
+        "compression": compression.cli,
     }
     if any(a in ("-h", "--help") for a in argv[:1]):
         print(__doc__)

@@ -301,7 +301,7 @@ class CompressionReport:
     def verdict(self) -> str:
         """One sentence: the decision and why."""
         c = self.compressed.name
-        delta = f"{self.metric} {self._pts(-self.drop)}"
+        delta = f"{self.metric} {self._pts(self.compressed.metric - self.original.metric)}"
         if not self.passed:
             return (
                 f"refused: {c} loses {self._pts(self.drop)} of {self.metric} "
