@@ -50,3 +50,13 @@ def produce(
             rows = [f'{{"w":{worker},"seq":{b * size + j}}}'.encode() for j in range(size)]
             t.append(p, rows)
     t.close()
+
+
+def produce_forever(data_dir: str, topic: str, started: object) -> None:
+    """Append 4 MB batches whose values name their offset, until killed."""
+    t = Topic.open(data_dir, topic, fsync="none")
+    seq = t.end_offset(0)
+    while True:
+        t.append(0, [b"%d:" % (seq + i) + b"v" * 1000 for i in range(4000)])
+        seq += 4000
+        started.set()  # type: ignore[attr-defined]

@@ -213,3 +213,42 @@ def test_random_damage_never_crashes_and_loses_nothing_silently(
         tail -= 1
     accounted = set(got) | {d for d in dead if d is not None}
     assert set(range(tail)) <= accounted <= set(range(40))
+
+
+def test_kill_9_during_appends_then_recover(tmp_path: Path) -> None:
+    """SIGKILL producers at random moments of 4 MB appends; each next writer recovers.
+
+    A kill during ``write`` leaves a torn tail (whole records of the batch, then part of
+    one): the next writer truncates the part and continues at the next offset.
+    """
+    import multiprocessing
+    import os
+    import random
+    import signal
+    import time
+
+    from logtools import produce_forever
+
+    rng = random.Random(3)
+    Topic.create(tmp_path, "t", segment_bytes=16 << 20)
+    ctx = multiprocessing.get_context("spawn")
+    for _ in range(4):
+        started = ctx.Event()
+        worker = ctx.Process(target=produce_forever, args=(str(tmp_path), "t", started))
+        worker.start()
+        assert started.wait(60)
+        time.sleep(rng.random() * 0.03)  # not a wait: a random moment to kill at
+        os.kill(worker.pid or 0, signal.SIGKILL)
+        worker.join(60)
+    topic = Topic.open(tmp_path, "t")
+    end = topic.append(0, [b"last"])
+    assert end >= 4 * 4000
+    offset, seen = 0, 0
+    while offset <= end:
+        batch = topic.read(0, offset, 20_000)
+        assert not batch.dead_letters
+        for o, v in zip(batch.offsets.tolist(), batch.values.tolist(), strict=True):
+            assert o == seen and (v == b"last" if o == end else v.startswith(b"%d:" % o))
+            seen += 1
+        offset = batch.next_offset
+    assert seen == end + 1

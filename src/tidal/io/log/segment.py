@@ -183,8 +183,12 @@ def rebuild_index(segment: Path, base: int) -> Array:
         cursor.close()
     out = np.concatenate(parts) if parts else np.empty(0, dtype=INDEX_ENTRY)
     path = segment.with_name(index_name(base))
-    write_atomic(path, out.tobytes(), durable=False)
-    log.info("rebuilt the index %s by scanning the segment (%d entries)", path, len(out))
+    try:
+        write_atomic(path, out.tobytes(), durable=False)
+    except OSError as exc:  # a read-only data directory: use it from memory
+        log.warning("could not write the rebuilt index %s: %s", path, exc)
+    else:
+        log.info("rebuilt the index %s by scanning the segment (%d entries)", path, len(out))
     return out
 
 

@@ -139,7 +139,7 @@ class PartitionWriter:
             if len(entries):
                 self._append_index(head, entries)
             if self.fsync == "batch":
-                os.fdatasync(head.fd)
+                _datasync(head.fd)
             else:
                 self._unsynced.add(head.path)
             head.size += len(enc.data)
@@ -325,6 +325,9 @@ class PartitionWriter:
                 at += sc.end
             self._newest[key] = newest
         return self._newest[key]
+
+
+_datasync = getattr(os, "fdatasync", os.fsync)  # macOS has no fdatasync
 
 
 def _write_all(fd: int, data: bytes | bytearray) -> None:
