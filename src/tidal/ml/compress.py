@@ -35,9 +35,11 @@ and exits with status 3.
 
 Model files are loaded without running code from them: ONNX files, and PyTorch state dicts
 through ``torch.load(weights_only=True)`` into an architecture the caller names
-(``arch="package.module:factory"`` or ``"file.py:Class"``). A state dict written by
-``int8-dynamic`` is recognised (its packed int8 weights) and loaded into a dynamically
-quantized copy of the architecture.
+(``arch="package.module:factory"`` or ``"file.py:Class"``, see :func:`load_torch`).
+
+This module holds the entry point, the evaluation data and the ONNX methods; scoring,
+timing and the report are in :mod:`tidal.ml.compress_measure`, the PyTorch methods and
+loading in :mod:`tidal.ml.compress_torch`. Their public names are importable from here.
 
 Example:
     >>> import tempfile, numpy as np
@@ -66,26 +68,40 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import copy
-import importlib
-import importlib.util
-import io
 import logging
 import os
-import sys
 import tempfile
-import time
-import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, cast, get_args
+from typing import Any
 
 import numpy as np
 
 from tidal.core.batch import Array, Batch
 from tidal.errors import ConfigError, ModelError
-from tidal.ml.handler import feature_matrix, missing_extra
+from tidal.ml.compress_measure import (
+    _METRICS,
+    METHODS,
+    CompressionRefused,
+    CompressionReport,
+    Method,
+    Metric,
+    Variant,
+    _amount,
+    _onnx_scorer,
+    _score,
+    _Scorer,
+    _throughput,
+)
+from tidal.ml.compress_torch import (
+    _is_torch_module,
+    _make_torch,
+    _torch_threads,
+    load_torch,
+    resolve_arch,
+)
+from tidal.ml.handler import feature_matrix
 
 __all__ = [
     "METHODS",
@@ -97,26 +113,11 @@ __all__ = [
     "Variant",
     "compress",
     "load_torch",
+    "read_features",
+    "resolve_arch",
 ]
 
-Method = Literal["int8-dynamic", "int8-static", "prune", "torch-to-onnx"]
-Metric = Literal["accuracy", "mae"]
-METHODS: tuple[str, ...] = get_args(Method)
-_METRICS: tuple[str, ...] = get_args(Metric)
 _CALIBRATION_ROWS = 512
-_SAME_SPEED = 0.05  # within 5%: no measurable difference in throughput
-
-
-class CompressionRefused(ModelError):
-    """The gate refused a compressed model: the metric dropped by more than allowed.
-
-    Attributes:
-        report: the measurements that made the decision.
-    """
-
-    def __init__(self, message: str, report: CompressionReport) -> None:
-        super().__init__(message)
-        self.report = report
 
 
 # -- evaluation data ----------------------------------------------------------------------
@@ -218,352 +219,6 @@ def _stack_lists(col: Array) -> Array:
     return col
 
 
-# -- the report ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Variant:
-    """One model as measured: its metric, size and batched throughput."""
-
-    name: str
-    format: Literal["onnx", "torch"]
-    metric: float
-    size_bytes: int
-    samples_per_s: float
-    path: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {
-            "name": self.name,
-            "format": self.format,
-            "metric": round(self.metric, 6),
-            "size_bytes": self.size_bytes,
-            "samples_per_s": round(self.samples_per_s, 1),
-            "path": self.path,
-        }
-
-
-@dataclass(frozen=True)
-class CompressionReport:
-    """The original and the compressed model side by side, and the gate's decision.
-
-    ``drop`` is how much worse the compressed model is (accuracy lost, or error gained);
-    negative when it is better. ``speedup`` is compressed over original samples/s.
-    """
-
-    method: Method
-    metric: Metric
-    original: Variant
-    compressed: Variant
-    max_drop: float
-    rows: int
-    batch_size: int
-    threads: int
-    rounds: int = 3
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def drop(self) -> float:
-        """Accuracy lost (or error gained) by compressing."""
-        diff = self.original.metric - self.compressed.metric
-        return diff if self.metric == "accuracy" else -diff
-
-    @property
-    def passed(self) -> bool:
-        """Whether the gate lets the compressed model through."""
-        return self.drop <= self.max_drop + 1e-12
-
-    @property
-    def speedup(self) -> float:
-        """Compressed samples/s over original samples/s."""
-        base = self.original.samples_per_s
-        return self.compressed.samples_per_s / base if base > 0 else float("inf")
-
-    @property
-    def size_ratio(self) -> float:
-        """Original size over compressed size (> 1: the compressed model is smaller)."""
-        return self.original.size_bytes / max(1, self.compressed.size_bytes)
-
-    @property
-    def winner(self) -> Literal["original", "compressed"]:
-        """The variant to serve.
-
-        The compressed one when it passed the gate and is faster, or as fast (within 5%)
-        and smaller; otherwise the original.
-        """
-        if not self.passed:
-            return "original"
-        if self.speedup >= 1 + _SAME_SPEED:
-            return "compressed"
-        if self.speedup >= 1 - _SAME_SPEED and self.size_ratio > 1.0:
-            return "compressed"
-        return "original"
-
-    def verdict(self) -> str:
-        """One sentence: the decision and why."""
-        c = self.compressed.name
-        delta = f"{self.metric} {self._pts(self.compressed.metric - self.original.metric)}"
-        if not self.passed:
-            return (
-                f"refused: {c} loses {self._pts(self.drop)} of {self.metric} "
-                f"(allowed {self._pts(self.max_drop)}); keep the original"
-            )
-        if self.speedup >= 1 + _SAME_SPEED:
-            speed = f"{self.speedup:.2f}x faster"
-        elif self.speedup >= 1 - _SAME_SPEED:
-            speed = "as fast (within 5%)"
-        else:
-            speed = f"{1 / self.speedup:.2f}x slower"
-        if abs(self.size_ratio - 1) < 0.01:
-            size = "the same size"
-        elif self.size_ratio > 1:
-            size = f"{self.size_ratio:.2f}x smaller"
-        else:
-            size = f"{1 / self.size_ratio:.2f}x larger"
-        who = "serve the compressed model" if self.winner == "compressed" else "keep the original"
-        return f"{c} is {speed} and {size}, {delta}: {who}"
-
-    def _pts(self, value: float) -> str:
-        return _amount(self.metric, value)
-
-    def table(self) -> str:
-        """The report as a Markdown table and a verdict line."""
-        head = (
-            f"compression: {self.method}; {self.metric} on {self.rows:,} rows; samples/s in "
-            f"batches of {self.batch_size:,}, {self.threads} thread(s), best of "
-            f"{self.rounds} alternating rounds"
-        )
-        lines = [
-            head,
-            "",
-            f"| variant | format | {self.metric} | size (bytes) | samples/s |",
-            "|---|---|---:|---:|---:|",
-        ]
-        for v in (self.original, self.compressed):
-            lines.append(
-                f"| {v.name} | {v.format} | {v.metric:.4f} | {v.size_bytes:,} | "
-                f"{v.samples_per_s:,.0f} |"
-            )
-        lines += [
-            "",
-            f"drop: {self._pts(self.drop)} (gate: at most {self._pts(self.max_drop)}) -> "
-            f"{'passed' if self.passed else 'REFUSED'}; speedup {self.speedup:.2f}x; "
-            f"size: original / compressed = {self.size_ratio:.2f}x",
-            f"winner: {self.winner} ({self.verdict()})",
-        ]
-        lines += [f"note: {n}" for n in self.notes]
-        return "\n".join(lines)
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (what ``tidal models compress --json`` prints)."""
-        return {
-            "method": self.method,
-            "metric": self.metric,
-            "original": self.original.to_json(),
-            "compressed": self.compressed.to_json(),
-            "drop": round(self.drop, 6),
-            "max_drop": self.max_drop,
-            "passed": self.passed,
-            "speedup": round(self.speedup, 3),
-            "size_ratio": round(self.size_ratio, 3),
-            "winner": self.winner,
-            "verdict": self.verdict(),
-            "rows": self.rows,
-            "batch_size": self.batch_size,
-            "threads": self.threads,
-            "rounds": self.rounds,
-            "notes": list(self.notes),
-        }
-
-    def metrics(self) -> dict[str, Any]:
-        """The compressed model's figures, for the registry's ``metrics.json``."""
-        return {
-            self.metric: round(self.compressed.metric, 6),
-            f"original_{self.metric}": round(self.original.metric, 6),
-            "size_bytes": self.compressed.size_bytes,
-            "samples_per_s": round(self.compressed.samples_per_s, 1),
-            "original_samples_per_s": round(self.original.samples_per_s, 1),
-            "compression": self.method,
-        }
-
-
-def _amount(metric: Metric, value: float) -> str:
-    """A change of the metric for people: points of accuracy, or the error's units."""
-    value = value if abs(value) > 1e-12 else 0.0
-    if metric == "accuracy":
-        return f"{value * 100:+.2f} pt"
-    return f"{value:+.4g}"
-
-
-# -- models as scorers --------------------------------------------------------------------
-@dataclass
-class _Scorer:
-    """A loaded model that maps features to its outputs."""
-
-    name: str
-    format: Literal["onnx", "torch"]
-    run: Callable[[Array], dict[str, Array]]
-    size_bytes: int
-    path: str | None = None
-
-
-def _onnx_scorer(path: Path, name: str, threads: int) -> _Scorer:
-    from tidal.ml.onnx import OnnxHandler
-
-    handler = OnnxHandler(path, intra_op_threads=threads)
-    handler.load()
-    return _Scorer(name, "onnx", handler.predict, path.stat().st_size, str(path))
-
-
-def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:
-        backend = "PyTorch"
-        raise missing_extra(backend, "torch", exc) from exc
-    return torch
-
-
-def _torch_scorer(module: Any, name: str, path: Path | None = None) -> _Scorer:
-    torch = _torch()
-
-    def run(X: Array) -> dict[str, Array]:
-        with torch.inference_mode():
-            out = module(torch.from_numpy(X))
-        if isinstance(out, tuple | list):
-            out = out[0]
-        return {"output": out.numpy()}
-
-    if path is not None:
-        size = path.stat().st_size
-    else:
-        buf = io.BytesIO()
-        torch.save(module.state_dict(), buf)
-        size = buf.tell()
-    return _Scorer(name, "torch", run, size, None if path is None else str(path))
-
-
-def _is_torch_module(model: Any) -> bool:
-    mod = sys.modules.get("torch")
-    return mod is not None and isinstance(model, mod.nn.Module)
-
-
-def load_torch(path: str | os.PathLike[str], arch: str | Callable[[], Any]) -> Any:
-    """Load a PyTorch state dict into a fresh ``arch()``, without running pickled code.
-
-    The state dict is read with ``torch.load(weights_only=True)``. A state dict written by
-    the ``int8-dynamic`` method (it holds packed int8 weights) is loaded into a dynamically
-    quantized copy of the architecture.
-
-    Args:
-        path: the ``.pt`` file (``torch.save(model.state_dict(), path)``).
-        arch: a callable returning the untrained module, or its import path
-            (``"package.module:factory"``, or ``"file.py:Class"``).
-
-    Raises:
-        ModelError: if the file cannot be read or does not fit the architecture.
-    """
-    torch = _torch()
-    module = resolve_arch(arch)()
-    try:
-        with _torch_quiet():  # reading int8 tensors touches the deprecated TypedStorage
-            state = torch.load(Path(path), weights_only=True, map_location="cpu")
-    except Exception as exc:
-        msg = (
-            f"cannot read the PyTorch state dict {str(path)!r} with weights_only=True: {exc}; "
-            "save models with torch.save(model.state_dict(), path)"
-        )
-        raise ModelError(msg) from exc
-    if not isinstance(state, Mapping):
-        msg = f"{str(path)!r} holds a {type(state).__name__}, not a state dict"
-        raise ModelError(msg)
-    if any(str(k).endswith("_packed_params._packed_params") for k in state):
-        module = _quantize_dynamic(module)
-    try:
-        module.load_state_dict(state)
-    except Exception as exc:
-        msg = f"the state dict {str(path)!r} does not fit architecture {arch!r}: {exc}"
-        raise ModelError(msg) from exc
-    return module.eval()
-
-
-def resolve_arch(arch: str | Callable[[], Any]) -> Callable[[], Any]:
-    """``"package.module:name"`` or ``"path/file.py:name"`` -> the object it names.
-
-    Raises:
-        ConfigError: if the module or the name cannot be found.
-    """
-    if callable(arch):
-        return arch
-    mod_name, _, attr = str(arch).partition(":")
-    if not mod_name or not attr:
-        msg = f"an architecture is 'package.module:factory' or 'file.py:Class', got {arch!r}"
-        raise ConfigError(msg)
-    try:
-        if mod_name.endswith(".py"):
-            spec = importlib.util.spec_from_file_location(Path(mod_name).stem, mod_name)
-            if spec is None or spec.loader is None:
-                msg = f"cannot import {mod_name!r}"
-                raise ConfigError(msg)
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        else:
-            module = _import_here(mod_name)
-    except (ImportError, OSError) as exc:
-        msg = f"cannot import the architecture module {mod_name!r}: {exc}"
-        raise ConfigError(msg) from exc
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        msg = f"{mod_name!r} has no callable {attr!r} (from arch {arch!r})"
-        raise ConfigError(msg)
-    return cast(Callable[[], Any], factory)
-
-
-def _import_here(name: str) -> Any:
-    """Import ``name``, also from the working directory (as ``python -m`` would)."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError:
-        cwd = os.getcwd()
-        if cwd in sys.path:
-            raise
-        sys.path.insert(0, cwd)
-        try:
-            return importlib.import_module(name)
-        finally:
-            sys.path.remove(cwd)
-
-
-@contextlib.contextmanager
-def _torch_quiet() -> Iterator[None]:
-    """Silence the deprecation warnings of the PyTorch APIs this module relies on.
-
-    ``torch.ao.quantization`` and the TorchScript-based ONNX exporter are deprecated in
-    favour of torchao and the dynamo exporter (which needs onnxscript); both still work
-    and are what the core install can use.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
-        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor")
-        warnings.filterwarnings("ignore", message=r"You are using the legacy TorchScript")
-        warnings.filterwarnings("ignore", message=r"The feature will be removed")
-        warnings.filterwarnings("ignore", message=r"TypedStorage is deprecated")
-        yield
-
-
-def _quantize_dynamic(module: Any) -> Any:
-    torch = _torch()
-    try:
-        quantize = torch.ao.quantization.quantize_dynamic
-    except AttributeError as exc:  # pragma: no cover - removed in a future PyTorch
-        msg = (
-            f"this PyTorch ({torch.__version__}) has no torch.ao.quantization.quantize_dynamic; "
-            "export the model to ONNX (--method torch-to-onnx) and quantize that"
-        )
-        raise ModelError(msg) from exc
-    with _torch_quiet():
-        return quantize(copy.deepcopy(module).eval(), {torch.nn.Linear}, dtype=torch.qint8)
-
-
 # -- the methods --------------------------------------------------------------------------
 @contextlib.contextmanager
 def _ort_quiet() -> Iterator[None]:
@@ -643,125 +298,6 @@ def _quantize_onnx(fn: Callable[[Path, Path], None], src: Path, dst: Path) -> No
             "skl2onnx) have nothing to quantize"
         )
         raise ModelError(msg) from exc
-
-
-def _prune(module: Any, amount: float) -> tuple[Any, float]:
-    torch = _torch()
-    from torch.nn.utils import prune
-
-    pruned = copy.deepcopy(module).eval()
-    kinds = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
-    params = [(m, "weight") for m in pruned.modules() if isinstance(m, kinds)]
-    if not params:
-        msg = "prune found no Linear or Conv layers in the model"
-        raise ModelError(msg)
-    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount)
-    for m, pname in params:
-        prune.remove(m, pname)  # type: ignore[no-untyped-call]
-    total = sum(int(getattr(m, p).numel()) for m, p in params)
-    zeros = sum(int((getattr(m, p) == 0).sum()) for m, p in params)
-    return pruned, zeros / max(1, total)
-
-
-def _torch_to_onnx(module: Any, dst: Path, example: Array) -> None:
-    torch = _torch()
-    kwargs: dict[str, Any] = {
-        "input_names": ["input"],
-        "output_names": ["output"],
-        "dynamic_axes": {"input": {0: "batch"}, "output": {0: "batch"}},
-        "opset_version": 17,
-    }
-    # The dynamo exporter (the default since PyTorch 2.9) needs onnxscript, which is not a
-    # Tidal dependency; the TorchScript-based exporter is used when it is missing.
-    if importlib.util.find_spec("onnxscript") is None:
-        kwargs["dynamo"] = False
-    else:
-        kwargs = {
-            "input_names": ["input"],
-            "output_names": ["output"],
-            "dynamic_shapes": ({0: torch.export.Dim("batch")},),
-        }
-    with _torch_quiet():
-        try:
-            torch.onnx.export(module.eval(), (torch.from_numpy(example),), str(dst), **kwargs)
-        except Exception as exc:
-            msg = f"torch.onnx.export failed: {exc}"
-            raise ModelError(msg) from exc
-
-
-# -- measuring ----------------------------------------------------------------------------
-def _prediction(out: Mapping[str, Array], metric: Metric, output: str | None) -> Array:
-    """The output the metric judges: a class per row (accuracy) or a value (mae)."""
-    if output is not None:
-        if output not in out:
-            msg = f"the model has no output {output!r}; its outputs are {list(out)}"
-            raise ModelError(msg)
-        arr = out[output]
-    elif metric == "accuracy":
-        ints = [a for a in out.values() if a.dtype.kind in "iub" and a.ndim == 1]
-        arr = ints[0] if ints else next(iter(out.values()))
-    else:
-        arr = next(iter(out.values()))
-    if metric == "mae":
-        return arr.reshape(len(arr), -1).astype(np.float64)
-    if arr.dtype.kind == "f":
-        if arr.ndim == 2 and arr.shape[1] > 1:
-            return np.asarray(arr.argmax(axis=1))
-        return (arr.reshape(-1) > 0.5).astype(np.int64)
-    return arr.reshape(-1)
-
-
-def _score(scorer: _Scorer, data: EvalSet, metric: Metric, output: str | None, batch: int) -> float:
-    preds = [
-        _prediction(scorer.run(data.X[i : i + batch]), metric, output)
-        for i in range(0, len(data), batch)
-    ]
-    pred = np.concatenate(preds)
-    if metric == "accuracy":
-        return float(np.mean(pred.reshape(-1) == data.y.reshape(-1)))
-    truth = data.y.reshape(len(data.y), -1).astype(np.float64)
-    if pred.shape != truth.shape:
-        msg = f"mae: the model gives {pred.shape[1]} value(s) per row, y has {truth.shape[1]}"
-        raise ModelError(msg)
-    return float(np.mean(np.abs(pred - truth)))
-
-
-def _throughput(
-    scorers: Sequence[_Scorer], X: Array, batch: int, min_time: float, rounds: int = 3
-) -> list[float]:
-    """Batched samples/s of each scorer: timed in alternation, best of ``rounds``."""
-    if len(X) < batch:
-        X = np.ascontiguousarray(np.resize(X, (batch, X.shape[1])))
-    chunks = [X[i : i + batch] for i in range(0, len(X) - batch + 1, batch)]
-    for s in scorers:
-        s.run(chunks[0])  # warm-up: arenas, kernel selection
-    best = [0.0] * len(scorers)
-    for _ in range(rounds):
-        for j, s in enumerate(scorers):
-            n, t0 = 0, time.perf_counter()
-            while True:
-                for c in chunks:
-                    s.run(c)
-                    n += len(c)
-                elapsed = time.perf_counter() - t0
-                if elapsed >= min_time:
-                    break
-            best[j] = max(best[j], n / elapsed)
-    return best
-
-
-@contextlib.contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
-    mod = sys.modules.get("torch")
-    if mod is None:
-        yield
-        return
-    before = mod.get_num_threads()
-    mod.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        mod.set_num_threads(before)
 
 
 # -- the entry point ----------------------------------------------------------------------
@@ -914,50 +450,3 @@ def _make(
             notes,
         )
     return _make_torch(model, tmp, method, data, arch, amount, threads, notes)
-
-
-def _make_torch(
-    model: Any,
-    tmp: Path,
-    method: Method,
-    data: EvalSet,
-    arch: str | Callable[[], Any] | None,
-    amount: float,
-    threads: int,
-    notes: list[str],
-) -> tuple[_Scorer, _Scorer, list[str]]:
-    torch = _torch()
-    path: Path | None = None
-    if _is_torch_module(model):
-        module = model.eval()
-    else:
-        path = Path(model)
-        if arch is None:
-            msg = (
-                f"{path.name} is not an ONNX file: a PyTorch state dict needs its "
-                "architecture, e.g. --arch mypackage.models:Net (a callable returning the module)"
-            )
-            raise ConfigError(msg)
-        if not path.is_file():
-            msg = f"model file {str(path)!r} does not exist"
-            raise ModelError(msg)
-        module = load_torch(path, arch)
-    original = _torch_scorer(module, "original (fp32)", path)
-    if method == "int8-dynamic":
-        quantized = _quantize_dynamic(module)
-        torch.save(quantized.state_dict(), tmp)
-        notes.append("PyTorch dynamic quantization converts Linear layers; Conv layers stay fp32")
-        return original, _torch_scorer(quantized, method, tmp), notes
-    if method == "prune":
-        pruned, sparsity = _prune(module, amount)
-        torch.save(pruned.state_dict(), tmp)
-        notes.append(
-            f"{sparsity:.1%} of the Linear/Conv weights are zero; they are stored and computed "
-            "densely, so size and speed do not change"
-        )
-        return original, _torch_scorer(pruned, method, tmp), notes
-    if method == "torch-to-onnx":
-        _torch_to_onnx(module, tmp, data.X[:1])
-        return original, _onnx_scorer(tmp, method, threads), notes
-    msg = f"{method} needs an ONNX model: convert first with --method torch-to-onnx"
-    raise ConfigError(msg)
