@@ -687,7 +687,31 @@ _METHOD = _Option(
     "METHOD",
 )
 _EVAL = _Option("--eval", _text, None, "evaluation set: .npz (X, y) or .parquet (required)", "FILE")
-_DST = _Option("--out", _text, None, "where the compressed model goes (required)", "DST")
+
+
+@dataclass(frozen=True)
+class _OwnEnvOption(_Option):
+    """An option whose environment variable is not ``TIDAL_<FLAG>``.
+
+    For a flag whose name another command uses with another meaning: ``tidal demo --out``
+    reads ``TIDAL_OUT``, and setting it for the demo must not move compressed models.
+    """
+
+    env_var: str = ""
+
+    @property
+    def env(self) -> str:
+        return self.env_var
+
+
+_DST = _OwnEnvOption(
+    "--out",
+    _text,
+    None,
+    "where the compressed model goes (required)",
+    "DST",
+    env_var="TIDAL_COMPRESS_OUT",
+)
 _CALIBRATION = _Option(
     "--calibration",
     _text,

@@ -309,6 +309,28 @@ def test_cli_compress_prints_the_report_and_registers(
     assert "--method is required" in capsys.readouterr().err
 
 
+def test_cli_compress_out_ignores_the_demos_tidal_out(
+    digits: tuple[np.ndarray, ...],
+    mlp_onnx: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """TIDAL_OUT is `tidal demo --out`; compress reads TIDAL_COMPRESS_OUT only."""
+    _, Xte, _, yte = digits
+    np.savez(tmp_path / "eval.npz", X=Xte, y=yte)
+    monkeypatch.delenv("TIDAL_COMPRESS_OUT", raising=False)
+    monkeypatch.setenv("TIDAL_OUT", str(tmp_path / "alerts.jsonl"))
+    args = ["models", "compress", str(mlp_onnx), "--method", "int8-dynamic"]
+    args += ["--eval", str(tmp_path / "eval.npz"), "--json"]
+    assert main(args) == 2
+    assert "--out is required (or set TIDAL_COMPRESS_OUT)" in capsys.readouterr().err
+    monkeypatch.setenv("TIDAL_COMPRESS_OUT", str(tmp_path / "q.onnx"))
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["compressed"]["path"] == str(tmp_path / "q.onnx")
+    assert (tmp_path / "q.onnx").is_file() and not (tmp_path / "alerts.jsonl").exists()
+
+
 def test_cli_compress_refusal_exits_3(
     digits: tuple[np.ndarray, ...], torch_net: Any, tmp_path: Path
 ) -> None:
