@@ -11,6 +11,7 @@ import pytest
 pytest.importorskip("sklearn")
 sio = pytest.importorskip("skops.io")
 
+from sklearn.base import BaseEstimator, TransformerMixin  # noqa: E402
 from sklearn.ensemble import GradientBoostingClassifier  # noqa: E402
 from sklearn.linear_model import LinearRegression, LogisticRegression  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -151,3 +152,34 @@ def test_to_onnx_matches_scikit_learn() -> None:
     )
     with pytest.raises(ModelError, match="skl2onnx cannot convert"):
         to_onnx(object(), 3)
+
+
+class _Custom(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """A transformer skl2onnx has no converter for."""
+
+    def fit(self, X: object, y: object = None) -> _Custom:
+        return self
+
+    def transform(self, X: object) -> object:
+        return X
+
+
+def test_to_onnx_errors_are_short_and_chained(monkeypatch: pytest.MonkeyPatch) -> None:
+    est = make_pipeline(StandardScaler(), _Custom(), LogisticRegression()).fit(X, Y)
+    with pytest.raises(ModelError) as info:
+        to_onnx(est, 3)
+    msg = str(info.value)
+    assert msg.startswith("skl2onnx cannot convert Pipeline to ONNX: Unable to find a shape")
+    assert "\n" not in msg and "see __cause__" in msg and "update_registered_converter" in msg
+    assert "_Custom" in str(info.value.__cause__) and len(str(info.value.__cause__)) > len(msg)
+
+    import skl2onnx
+
+    def dump(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("registered converters: " + ", ".join(["Sklearn" + "X" * 30] * 2000))
+
+    monkeypatch.setattr(skl2onnx, "to_onnx", dump)
+    with pytest.raises(ModelError) as info:
+        to_onnx(LinearRegression().fit(X, X[:, 0]), 3)
+    assert len(str(info.value)) < 800 and "more characters, see __cause__" in str(info.value)
+    assert isinstance(info.value.__cause__, RuntimeError)

@@ -59,6 +59,7 @@ _COLUMN: dict[str, str] = {
     "decision_function": "score",
 }
 _PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".jbl", ".sav", ".p")
+_MESSAGE_LIMIT = 500  # characters of a converter's error message shown in ours
 
 
 def _skops_io() -> Any:
@@ -293,7 +294,34 @@ def to_onnx(estimator: Any, n_features: int, *, target_opset: int | None = None)
             target_opset=target_opset,
         )
     except Exception as exc:
-        msg = f"skl2onnx cannot convert {type(estimator).__name__} to ONNX: {exc}"
+        msg = (
+            f"skl2onnx cannot convert {type(estimator).__name__} to ONNX: "
+            f"{_first_line(str(exc) or type(exc).__name__)} An estimator skl2onnx does not "
+            "know needs a converter (skl2onnx.update_registered_converter); or serve it "
+            "unconverted with SklearnHandler"
+        )
         raise ModelError(msg) from exc
     data: bytes = model.SerializeToString()
     return data
+
+
+def _first_line(text: str, limit: int = _MESSAGE_LIMIT) -> str:
+    r"""The first line of a third-party message, at most ``limit`` characters.
+
+    skl2onnx's messages can run to pages (whole pipelines, converter registries); the full
+    text stays on the chained exception (``__cause__``).
+
+    Example:
+        >>> _first_line("Unable to convert X.\nIt usually means...\n" + "x" * 9000, 60)
+        'Unable to convert X. [... 9,021 more characters, see __cause__]'
+        >>> _first_line("a" * 100, 20)
+        'aaaaaaaaaaaaaaaaaaaa [... 80 more characters, see __cause__]'
+        >>> _first_line("no converter for T")
+        'no converter for T.'
+    """
+    text = text.strip()
+    first = text.split("\n", 1)[0][:limit].rstrip()
+    rest = len(text) - len(first)
+    if rest > 0:
+        return f"{first} [... {rest:,} more characters, see __cause__]"
+    return first if first.endswith(".") else first + "."
