@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,3 +63,73 @@ def test_fraud_scoring_quality(tmp_path: Path) -> None:
     assert q["average_precision"] >= 0.35, q
     assert data["events_per_s"] > 0 and data["model_call_rows"]["max"] >= 1
     assert data["counts"]["score.model_calls"] >= 1
+
+
+def test_model_lifecycle_compress_register_serve_promote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's "Models on the stream" flow, on 3,000 images, with a promotion mid-run."""
+    from tidal.cli import main
+    from tidal.ml.registry import Registry
+    from tidal.runtime.executor import Executor
+
+    spec = importlib.util.spec_from_file_location(
+        "model_lifecycle", ROOT / "examples" / "model_lifecycle.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.train(tmp_path)["test_accuracy"] >= 0.95
+    for name in [n for n in os.environ if n.startswith("TIDAL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    registry = ["--registry", str(tmp_path / "registry")]
+    assert (
+        main(["models", "register", "digits.onnx", "--name", "digits", "--promote", *registry]) == 0
+    )
+    compress = ["models", "compress", "digits.onnx", "--method", "int8-dynamic"]
+    compress += ["--eval", "eval.npz", "--out", "digits.int8.onnx", "--max-accuracy-drop", "0.005"]
+    capsys.readouterr()
+    assert main([*compress, "--register", "digits", "--json", *registry]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] and report["registered"] == {"name": "digits", "version": 2}
+
+    reg = Registry(tmp_path / "registry")
+    pipeline = mod.build(rate=None, registry=reg, check_every="0ms", total=3_000)
+    ex = Executor(pipeline, max_batch=250, max_wait="0ms", handle_signals=False)
+    ex.open()
+    for _ in range(4):
+        assert ex.step()
+    reg.promote("digits", 2)  # while the stream runs, between two batches
+    while ex.step():
+        pass
+    ex.finish(drain=True)
+    table = mod.STATE["tally"].table()
+    assert set(table) == {"v1", "v2"} and mod.extra(None)["swaps"] == 1
+    assert (table["v1"]["rows"], table["v1"]["first_seq"], table["v1"]["last_seq"]) == (
+        1_000,
+        0,
+        999,
+    )
+    assert (table["v2"]["rows"], table["v2"]["first_seq"], table["v2"]["last_seq"]) == (
+        2_000,
+        1_000,
+        2_999,
+    )
+    assert all(t["accuracy"] >= 0.95 for t in table.values()), table
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDAL_")}
+    env["TIDAL_REGISTRY"] = str(tmp_path / "registry")
+    res = subprocess.run(  # as `tidal run` loads it: production is v2 now
+        [sys.executable, "-m", "tidal", "run", str(ROOT / "examples" / "model_lifecycle.py")]
+        + ["--events", "2000", "--max-wait", "1ms", "--json"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert list(data["versions"]) == ["v2"] and data["versions"]["v2"]["rows"] == 2_000
