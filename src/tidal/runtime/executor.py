@@ -15,8 +15,9 @@ micro-batch per source is in flight, so memory stays bounded. Between two batche
 operator's state matches the source positions: :meth:`Executor.snapshot` can be called there.
 
 Stopping: bounded sources end the run and fire every window (the watermark goes to
-``MAX_TIME``); ``max_events`` does the same after that many events; SIGINT/SIGTERM stop after
-the current batch and flush the sinks.
+``MAX_TIME``); ``max_events`` does the same after that many events (or, with
+``at_limit="stop"``, stops like a signal); SIGINT/SIGTERM stop after the current batch and
+flush the sinks, leaving windows open.
 
 Checkpoints (with ``checkpoint=CheckpointConfig(...)``, see :mod:`tidal.runtime.checkpoint`):
 at a batch boundary, once the interval has passed or ``every_events`` events have come in,
@@ -45,7 +46,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -83,11 +84,14 @@ class RunSummary:
     counts: dict[str, int] = field(default_factory=dict)
     outputs: dict[str, int] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    restored_events: int = 0
+    """Of ``events``, those counted by the runs before a restored checkpoint."""
 
     @property
     def events_per_s(self) -> float:
-        """Throughput over the whole run."""
-        return self.events / self.seconds if self.seconds > 0 else 0.0
+        """Throughput of this run (events since the restored checkpoint, if any)."""
+        done = self.events - self.restored_events
+        return done / self.seconds if self.seconds > 0 else 0.0
 
     def to_json(self) -> dict[str, Any]:
         """The summary as a JSON-ready dict."""
@@ -188,7 +192,7 @@ class Executor:
         max_batch: most events in one micro-batch.
         max_wait: the latency budget: how long to wait for more events after the first
             one of a batch arrived (e.g. ``"2ms"``).
-        max_events: stop after this many events, firing all windows (a bounded run).
+        max_events: stop after this many events (a bounded run; see ``at_limit``).
         idle_poll: how long one poll waits when nothing arrives.
         progress: called with the running :class:`RunSummary` every ``progress_every``.
         progress_every: interval of ``progress`` calls.
@@ -197,6 +201,10 @@ class Executor:
             required when a sink is transactional.
         start_from: replay from an offset or time instead of restoring a checkpoint (see
             :mod:`tidal.runtime.replay`).
+        at_limit: what reaching ``max_events`` does: ``"drain"`` fires every window, like
+            the end of a bounded input (with checkpoints, the last one is final); ``"stop"``
+            stops as SIGINT does (windows stay open, a restart resumes), which suits an
+            unbounded source such as a log topic.
 
     Raises:
         ConfigError: for bad options, or a transactional sink without ``checkpoint``.
@@ -215,6 +223,7 @@ class Executor:
         handle_signals: bool = True,
         checkpoint: CheckpointConfig | None = None,
         start_from: StartFrom | None = None,
+        at_limit: Literal["drain", "stop"] = "drain",
     ) -> None:
         if max_batch <= 0:
             msg = f"max_batch must be > 0, got {max_batch}"
@@ -222,6 +231,10 @@ class Executor:
         if max_events is not None and max_events < 0:
             msg = f"max_events must be >= 0, got {max_events}"
             raise ConfigError(msg)
+        if at_limit not in ("drain", "stop"):
+            msg = f"at_limit must be 'drain' or 'stop', got {at_limit!r}"
+            raise ConfigError(msg)
+        self.at_limit = at_limit
         self.pipeline = pipeline
         self.max_batch = max_batch
         self.max_wait = to_seconds(max_wait)
@@ -250,6 +263,7 @@ class Executor:
         self.sources = [_SourceRun(n, self._dead) for n in self.nodes if n.source is not None]
         self.hist = LatencyHistogram()
         self.events = 0
+        self.restored_events = 0
         self.seconds = 0.0
         self._stop = threading.Event()
         self._opened = False
@@ -448,7 +462,8 @@ class Executor:
         try:
             while not self._stop.is_set():
                 if not self.step():
-                    drain = True
+                    at_limit = self.max_events is not None and self.events >= self.max_events
+                    drain = not (at_limit and self.at_limit == "stop") or self._all_finished()
                     break
                 if self.progress is not None and time.monotonic() >= next_progress:
                     next_progress = time.monotonic() + self.progress_every
@@ -461,6 +476,9 @@ class Executor:
             restore()
         self.finish(drain=drain)
         return self.summary()
+
+    def _all_finished(self) -> bool:
+        return all(s.finished for s in self.sources)
 
     def finish(self, *, drain: bool) -> None:
         """End the run: with ``drain`` fire every window, then flush and close everything.
@@ -493,7 +511,9 @@ class Executor:
 
         With checkpoints, ``counts["checkpoints"]`` is how many this run took, and
         ``extra`` has ``checkpoint_ms`` (p50 and max duration of one, prepare to commit)
-        and ``restored_from`` (the checkpoint id the run started from, or ``None``).
+        ``restored_from`` (the checkpoint id the run started from, or ``None``) and
+        ``restored_events`` (the events that checkpoint had counted: ``events`` counts
+        from the start of the job, ``events_per_s`` only this run's).
         """
         counts = {k: v for k, v in self.counters.items() if k != "late"}
         extra: dict[str, Any] = {}
@@ -505,6 +525,7 @@ class Executor:
                 "max": round(max(ms), 2) if ms else None,
             }
             extra["restored_from"] = self.restored_from
+            extra["restored_events"] = self.restored_events
         return RunSummary(
             events=self.events,
             seconds=(time.perf_counter() - self._started) if not self.seconds else self.seconds,
@@ -514,6 +535,7 @@ class Executor:
             counts=counts,
             outputs=dict(self.outputs),
             extra=extra,
+            restored_events=self.restored_events,
         )
 
     # -- checkpoints --------------------------------------------------------------------
@@ -689,6 +711,7 @@ class Executor:
             if k in self.in_wm and k not in drop and len(v) == len(self.in_wm[k]):
                 self.in_wm[k] = [int(x) for x in v]
         self.events = int(snap["events"])
+        self.restored_events = self.events
         return positions
 
 

@@ -215,8 +215,8 @@ class LogSource(BaseSource):
         return {p: self.topic.offset_for_time(p, time_ms) for p in self._parts}
 
     def position(self) -> dict[int, Any]:
-        """``{partition: next offset}`` for every partition."""
-        return {p: r.next_offset for p, r in self._readers.items()}
+        """``{partition: next offset}`` for every partition (safe to call from a thread)."""
+        return {p: r.next_offset for p, r in list(self._readers.items())}
 
     def end_offsets(self) -> dict[int, int]:
         """The end offsets seen at ``open`` (where a bounded source stops)."""
@@ -267,7 +267,7 @@ class LogSource(BaseSource):
             if now >= deadline:
                 return Batch()
             time.sleep(min(nap, deadline - now))
-            nap = min(nap * 2, 0.01)
+            nap = min(nap * 2, 0.002)
 
     def _done(self) -> bool:
         return all(r.next_offset >= self._ends[p] for p, r in self._readers.items())

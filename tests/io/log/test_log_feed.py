@@ -1,0 +1,160 @@
+"""LogFeed: every sequence number in the topic exactly once, across crashes and restarts."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from tidal.errors import ConnectorError
+from tidal.io.log import LogSource, Topic
+from tidal.io.log.feed import FeedProcess, LogFeed
+from tidal.io.log.sink import route_keys
+
+
+def _make(seq: Any) -> dict[str, Any]:
+    return {"key": seq % 37, "x": seq * 2}
+
+
+def _seqs(data: Path, topic: str = "t") -> list[list[int]]:
+    """Per partition, the sequence numbers in log order."""
+    t = Topic.open(data, topic)
+    out = []
+    for p in range(t.partitions):
+        values = t.read(p, 0, 1_000_000).values.tolist() if t.end_offset(p) else []
+        out.append([orjson.loads(v)["seq"] for v in values])
+    t.close()
+    return out
+
+
+def _check_exactly_once(data: Path, upto: int) -> None:
+    per_part = _seqs(data)
+    for seqs in per_part:
+        assert seqs == sorted(seqs)  # in order within a partition
+    everything = sorted(s for seqs in per_part for s in seqs)
+    assert everything == list(range(upto))
+
+
+def test_resumes_after_a_chunk_that_reached_only_some_partitions(tmp_path: Path) -> None:
+    feed = LogFeed(_make, tmp_path, "t", key="key", partitions=3)
+    assert feed.produce(1000) == 1000
+    feed.close()
+    # a crash in the middle of the next chunk: only partition 1 got its share of 1000..1499
+    topic = Topic.open(tmp_path, "t")
+    seq = np.arange(1000, 1500)
+    _, parts = route_keys(seq % 37, 3)
+    rows = [orjson.dumps({"key": int(s % 37), "x": int(s * 2), "seq": int(s)}) for s in seq]
+    topic.append(1, [r for r, p in zip(rows, parts, strict=True) if p == 1])
+    topic.close()
+
+    feed = LogFeed(_make, tmp_path, "t", key="key", partitions=3)
+    feed.open()
+    assert 990 <= feed.next_seq <= 1000  # the smallest "last + 1", of partition 0 or 2
+    feed.produce(2000)
+    feed.close()
+    _check_exactly_once(tmp_path, 2000)
+
+
+def test_thread_keeps_to_the_consumer_lead_and_stops(tmp_path: Path) -> None:
+    consumed = 0
+    feed = LogFeed(_make, tmp_path, "t", key="key", partitions=2, lead=5000, chunk=1000)
+    feed.start(consumed=lambda: consumed)
+    deadline = time.monotonic() + 10
+    while feed.next_seq < 5000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert feed.next_seq == 5000  # not one record more than the lead allows
+    consumed = 2500
+    while feed.next_seq < 7500 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    feed.close()
+    assert feed.next_seq == 7500
+    _check_exactly_once(tmp_path, 7500)
+
+
+def test_a_second_feed_of_the_same_topic_is_refused(tmp_path: Path) -> None:
+    first = LogFeed(_make, tmp_path, "t", key="key")
+    first.produce(10)
+    second = LogFeed(_make, tmp_path, "t", key="key")
+    second.open()
+    with pytest.raises(ConnectorError, match="another feed is writing"):
+        second._lock(timeout=0.05)  # noqa: SLF001 - the lock's timeout, shortened
+    first.close()
+    second.produce(20)  # the first one is gone: the second takes over where it stopped
+    second.close()
+    _check_exactly_once(tmp_path, 20)
+
+
+def test_the_last_record_must_carry_a_sequence_number(tmp_path: Path) -> None:
+    topic = Topic.create(tmp_path, "t")
+    topic.append(0, [b'{"key": 1}'])  # written by something else
+    topic.close()
+    with pytest.raises(ConnectorError, match="no 'seq' number"):
+        LogFeed(_make, tmp_path, "t", key="key").open()
+
+
+def test_feed_process_feeds_a_consumer_and_stops(tmp_path: Path) -> None:
+    feed = LogFeed(_make, tmp_path, "t", key="key", partitions=2, rate=50_000)
+    feed.open()
+    feed.close()
+    source = LogSource(tmp_path, "t")
+    source.open({})
+    read = 0
+    with FeedProcess(feed, consumed=lambda: read) as process:
+        deadline = time.monotonic() + 30
+        while read < 20_000 and time.monotonic() < deadline:
+            batch = source.poll(4096, 0.05)
+            read += 0 if batch is None else len(batch)
+    source.close()
+    assert read >= 20_000
+    assert process.produced >= read
+    _check_exactly_once(tmp_path, process.produced)
+
+
+def _parent(data: str, ready: Any) -> None:  # pragma: no cover - runs in a child process
+    feed = LogFeed(_make, data, "t", key="key", partitions=2, rate=20_000)
+    process = FeedProcess(feed)
+    process.start()
+    ready.put(process._proc.pid)  # noqa: SLF001 - the test needs the grandchild's pid
+    time.sleep(60)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in state  # exited, waiting to be reaped
+
+
+def test_feed_process_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Queue()
+    parent = ctx.Process(target=_parent, args=(str(tmp_path), ready))
+    parent.start()
+    child = ready.get(timeout=30)
+    deadline = time.monotonic() + 30
+    while not Topic.exists(tmp_path, "t") or not any(_seqs(tmp_path)):
+        assert time.monotonic() < deadline, "the feed process wrote nothing"
+        time.sleep(0.02)
+    assert parent.pid is not None
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.join()
+    deadline = time.monotonic() + 10
+    while not _gone(child):
+        assert time.monotonic() < deadline, "the orphaned feed process keeps running"
+        time.sleep(0.02)
+    # whatever it wrote before it noticed is whole, and a new feed resumes after it
+    feed = LogFeed(_make, tmp_path, "t", key="key", partitions=2)
+    feed.open()
+    upto = feed.next_seq + 100
+    feed.produce(upto)
+    feed.close()
+    _check_exactly_once(tmp_path, upto)
