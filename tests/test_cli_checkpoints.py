@@ -116,18 +116,43 @@ def test_help_names_the_new_options_and_their_env(capsys: pytest.CaptureFixture[
         assert f"TIDAL_{name}" in text
 
 
-def test_demo_resumes_from_its_checkpoint_and_refuses_to_extend_a_final_one(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("source", ["log", "generator"])
+def test_demo_resumes_from_its_checkpoint_and_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str
 ) -> None:
     data, out = str(tmp_path / "data"), str(tmp_path / "alerts")
     base = ["demo", "--rate", "0", "--sensors", "50", "--out", out, "--data-dir", data]
-    base += ["--checkpoint-interval", "50ms", "--json"]
+    base += ["--checkpoint-interval", "50ms", "--source", source, "--json"]
     assert main([*base, "--events", "60000"]) == 0
-    summary = _json(capsys)
-    assert summary["restored_from"] is None and summary["counts"]["checkpoints"] >= 1
-    assert summary["alerts"] == len(read_committed(out)) > 0
-    assert main([*base, "--events", "90000"]) == 2
-    assert "is final" in capsys.readouterr().err
+    first = _json(capsys)
+    assert first["restored_from"] is None and first["counts"]["checkpoints"] >= 1
+    assert first["alerts"] == len(read_committed(out)) > 0
+    # --events counts from the start of the demo; reaching it stops without firing the
+    # open windows, so the next run goes on from there
+    assert main([*base, "--events", "60000"]) == 0
+    assert _json(capsys)["alerts"] == 0
+    assert main([*base, "--events", "90000"]) == 0
+    second = _json(capsys)
+    assert second["restored_events"] == 60_000 and second["events"] == 90_000
+    committed = read_committed(out)
+    assert first["alerts"] + second["alerts"] == len(committed)
+    keys = [(a["sensor"], a["window_start"]) for a in committed]
+    assert len(set(keys)) == len(keys)
+
+
+def test_the_log_demo_needs_checkpoints(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--checkpoint-interval", "off", "--events", "10"]) == 2
+    assert "--source generator" in capsys.readouterr().err
+
+
+def test_the_log_demo_refuses_another_set_up_in_its_data_dir(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["demo", "--rate", "0", "--data-dir", str(tmp_path), "--out", "", "--json"]
+    assert main([*base, "--sensors", "50", "--events", "100"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--sensors", "60", "--events", "100"]) == 2
+    assert "another demo set-up" in capsys.readouterr().err
 
 
 LOG_PIPELINE = """

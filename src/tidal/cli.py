@@ -52,7 +52,8 @@ writing nothing, when the compressed model loses more than ``--max-accuracy-drop
 
 Example:
     >>> main(["demo", "--events", "2000", "--rate", "0", "--sensors", "50", "--out", "",
-    ...       "--json"])  # doctest: +ELLIPSIS
+    ...       "--source", "generator", "--checkpoint-interval", "off", "--json"])
+    ... # doctest: +ELLIPSIS
     {"events":2000,...,"alerts":0,"sensors":50,"faults":0}
     0
 """
@@ -65,10 +66,11 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -236,7 +238,30 @@ _RATE = _Option(
 )
 _SENSORS = _Option("--sensors", _positive, 2000, "number of simulated sensors", "N")
 _OUT = _Option(
-    "--out", _text, "alerts.jsonl", "JSON Lines file for the alerts ('' for none)", "PATH"
+    "--out",
+    _text,
+    None,
+    "where alerts go: a directory of exactly-once part files (default: alerts), or with "
+    "--checkpoint-interval off a JSON Lines file (default: alerts.jsonl); '' for none",
+    "PATH",
+)
+
+
+def _source(text: str) -> str:
+    low = text.strip().lower()
+    if low not in ("log", "generator"):
+        msg = f"expected 'log' or 'generator', got {text!r}"
+        raise ValueError(msg)
+    return low
+
+
+_SOURCE = _Option(
+    "--source",
+    _source,
+    "log",
+    "'log': a feed thread writes the readings into the embedded log (topic demo-sensors "
+    "under --data-dir) and the pipeline reads them there; 'generator': made in the pipeline",
+    "log|generator",
 )
 
 _CHECKPOINT_INTERVAL = _Option(
@@ -244,6 +269,14 @@ _CHECKPOINT_INTERVAL = _Option(
     _interval,
     _OFF,
     "checkpoint this often (e.g. 1s) and resume from the last checkpoint on start; 'off' for none",
+    "DURATION",
+)
+_DEMO_CHECKPOINT_INTERVAL = _Option(
+    "--checkpoint-interval",
+    _interval,
+    "1s",
+    "checkpoint this often, committing the alerts, and resume from the last checkpoint on "
+    "start; 'off' for none (needs --source generator)",
     "DURATION",
 )
 _DATA_DIR = _Option(
@@ -280,10 +313,11 @@ _DEMO_OPTIONS = (
     _RATE,
     _SENSORS,
     _OUT,
+    _SOURCE,
     _MAX_BATCH,
     _MAX_WAIT,
     _JSON,
-    _CHECKPOINT_INTERVAL,
+    _DEMO_CHECKPOINT_INTERVAL,
     _DATA_DIR,
 )
 
@@ -477,17 +511,24 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from tidal.demo import build_demo
+    from tidal.demo import TOPIC, build_demo
     from tidal.observe.status import StatusLine
 
     hz = 10.0
     rate = float(args.sensors * hz) if args.rate is None else (args.rate or None)
+    exactly_once = args.checkpoint_interval != _OFF
+    from_log = args.source == "log"
+    if from_log and not exactly_once:
+        msg = (
+            "the demo on the embedded log resumes from its checkpoints: give "
+            "--checkpoint-interval a duration (e.g. 1s), or run --source generator"
+        )
+        raise ConfigError(msg)
+    out = args.out
+    if out is None:
+        out = "alerts" if exactly_once else "alerts.jsonl"
     console = Console()
     status = StatusLine(console, enabled=False if args.json else None, alerts=["alerts"])
-    exactly_once = args.checkpoint_interval != _OFF
-    out = args.out
-    if exactly_once and out == _OUT.default:
-        out = "alerts"  # part files in a directory
     pipeline, handles = build_demo(
         sensors=args.sensors,
         rate=rate,
@@ -495,19 +536,36 @@ def _demo(args: argparse.Namespace) -> int:
         out=out or None,
         screen=None if args.json else status.print,
         exactly_once=exactly_once,
+        source=args.source,
+        data_dir=args.data_dir,
     )
     if not args.json:
         pace = "as fast as possible" if rate is None else f"{rate:,.0f} events/s"
         where = "alerts on screen only"
         if out:
             where = f"alerts -> {out}/ (exactly once)" if exactly_once else f"alerts -> {out}"
+        via = ""
+        if from_log and handles.feed is not None:
+            at = handles.feed.next_seq
+            via = f" -> log topic {TOPIC} in {args.data_dir}" + (
+                f" (resuming after {at:,} readings)" if at else ""
+            )
         console.print(
-            f"tidal demo: {args.sensors:,} sensors at {hz:g} Hz, {pace}; {where}. "
-            "Detectors warm up for the first 20 s of event time; Ctrl-C stops.",
+            f"tidal demo: {args.sensors:,} sensors at {hz:g} Hz, {pace}{via}; {where}. "
+            "Detectors warm up for the first 20 s of event time; Ctrl-C stops, and a "
+            "restart continues where it stopped.",
             highlight=False,
             soft_wrap=True,
         )
-    return _execute(pipeline, args, extra=handles.extra, status=status, title="tidal demo")
+    return _execute(
+        pipeline,
+        args,
+        extra=handles.extra,
+        status=status,
+        title="tidal demo",
+        at_limit="stop" if exactly_once else "drain",
+        around=lambda executor: handles.feeding(on_error=lambda _: executor.stop()),
+    )
 
 
 def _execute(
@@ -517,6 +575,8 @@ def _execute(
     extra: Callable[[RunSummary], Any] | None = None,
     status: StatusLine | None = None,
     title: str = "tidal run",
+    at_limit: Literal["drain", "stop"] = "drain",
+    around: Callable[[Executor], AbstractContextManager[Any]] | None = None,
 ) -> int:
     from rich.console import Console
 
@@ -532,8 +592,10 @@ def _execute(
         progress=status.update,
         checkpoint=_checkpoint_config(args),
         start_from=_start_from(args),
+        at_limit=at_limit,
     )
-    with _stdout_to_stderr(args.json), status:
+    context = contextlib.nullcontext() if around is None else around(executor)
+    with _stdout_to_stderr(args.json), status, context:
         summary = executor.run()
     if extra is not None:
         added = extra(summary)

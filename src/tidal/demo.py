@@ -1,8 +1,14 @@
 """The IoT anomaly demo: thousands of sensors, sliding-window features, z-score alerts.
 
-Everything is generated in process, so ``tidal demo`` needs no server::
+Everything runs in one process and needs no server. With ``source="log"`` (what
+``tidal demo`` runs) a feed thread (:class:`~tidal.io.log.feed.LogFeed`) writes the sensor
+readings into the embedded log topic ``demo-sensors`` (4 partitions, keyed by sensor) and
+the pipeline reads them from there, checkpointing its positions, state and alerts together:
+stopped by Ctrl-C or ``kill -9`` and started again, it continues with no lost or repeated
+alert (``tests/test_demo_resume.py``). With ``source="generator"`` the readings come from a
+:class:`~tidal.io.generator.GeneratorSource` in the pipeline itself::
 
-    sensors (GeneratorSource, event time "ts", watermark bounded("1s"))
+    sensors (LogSource or GeneratorSource, event time "ts", watermark bounded("1s"))
       -> validate     finite values only; NaN readings go to the dead letters
       -> key_by("sensor")
       -> features     sliding("10s", "2s"): mean, std, max, min, count per sensor
@@ -53,13 +59,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 
 from tidal import aggregations as agg
 from tidal.core.batch import Array, Batch
@@ -67,13 +75,26 @@ from tidal.core.watermark import bounded
 from tidal.core.windows import sliding
 from tidal.errors import ConfigError
 from tidal.io.base import BaseSink
+from tidal.io.files import SchemaLike
 from tidal.io.generator import GeneratorSource
+from tidal.io.log.feed import FeedProcess, LogFeed
+from tidal.io.log.groups import resolve_data_dir
+from tidal.io.log.source import LogSource
 from tidal.io.memory import MemorySink
 from tidal.ml.anomaly import ZScoreDetector
 from tidal.pipeline import Pipeline
 from tidal.runtime.executor import RunSummary
 
-__all__ = ["EPOCH_MS", "AlertPrinter", "DemoHandles", "Fault", "SensorFleet", "build_demo"]
+__all__ = [
+    "EPOCH_MS",
+    "TOPIC",
+    "AlertPrinter",
+    "CommittedAlertPrinter",
+    "DemoHandles",
+    "Fault",
+    "SensorFleet",
+    "build_demo",
+]
 
 EPOCH_MS = 1_704_067_200_000
 """Event time of sequence number 0: 2024-01-01T00:00:00Z, in ms."""
@@ -88,6 +109,11 @@ _C2 = 0x94D049BB133111EB
 
 # independent random streams of the generator
 _LEVEL, _NOISE_SD, _NOISE_A, _NOISE_B, _JITTER, _DROP, _WALK_A, _WALK_B, _FAULT = range(9)
+
+TOPIC = "demo-sensors"
+"""The embedded-log topic of the sensor readings (``source="log"``)."""
+PARTITIONS = 4
+_SCHEMA: SchemaLike = {"sensor": "int", "ts": "int", "value": "float", "seq": "int"}
 
 WINDOW = "10s"
 SLIDE = "2s"
@@ -398,6 +424,62 @@ class AlertPrinter(BaseSink):
         self._report_hidden()
 
 
+class CommittedAlertPrinter(AlertPrinter):
+    """An :class:`AlertPrinter` that shows alerts when their checkpoint commits.
+
+    It is a transactional sink (:class:`~tidal.io.base.TransactionalSink`): alerts written
+    since the last checkpoint are held back, and printed when the checkpoint that covers
+    them commits, so the screen shows what the exactly-once alerts file holds and a restart
+    after a crash does not show an alert twice. Alerts lag by up to a checkpoint interval.
+    A crash between a checkpoint's write and its commit skips that checkpoint's lines on
+    screen (they are in the alerts file).
+
+    Example:
+        >>> lines = []
+        >>> printer = CommittedAlertPrinter(lines.append, clock=lambda: 0.0)
+        >>> printer.recover([])
+        >>> row = {"sensor": 7, "window_start": EPOCH_MS, "window_end": EPOCH_MS + 10_000,
+        ...        "mean": 1.0, "max": 2.0, "score": 5.0}
+        >>> printer.write(Batch.from_records([row]))
+        >>> lines, printer.prepare(1)
+        ([], {'checkpoint': 1, 'alerts': 1})
+        >>> printer.commit(1, {"checkpoint": 1, "alerts": 1}); len(lines)
+        1
+    """
+
+    def __init__(
+        self,
+        print_fn: Callable[[str], None],
+        *,
+        per_second: int = 5,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(print_fn, per_second=per_second, clock=clock)
+        self._staged: list[Batch] = []
+        self._prepared: dict[int, list[Batch]] = {}
+
+    def write(self, batch: Batch) -> None:
+        """Hold the alerts until their checkpoint commits."""
+        if len(batch):
+            self._staged.append(batch)
+
+    def prepare(self, checkpoint_id: int) -> dict[str, Any]:
+        """Set aside what was written since the last checkpoint."""
+        staged, self._staged = self._staged, []
+        self._prepared[checkpoint_id] = staged
+        return {"checkpoint": checkpoint_id, "alerts": sum(len(b) for b in staged)}
+
+    def commit(self, checkpoint_id: int, pending: dict[str, Any]) -> None:
+        """Print the checkpoint's alerts (once: a repeated call prints nothing)."""
+        for batch in self._prepared.pop(checkpoint_id, []):
+            super().write(batch)
+
+    def recover(self, pending: Sequence[dict[str, Any]]) -> None:
+        """Forget everything held: a new process has nothing to show yet."""
+        self._staged.clear()
+        self._prepared.clear()
+
+
 class _Discard(BaseSink):
     """Counts what reaches it (the executor does), keeps nothing."""
 
@@ -413,20 +495,60 @@ class DemoHandles:
     Attributes:
         fleet: the sensor model (its :meth:`SensorFleet.faults` are the ground truth).
         alerts: the alerts kept in memory (with ``keep_alerts=True``), else ``None``.
-        out: the JSON Lines file alerts go to, if any.
+        out: the JSON Lines file (or part-file directory) alerts go to, if any.
+        feed: with ``source="log"``, the feed that writes the readings into the log;
+            run the pipeline inside ``with handles.feeding(): ...``.
+        source: with ``source="log"``, the pipeline's :class:`LogSource`.
     """
 
     fleet: SensorFleet
     alerts: MemorySink | None
     out: Path | None
+    feed: LogFeed | None = None
+    source: LogSource | None = None
+
+    def consumed(self) -> int:
+        """With ``source="log"``: readings the pipeline has read since the topic began."""
+        if self.source is None:
+            return 0
+        return int(sum(self.source.position().values()))
+
+    @contextmanager
+    def feeding(self, on_error: Callable[[BaseException], None] | None = None) -> Iterator[None]:
+        """Run the feed (``source="log"``) in a child process for the duration of the block.
+
+        The feed stays at most its ``lead`` ahead of the pipeline; if it fails, ``on_error``
+        is called (e.g. with the executor's ``stop``) and the block's end raises
+        :class:`~tidal.errors.ConnectorError`. See :class:`~tidal.io.log.feed.FeedProcess`.
+        """
+        if self.feed is None:
+            yield
+            return
+        process = FeedProcess(self.feed, consumed=self.consumed, on_error=on_error)
+        process.start()
+        try:
+            yield
+        finally:
+            process.stop()
+            self.feed.next_seq = process.produced
 
     def extra(self, summary: RunSummary) -> dict[str, Any]:
-        """Demo figures for the run summary: alerts, sensors, faults injected so far."""
-        return {
+        """Demo figures for the run summary.
+
+        ``alerts`` (this run), ``sensors``, ``faults`` (injected into the readings read so
+        far); with ``source="log"`` also ``position``, the readings read since the topic
+        began (a resumed run starts where the last one stopped), and ``produced``.
+        """
+        position = self.consumed() if self.source is not None else summary.events
+        out: dict[str, Any] = {
             "alerts": summary.outputs.get("alerts", 0),
             "sensors": self.fleet.sensors,
-            "faults": len(self.fleet.faults(summary.events)),
+            "faults": len(self.fleet.faults(position)),
         }
+        if self.feed is not None:
+            out["position"] = position
+            out["produced"] = self.feed.next_seq
+        return out
 
 
 def _finite(batch: Batch) -> Array:
@@ -455,6 +577,8 @@ def build_demo(
     screen: Callable[[str], None] | None = None,
     keep_alerts: bool = False,
     exactly_once: bool = False,
+    source: Literal["generator", "log"] = "generator",
+    data_dir: str | Path | None = None,
     alpha: float = 0.05,
     threshold: float = 5.0,
     warmup: int = 5,
@@ -471,7 +595,14 @@ def build_demo(
         screen: prints alert lines, rate-limited (the ``screen`` sink); ``None`` for none.
         keep_alerts: also keep the alerts in memory (``handles.alerts``).
         exactly_once: ``out`` is a directory of part files committed by checkpoints
-            (:class:`~tidal.io.jsonl.JsonlPartSink`); run with checkpoints.
+            (:class:`~tidal.io.jsonl.JsonlPartSink`) and the screen shows alerts as they
+            commit (:class:`CommittedAlertPrinter`); run with checkpoints.
+        source: ``"generator"`` (readings made in the pipeline) or ``"log"`` (a
+            :class:`~tidal.io.log.feed.LogFeed` writes them into the topic :data:`TOPIC`
+            of ``data_dir``, the pipeline reads them with a
+            :class:`~tidal.io.log.source.LogSource`; see :meth:`DemoHandles.feeding`).
+        data_dir: the data directory of the log (``None``: ``$TIDAL_DATA_DIR`` or
+            ``./.tidal``); the feed refuses one that holds another demo's readings.
         alpha: the detector's EWMA weight per window.
         threshold: ``|z|`` of the window mean that raises an alert.
         warmup: windows per sensor before it is scored.
@@ -487,10 +618,20 @@ def build_demo(
         ['sensors', 'validate', 'features', 'complete']
     """
     fleet = SensorFleet(sensors, hz=hz, seed=seed)
-    p = Pipeline("iot-demo")
-    readings = p.source(
-        "sensors", GeneratorSource(fleet, rate=rate), time="ts", watermark=bounded("1s")
-    )
+    feed: LogFeed | None = None
+    log_source: LogSource | None = None
+    if source == "log":
+        feed, log_source = _log_feed(fleet, data_dir, rate=rate, seed=seed)
+        p = Pipeline("iot-demo-log")
+        readings = p.source("sensors", log_source, time="ts", watermark=bounded("1s"))
+    elif source == "generator":
+        p = Pipeline("iot-demo")
+        readings = p.source(
+            "sensors", GeneratorSource(fleet, rate=rate), time="ts", watermark=bounded("1s")
+        )
+    else:
+        msg = f"source must be 'generator' or 'log', got {source!r}"
+        raise ConfigError(msg)
     features = (
         readings.validate("validate", {"value must be a finite number": _finite})
         .key_by("sensor")
@@ -539,5 +680,43 @@ def build_demo(
     if path is None and memory is None:
         alerts.sink("alerts", _Discard())
     if screen is not None:
-        alerts.sink("screen", AlertPrinter(screen))
-    return p, DemoHandles(fleet, memory, path)
+        printer = CommittedAlertPrinter(screen) if exactly_once else AlertPrinter(screen)
+        alerts.sink("screen", printer)
+    return p, DemoHandles(fleet, memory, path, feed, log_source)
+
+
+def _log_feed(
+    fleet: SensorFleet, data_dir: str | Path | None, *, rate: float | None, seed: int
+) -> tuple[LogFeed, LogSource]:
+    """The feed of the readings into :data:`TOPIC`, and the source that reads them."""
+    root = resolve_data_dir(data_dir)
+    setup = {"topic": TOPIC, "sensors": fleet.sensors, "hz": fleet.hz, "seed": seed}
+    marker = root / "demo.json"
+    if marker.exists():
+        try:
+            found = orjson.loads(marker.read_bytes())
+        except orjson.JSONDecodeError:
+            found = None
+        if found != setup:
+            msg = (
+                f"{root} holds the readings of another demo set-up ({found}); this one is "
+                f"{setup}. Run it with that set-up, or give it another --data-dir (or delete "
+                f"{root} to start over)"
+            )
+            raise ConfigError(msg)
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        marker.write_bytes(orjson.dumps(setup))
+    feed = LogFeed(
+        fleet,
+        root,
+        TOPIC,
+        key="sensor",
+        partitions=PARTITIONS,
+        rate=rate,
+        retention_bytes=128 << 20,  # per partition: minutes of readings at the default rate
+        segment_bytes=32 << 20,
+    )
+    feed.open()  # creates the topic, finds where the feed resumes
+    feed.close()  # the feed process opens it again
+    return feed, LogSource(root, TOPIC, schema=_SCHEMA)
