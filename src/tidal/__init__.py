@@ -6,7 +6,7 @@ The names a quickstart needs; deeper names stay namespaced (``tidal.windows``,
 Example:
     >>> import tidal
     >>> sorted(tidal.__all__)[:3]
-    ['Batch', 'ConfigError', 'ConnectorError']
+    ['Batch', 'CheckpointConfig', 'ConfigError']
 """
 
 from tidal import aggregations
@@ -23,12 +23,14 @@ from tidal.errors import (
     TidalError,
 )
 from tidal.pipeline import Pipeline, Stream
+from tidal.runtime.checkpoint import CheckpointConfig
 from tidal.runtime.executor import Executor, RunSummary
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Batch",
+    "CheckpointConfig",
     "ConfigError",
     "ConnectorError",
     "DeadLetter",
