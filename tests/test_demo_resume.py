@@ -43,6 +43,7 @@ def _start(data: Path, out: Path, *extra: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        start_new_session=True,  # its own process group, as a shell gives a job
     )
 
 
@@ -81,13 +82,13 @@ def test_demo_killed_and_restarted_loses_and_repeats_no_alert(tmp_path: Path) ->
         if attempt:
             assert "resuming after" in header
         time.sleep(rng.uniform(0.3, 1.5))
-        if attempt == 2:  # Ctrl-C on the way: a graceful stop, a last checkpoint
-            proc.send_signal(signal.SIGINT)
+        if attempt == 2:  # Ctrl-C on the way (to the process group, as a terminal sends it)
+            os.killpg(proc.pid, signal.SIGINT)
             stdout, stderr = proc.communicate(timeout=60)
             assert proc.returncode == 0, stderr
             continue
         feeds = _children(proc.pid)
-        proc.send_signal(signal.SIGKILL)
+        proc.send_signal(signal.SIGKILL)  # the demo only: its feed process must notice
         proc.communicate(timeout=60)
         assert proc.returncode == -signal.SIGKILL
         deadline = time.monotonic() + 10
@@ -98,7 +99,7 @@ def test_demo_killed_and_restarted_loses_and_repeats_no_alert(tmp_path: Path) ->
 
     proc = _start(data, out, "--json")
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     summary = orjson.loads(stdout)

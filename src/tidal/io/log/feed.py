@@ -47,6 +47,7 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -470,12 +471,19 @@ def _child(
     parent: int,
     bounded: bool,
 ) -> None:
-    """The feed process: produce until told to stop or orphaned."""
+    """The feed process: produce until told to stop (or SIGTERM), or orphaned.
+
+    Ctrl-C reaches the whole process group; the parent handles it and stops the child
+    through ``stopping``, so the child ignores SIGINT rather than dying mid-append.
+    """
     logging.basicConfig(level=logging.WARNING, format="tidal feed: %(message)s")
+    terminated = threading.Event()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda signum, frame: terminated.set())
 
     def stopped() -> bool:
         produced.value = feed.next_seq
-        return bool(stopping.is_set()) or os.getppid() != parent
+        return stopping.is_set() or terminated.is_set() or os.getppid() != parent
 
     feed.open()
     try:
