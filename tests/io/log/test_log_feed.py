@@ -158,3 +158,17 @@ def test_feed_process_exits_when_its_parent_is_killed(tmp_path: Path) -> None:
     feed.produce(upto)
     feed.close()
     _check_exactly_once(tmp_path, upto)
+
+
+def test_resumes_after_a_torn_append(tmp_path: Path) -> None:
+    """A feed killed in the middle of an append leaves half a record: it is cut off."""
+    feed = LogFeed(_make, tmp_path, "t", key="key", partitions=2)
+    feed.produce(300)
+    feed.close()
+    segment = next((tmp_path / "log" / "t" / "0").glob("*.seg"))
+    whole = segment.read_bytes()
+    segment.write_bytes(whole + whole[-40:-5])  # the start of a record, never finished
+    feed = LogFeed(_make, tmp_path, "t", key="key", partitions=2)
+    feed.produce(600)
+    feed.close()
+    _check_exactly_once(tmp_path, 600)
