@@ -1,9 +1,9 @@
 """The IoT anomaly demo: thousands of sensors, sliding-window features, z-score alerts.
 
-Everything runs in one process and needs no server. With ``source="log"`` (what
-``tidal demo`` runs) a feed thread (:class:`~tidal.io.log.feed.LogFeed`) writes the sensor
-readings into the embedded log topic ``demo-sensors`` (4 partitions, keyed by sensor) and
-the pipeline reads them from there, checkpointing its positions, state and alerts together:
+It needs no server. With ``source="log"`` (what ``tidal demo`` runs) a feed process
+(:class:`~tidal.io.log.feed.FeedProcess`, a child of the demo) writes the sensor readings
+into the embedded log topic ``demo-sensors`` (4 partitions, keyed by sensor) and the
+pipeline reads them from there, checkpointing its positions, state and alerts together:
 stopped by Ctrl-C or ``kill -9`` and started again, it continues with no lost or repeated
 alert (``tests/test_demo_resume.py``). With ``source="generator"`` the readings come from a
 :class:`~tidal.io.generator.GeneratorSource` in the pipeline itself::
