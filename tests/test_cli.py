@@ -266,3 +266,34 @@ def test_demo_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     assert "Traceback" not in err
     assert "tidal demo" in out and "events/s" in out and "alerts" in out
     assert len(read_committed(tmp_path / "alerts")) >= 1
+
+
+def test_a_second_demo_on_the_same_data_dir_fails_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDAL_")}
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tidal", "demo", "--sensors", "50", "--data-dir", "d"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _read_until(first, "tidal demo:", timeout=30)
+        checkpoints = tmp_path / "d" / "checkpoints" / "iot-demo-log"
+        deadline = time.monotonic() + 30
+        while not list(checkpoints.glob("chk-*")):  # it runs, holding the checkpoint lock
+            assert time.monotonic() < deadline, "the first demo wrote no checkpoint"
+            time.sleep(0.02)
+        data = str(tmp_path / "d")
+        assert main(["demo", "--sensors", "50", "--data-dir", data, "--events", "10"]) == 2
+        assert "another process is running pipeline 'iot-demo-log'" in capsys.readouterr().err
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.communicate()
+    assert first.returncode == 0, err  # the first one was not disturbed

@@ -60,7 +60,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -73,7 +73,7 @@ from tidal import aggregations as agg
 from tidal.core.batch import Array, Batch
 from tidal.core.watermark import bounded
 from tidal.core.windows import sliding
-from tidal.errors import ConfigError
+from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import BaseSink
 from tidal.io.files import SchemaLike
 from tidal.io.generator import GeneratorSource
@@ -528,8 +528,13 @@ class DemoHandles:
         process.start()
         try:
             yield
-        finally:
+        except BaseException:
+            with suppress(ConnectorError):  # the block's error is the one to report
+                process.stop()
+            raise
+        else:
             process.stop()
+        finally:
             self.feed.next_seq = process.produced
 
     def extra(self, summary: RunSummary) -> dict[str, Any]:

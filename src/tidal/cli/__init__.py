@@ -285,9 +285,10 @@ def _execute(
         start_from=_start_from(args),
         at_limit=at_limit,
     )
-    context = contextlib.nullcontext() if around is None else around(executor)
-    with _stdout_to_stderr(args.json), status, context:
-        summary = executor.run()
+    with _stdout_to_stderr(args.json), status:
+        executor.open()  # restores the checkpoint and locks its directory first
+        with contextlib.nullcontext() if around is None else around(executor):
+            summary = executor.run()
     if extra is not None:
         added = extra(summary)
         if not isinstance(added, dict):

@@ -172,3 +172,14 @@ def test_resumes_after_a_torn_append(tmp_path: Path) -> None:
     feed.produce(600)
     feed.close()
     _check_exactly_once(tmp_path, 600)
+
+
+def test_a_feed_stopped_while_waiting_for_the_lock_writes_nothing(tmp_path: Path) -> None:
+    first = LogFeed(_make, tmp_path, "t", key="key")
+    first.produce(10)
+    second = LogFeed(_make, tmp_path, "t", key="key")
+    second.open()
+    second.run(None, stopped=lambda: True)  # returns at once, without the lock
+    second.close()
+    first.close()
+    _check_exactly_once(tmp_path, 10)

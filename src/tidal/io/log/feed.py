@@ -164,11 +164,12 @@ class LogFeed:
         self.next_seq = min(v + 1 for v in last.values())
         self._held = {p: v for p, v in last.items() if v >= self.next_seq}
 
-    def _lock(self, timeout: float = 10.0) -> None:
+    def _lock(self, timeout: float = 10.0, stopped: Callable[[], bool] | None = None) -> None:
         """Become the topic's only feed (a file lock), then find where to resume again.
 
         Waits up to ``timeout`` seconds for another feed to finish (e.g. the child process
-        of a demo that was killed, which exits as soon as it notices).
+        of a demo that was killed, which exits as soon as it notices); gives up without the
+        lock as soon as ``stopped()``.
         """
         assert self.topic is not None
         if self._lock_fd >= 0:
@@ -181,6 +182,9 @@ class LogFeed:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if stopped is not None and stopped():
+                    os.close(fd)
+                    return
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     msg = (
@@ -305,7 +309,9 @@ class LogFeed:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """Produce in this thread until ``stopped()``: at ``rate``, at most ``lead`` ahead."""
-        self._lock()
+        self._lock(stopped=stopped)
+        if self._lock_fd < 0:
+            return  # stopped while another feed held the topic
         t0, s0 = clock(), self.next_seq
         synced = t0
         while not stopped():
