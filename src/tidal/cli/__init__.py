@@ -287,8 +287,12 @@ def _execute(
     )
     with _stdout_to_stderr(args.json), status:
         executor.open()  # restores the checkpoint and locks its directory first
-        with contextlib.nullcontext() if around is None else around(executor):
-            summary = executor.run()
+        try:
+            with contextlib.nullcontext() if around is None else around(executor):
+                summary = executor.run()
+        finally:
+            if executor.store is not None:
+                executor.store.unlock()  # (a no-op after a run, which unlocks itself)
     if extra is not None:
         added = extra(summary)
         if not isinstance(added, dict):
