@@ -9,6 +9,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -243,25 +245,32 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> lis
     raise AssertionError(msg)
 
 
-def test_demo_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+@contextmanager
+def _demo_process(cwd: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """``python -m tidal demo ARGS`` in ``cwd`` (no TIDAL_* variables), killed if left running."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDAL_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tidal", "demo", "--rate", "0", "--sensors", "200"],
-        cwd=tmp_path,
+        [sys.executable, "-m", "tidal", "demo", *args],
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        seen = _read_until(proc, "ALERT", timeout=30)  # it runs and prints alerts
-        assert seen[0].startswith("tidal demo: 200 sensors")
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        yield proc
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def test_demo_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    with _demo_process(tmp_path, "--rate", "0", "--sensors", "200") as proc:
+        seen = _read_until(proc, "ALERT", timeout=30)  # it runs and prints alerts
+        assert seen[0].startswith("tidal demo: 200 sensors")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert "tidal demo" in out and "events/s" in out and "alerts" in out
@@ -271,16 +280,7 @@ def test_demo_stops_cleanly_on_sigint(tmp_path: Path) -> None:
 def test_a_second_demo_on_the_same_data_dir_fails_at_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDAL_")}
-    first = subprocess.Popen(
-        [sys.executable, "-m", "tidal", "demo", "--sensors", "50", "--data-dir", "d"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with _demo_process(tmp_path, "--sensors", "50", "--data-dir", "d") as first:
         _read_until(first, "tidal demo:", timeout=30)
         checkpoints = tmp_path / "d" / "checkpoints" / "iot-demo-log"
         deadline = time.monotonic() + 30
@@ -292,8 +292,4 @@ def test_a_second_demo_on_the_same_data_dir_fails_at_once(
         assert "another process is running pipeline 'iot-demo-log'" in capsys.readouterr().err
         first.send_signal(signal.SIGINT)
         _, err = first.communicate(timeout=30)
-    finally:
-        if first.poll() is None:
-            first.kill()
-            first.communicate()
     assert first.returncode == 0, err  # the first one was not disturbed

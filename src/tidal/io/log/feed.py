@@ -347,12 +347,11 @@ class LogFeed:
 
     def __getstate__(self) -> dict[str, Any]:
         """What a child process needs: the settings, not the open files or the thread."""
-        state = {k: v for k, v in self.__dict__.items() if k not in _LIVE}
-        state["topic"] = None
-        return state
+        return {k: v for k, v in self.__dict__.items() if k not in _LIVE}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.topic = None
         self._lock_fd = -1
         self._held = {}
         self._stop = threading.Event()
