@@ -118,6 +118,40 @@ def test_feed_process_feeds_a_consumer_and_stops(tmp_path: Path) -> None:
     _check_exactly_once(tmp_path, process.produced)
 
 
+def test_feed_process_survives_ctrl_c_while_it_starts(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group, possibly while the child still imports numpy.
+
+    The signals are sent the moment ``start`` returns, long before the child could install
+    a handler of its own: it must start immune (issue 8, item 1), not die with status -2.
+    """
+    feed = LogFeed(_make, tmp_path, "t", key="key", partitions=2, rate=50_000)
+    process = FeedProcess(feed)
+    process.start()
+    pid = process._proc.pid  # noqa: SLF001 - the test signals the child itself
+    assert pid is not None
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + 60
+    while process.produced < 5_000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGINT)  # and once its handlers are in place
+    process.stop()  # raises ConnectorError if the child died
+    assert process.produced >= 5_000
+    _check_exactly_once(tmp_path, process.produced)
+
+
+def test_feed_process_stops_on_a_sigterm_sent_while_it_starts(tmp_path: Path) -> None:
+    feed = LogFeed(_make, tmp_path, "t", key="key", partitions=2, rate=1_000)
+    process = FeedProcess(feed)
+    process.start()
+    pid = process._proc.pid  # noqa: SLF001 - the test signals the child itself
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)  # deferred until its handler is in place, then a clean stop
+    process._proc.join(60)  # noqa: SLF001
+    assert process._proc.exitcode == 0  # noqa: SLF001 - not -15
+    process.stop()
+    _check_exactly_once(tmp_path, process.produced)
+
+
 def _parent(data: str, ready: Any) -> None:  # pragma: no cover - runs in a child process
     feed = LogFeed(_make, data, "t", key="key", partitions=2, rate=20_000)
     process = FeedProcess(feed)

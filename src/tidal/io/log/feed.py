@@ -66,6 +66,8 @@ from tidal.io.log.topic import DEFAULT_SEGMENT_BYTES, Topic
 
 __all__ = ["FeedProcess", "LogFeed"]
 
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
 _LIVE = ("topic", "_lock_fd", "_stop", "_thread", "error", "_held")
 
 log = logging.getLogger("tidal.io.log.feed")
@@ -422,7 +424,16 @@ class FeedProcess:
         """Start the child and the thread that passes it the consumer's position."""
         if self.consumed is not None:
             self._shared.value = self.consumed()
-        self._proc.start()
+        # The child must not die of a Ctrl-C (sent to the whole process group) or a SIGTERM
+        # that arrives while it still imports numpy, before it can install its handlers:
+        # a blocked signal stays pending and the mask is inherited through fork and exec,
+        # so the child starts immune and unblocks them once its handlers are in place.
+        # Here the signals are only deferred (for the few ms of the fork), never lost.
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            self._proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
         self._watcher.start()
 
     def _watch(self) -> None:
@@ -485,6 +496,9 @@ def _child(
     terminated = threading.Event()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda signum, frame: terminated.set())
+    # Started with both blocked (see FeedProcess.start): a pending SIGINT is discarded here,
+    # a pending SIGTERM runs the handler above.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
 
     def stopped() -> bool:
         produced.value = feed.next_seq
