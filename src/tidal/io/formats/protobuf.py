@@ -90,6 +90,17 @@ def _is_repeated(fd: Any, FD: Any) -> bool:  # noqa: N803
     return bool(fd.label == FD.LABEL_REPEATED)
 
 
+def _has_presence(fd: Any, FD: Any) -> bool:  # noqa: N803
+    """Whether a field knows "not set" (``has_presence`` from protobuf 4.22 on)."""
+    known = getattr(fd, "has_presence", None)
+    if known is not None:
+        return bool(known)
+    if _is_repeated(fd, FD):
+        return False
+    proto2 = getattr(fd.file, "syntax", "proto2") == "proto2"
+    return fd.message_type is not None or fd.containing_oneof is not None or proto2
+
+
 def _to_python(message: Any) -> dict[str, Any]:
     """A message as a dict of its set fields (nested messages as dicts)."""
     out: dict[str, Any] = {}
@@ -191,7 +202,7 @@ class ProtobufFormat:
         get = attrgetter(fd.name)
         name = fd.name
         if _is_repeated(fd, FD) or fd.message_type is not None or fd.enum_type is not None:
-            presence = not _is_repeated(fd, FD) and fd.has_presence
+            presence = _has_presence(fd, FD)
 
             def convert(messages: list[Any]) -> list[Any]:
                 return [
@@ -200,7 +211,7 @@ class ProtobufFormat:
                 ]
 
             return convert
-        if fd.has_presence:
+        if _has_presence(fd, FD):
             return lambda ms: [get(m) if m.HasField(name) else None for m in ms]
         return lambda ms: list(map(get, ms))
 
@@ -240,11 +251,8 @@ class ProtobufFormat:
             if isinstance(value, np.ndarray):
                 value = value.tolist()
             if timestamp and not isinstance(value, dict):
-                from google.protobuf.timestamp_pb2 import Timestamp  # type: ignore[import-untyped]
-
-                ts = Timestamp()
-                ts.FromMilliseconds(int(value))
-                return ts
+                seconds, ms = divmod(int(value), 1000)
+                return {"seconds": seconds, "nanos": ms * 1_000_000}
             if integer and isinstance(value, float) and value.is_integer():
                 return int(value)
             return value

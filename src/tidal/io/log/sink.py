@@ -47,6 +47,7 @@ import orjson
 from tidal.core.batch import Array, Batch
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import BaseSink
+from tidal.io.formats.base import ValueFormat
 from tidal.io.jsonl import dumps_rows
 from tidal.io.log.topic import Topic
 from tidal.io.log.writer import FsyncPolicy
@@ -139,6 +140,10 @@ class LogSink(BaseSink):
             ``value`` column, bytes or text, as it is).
         fsync: ``"batch"`` (every write is durable when it returns) or ``"none"``
             (durable at :meth:`flush`).
+        format: any value format of :mod:`tidal.io.formats` (Avro, Protobuf, Arrow, ...)
+            instead of ``value_format``. A batched format (Arrow) writes one record per
+            partition a batch touches, holding all its rows; that record's key is null
+            and its timestamp the rows' latest event time.
 
     Raises:
         ConfigError: for a bad format or a partition count that does not match.
@@ -153,10 +158,15 @@ class LogSink(BaseSink):
         partitions: int | None = None,
         value_format: Literal["json", "raw"] = "json",
         fsync: FsyncPolicy = "batch",
+        format: ValueFormat | None = None,
     ) -> None:
         if value_format not in ("json", "raw"):
             msg = f"value_format must be 'json' or 'raw', got {value_format!r}"
             raise ConfigError(msg)
+        if format is not None and value_format != "json":
+            msg = f"LogSink({topic!r}): pass format= or value_format=, not both"
+            raise ConfigError(msg)
+        self.format = format
         self.data_dir = data_dir
         self.topic_name = topic
         self.key = key
@@ -201,10 +211,13 @@ class LogSink(BaseSink):
         self.open()
         assert self.topic is not None
         n = len(batch)
-        values = self._values(batch)
         stamps = (
             np.full(n, self.topic.clock(), dtype=np.int64) if batch.time is None else batch.time
         )
+        if self.format is not None and self.format.batched:
+            self._write_batched(batch, stamps)
+            return
+        values = self._values(batch)
         if self.key is None:
             self._append_rows(self._turn, values, None, stamps)
             self._turn = (self._turn + 1) % self.topic.partitions
@@ -220,8 +233,25 @@ class LogSink(BaseSink):
             if len(rows):
                 self._append_rows(p, values[rows], keys[rows], stamps[rows])
 
+    def _write_batched(self, batch: Batch, stamps: Array) -> None:
+        """One record per partition touched, holding its rows (a batched format)."""
+        assert self.topic is not None and self.format is not None
+        if self.key is None:
+            groups = [(self._turn, np.arange(len(batch)))]
+            self._turn = (self._turn + 1) % self.topic.partitions
+        else:
+            _, parts = route_keys(batch[self.key], self.topic.partitions)
+            groups = [(p, np.flatnonzero(parts == p)) for p in np.unique(parts).tolist()]
+        for p, rows in groups:
+            value = np.empty(1, dtype=object)
+            value[:] = self.format.encode(batch.take(rows))
+            keys = np.array([None], dtype=object)
+            self._append_rows(p, value, keys, np.array([stamps[rows].max()], dtype=np.int64))
+
     def _values(self, batch: Batch) -> Array:
-        if self.value_format == "json":
+        if self.format is not None:
+            lines = self.format.encode(batch)
+        elif self.value_format == "json":
             lines = dumps_rows(batch, self.label).split(b"\n")
             lines.pop()
         else:

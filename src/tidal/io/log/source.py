@@ -44,6 +44,7 @@ from tidal.core.batch import Array, Batch
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import BaseSource, DeadLetter
 from tidal.io.files import SchemaLike
+from tidal.io.formats.base import ValueFormat as Format
 from tidal.io.jsonl import JsonlSource
 from tidal.io.log.groups import commit_positions, load_positions
 from tidal.io.log.reader import PartitionReader, RecordBatch
@@ -122,6 +123,10 @@ class LogSource(BaseSource):
         group: a consumer group: without a position from ``open``, a partition starts at
             the group's committed position; :meth:`commit` writes the positions.
         value_format: ``"json"`` or ``"raw"`` (see :data:`ValueFormat`).
+        format: any value format of :mod:`tidal.io.formats` (Avro, Protobuf, Arrow, ...),
+            instead of ``value_format``/``schema``. With a batched format (Arrow) one
+            record gives many rows, each with the record's offset; a poll reads about
+            ``max_records`` rows, never part of a record.
         schema: for JSON, column -> ``"int"``/``"float"``/``"str"``/``"bool"``, enforced
             per record as :class:`~tidal.io.jsonl.JsonlSource` does.
         from_beginning: with no position at all, start at the first offset (else at the
@@ -152,10 +157,14 @@ class LogSource(BaseSource):
         key_column: str | None = None,
         timestamp_column: str | None = None,
         name: str | None = None,
+        format: Format | None = None,
     ) -> None:
         super().__init__()
         if value_format not in ("json", "raw"):
             msg = f"value_format must be 'json' or 'raw', got {value_format!r}"
+            raise ConfigError(msg)
+        if format is not None and (value_format != "json" or schema is not None):
+            msg = "LogSource: pass format= or value_format=/schema=, not both"
             raise ConfigError(msg)
         self.topic = Topic.open(data_dir, topic)
         self.name = name or f"log:{topic}"
@@ -170,6 +179,8 @@ class LogSource(BaseSource):
             self.topic.folder(p)  # raises for a partition the topic does not have
         self._parts = [int(p) for p in parts]
         self._json = _JsonValues(topic, schema=schema, name=self.name)
+        self.format = format
+        self._per_value = float("inf")  # rows per record (batched formats): read 1 first
         self._readers: dict[int, PartitionReader] = {}
         self._ends: dict[int, int] = {}
         self._turn = 0
@@ -253,8 +264,11 @@ class LogSource(BaseSource):
             self.open({})
         deadline: float | None = None
         nap = 0.0005
+        values = max_records
+        if self.format is not None and self.format.batched:
+            values = max(1, int(max_records / self._per_value))
         while True:
-            parts, dead = self._read(max_records)
+            parts, dead = self._read(values)
             if parts:
                 return self._batch(parts)
             if dead:
@@ -305,7 +319,11 @@ class LogSource(BaseSource):
             np.asarray([p.partition for p in parts], dtype=np.int32), [len(p) for p in parts]
         )
         cols: dict[str, Array]
-        if self.value_format == "raw":
+        if self.format is not None:
+            cols, rows = self._decode(values, part, offsets)
+            if rows is not None:
+                offsets, stamps, part = offsets[rows], stamps[rows], part[rows]
+        elif self.value_format == "raw":
             cols = {"value": values}
             rows = None
         else:
@@ -322,7 +340,7 @@ class LogSource(BaseSource):
                 offsets, stamps, part = offsets[rows], stamps[rows], part[rows]
         if self.key_column is not None:
             keys = parts[0].keys if one else np.concatenate([p.keys for p in parts])
-            if rows is not None and len(rows) < len(keys):
+            if rows is not None and (len(rows) < len(keys) or self.format is not None):
                 keys = keys[rows]
             cols[self.key_column] = np.array(
                 [None if k is None else k.decode("utf-8", "replace") for k in keys.tolist()],
@@ -333,6 +351,22 @@ class LogSource(BaseSource):
         return Batch(
             cols, ingest=stamps * 1_000_000, partition=part, offset=offsets, length=len(offsets)
         )
+
+    def _decode(self, values: Array, part: Array, offsets: Array) -> tuple[dict[str, Array], Any]:
+        """Decode with ``format``; the rows taken (``None``: one per value, all good)."""
+        assert self.format is not None
+        decoded = self.format.decode(values)
+        topic = self.topic.name
+        for d in decoded.dead_letters(
+            self.name,
+            lambda i: {"topic": topic, "partition": int(part[i]), "offset": int(offsets[i])},
+        ):
+            self.reject(d)
+        if self.format.batched:
+            self._per_value = max(len(decoded) / max(len(values), 1), 1.0)
+        elif not decoded.failures:
+            return decoded.columns, None
+        return decoded.columns, decoded.rows
 
     @staticmethod
     def _at(where: dict[str, Any]) -> str:
