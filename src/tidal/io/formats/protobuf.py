@@ -11,7 +11,7 @@ default, as protobuf defines.
 
 protobuf parses one message per call (in C, upb); the columns are then read field by
 field from all the messages of the poll and built in one Arrow call each. A value that
-does not parse (truncated, not protobuf, a missing proto2 ``required`` field) is a
+does not parse (truncated, not protobuf) or lacks a proto2 ``required`` field is a
 failure; the other values of the call still decode. Random bytes can parse as a message
 with only unknown fields: protobuf cannot tell them from a newer writer's fields, so
 neither can this format.
@@ -175,10 +175,16 @@ class ProtobufFormat:
                 failures.append(Failure(i, "no value (null)", None))
                 continue
             try:
-                messages.append(parse(value))
+                message = parse(value)
             except (self._decode_error, ValueError, TypeError) as exc:
                 failures.append(Failure(i, f"not a {self.full_name} message: {exc}", value))
                 continue
+            if not message.IsInitialized():  # proto2 required fields
+                missing = ", ".join(message.FindInitializationErrors())
+                reason = f"a {self.full_name} message without its required fields: {missing}"
+                failures.append(Failure(i, reason, value))
+                continue
+            messages.append(message)
             rows.append(i)
         columns = {name: self._column(name, messages) for name in self._readers}
         return Decoded(columns, np.asarray(rows, dtype=np.int64), failures)
