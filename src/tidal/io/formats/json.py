@@ -1,11 +1,24 @@
 """JSON objects as values: :class:`JsonFormat`.
 
-Decoding reuses the JSON-values decoder of the embedded log (``_JsonValues`` in
-:mod:`tidal.io.log.source`, built on :class:`~tidal.io.jsonl.JsonlSource`): the values of
-a poll are parsed with orjson and turned into Arrow columns in one call, a value that is
-not a JSON object or breaks the schema becomes a failure of its own row only. This module
-is a thin adapter, so that every transport decodes JSON the same way. Encoding is
-:func:`~tidal.io.jsonl.dumps_rows`: one orjson call for the whole batch.
+Two decoders, one result:
+
+- **the fast path**: the values of a poll joined with newlines and parsed by
+  ``pyarrow.json`` in one call (one thread), straight into Arrow columns. It is taken only
+  when its result is certain to equal the reference decoder's: every value one line and
+  one object, valid UTF-8, no ``NaN``/``Infinity``/byte-order mark (which Arrow accepts
+  and orjson rejects), only flat columns (numbers, booleans, text: Arrow turns ISO
+  strings into timestamps, and Arrow 26's JSON reader builds invalid list arrays for
+  ``[null, false]``, so nested values take the reference path), no
+  top-level float at or beyond 2**63 (orjson keeps such integers exact), and with a
+  ``schema``, every schema column present with a type that needs no check per row.
+- **the reference decoder**, for everything else (and so for every bad value): the
+  JSON-values decoder of the embedded log (``_JsonValues`` in :mod:`tidal.io.log.source`,
+  built on :class:`~tidal.io.jsonl.JsonlSource`): orjson per value, Arrow columns in one
+  call, a value that is not a JSON object or breaks the schema a failure of its own row.
+
+``docs/decisions/0016-value-formats.md`` has the measurements (the fast path is about 4x
+the reference). Encoding is :func:`~tidal.io.jsonl.dumps_rows`: one orjson call for the
+whole batch.
 
 Example:
     >>> fmt = JsonFormat()
@@ -18,20 +31,57 @@ Example:
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
-from tidal.core.batch import Batch
-from tidal.io.files import SchemaLike, resolve_schema
-from tidal.io.formats.base import Decoded, Failure, Values, as_values, columns_of
+from tidal.core.batch import Array, Batch
+from tidal.io.files import ARROW_TYPES, Kind, SchemaLike, resolve_schema
+from tidal.io.formats.base import (
+    ARROW_ERRORS,
+    Decoded,
+    Failure,
+    Values,
+    as_values,
+    columns_of,
+)
 from tidal.io.jsonl import dumps_rows
 
 if TYPE_CHECKING:
     from tidal.io.log.source import _JsonValues
 
 __all__ = ["JsonFormat"]
+
+_LENIENT = (b"NaN", b"Infinity", b"\xef\xbb\xbf")  # Arrow reads them, orjson refuses
+_BIG = float(2**63)
+
+
+def _flat(t: pa.DataType) -> bool:
+    """A type the fast path keeps: a number, a boolean, text, or all null."""
+    return (
+        pa.types.is_integer(t)
+        or pa.types.is_floating(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_string(t)
+        or pa.types.is_null(t)
+    )
+
+
+def _sure(kind: Kind, col: pa.ChunkedArray[Any]) -> bool:
+    """Whether a column parsed by Arrow passes ``kind`` on every row as it is."""
+    t = col.type
+    if kind == "int":
+        return pa.types.is_integer(t) and col.null_count == 0
+    if kind == "bool":
+        return pa.types.is_boolean(t) and col.null_count == 0
+    if kind == "float":
+        return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)
+    return pa.types.is_string(t) or pa.types.is_null(t)
 
 
 class JsonFormat:
@@ -68,6 +118,47 @@ class JsonFormat:
     def decode(self, values: Values) -> Decoded:
         """Parse the values into columns; bad ones (and missing ones) become failures."""
         items = as_values(values)
+        fast = self._fast(items)
+        if fast is not None:
+            return Decoded(fast, np.arange(len(items), dtype=np.int64))
+        return self._reference(items)
+
+    def _fast(self, items: list[bytes | None]) -> dict[str, Array] | None:
+        """The columns by ``pyarrow.json``, or ``None`` where that might differ."""
+        if not items or None in items:
+            return None
+        data = b"\n".join(items)  # type: ignore[arg-type]  # no None: checked above
+        if data.count(b"\n") != len(items) - 1 or any(w in data for w in _LENIENT):
+            return None
+        if not data.isascii():
+            try:
+                data.decode()
+            except UnicodeDecodeError:
+                return None
+        options = pa_json.ReadOptions(use_threads=False, block_size=max(len(data) + 1, 1 << 16))
+        try:
+            table = pa_json.read_json(io.BytesIO(data), read_options=options)
+        except ARROW_ERRORS:
+            return None
+        if table.num_rows != len(items):
+            return None
+        for col in table.columns:
+            if not _flat(col.type):
+                return None
+            if pa.types.is_floating(col.type) and len(col) - col.null_count:
+                if pc.max(pc.abs(col)).as_py() >= _BIG:
+                    return None
+        for name, kind in self.schema.items():
+            if name not in table.column_names or not _sure(kind, table.column(name)):
+                return None
+            i = table.column_names.index(name)
+            table = table.set_column(i, name, table.column(name).cast(ARROW_TYPES[kind]))
+        try:
+            return Batch.from_arrow(table).columns
+        except ARROW_ERRORS:
+            return None
+
+    def _reference(self, items: list[bytes | None]) -> Decoded:
         missing = [i for i, v in enumerate(items) if v is None]
         present: list[bytes] = [v for v in items if v is not None]
         columns, rows, failed = self._decoder.decode(present)
