@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from tidal.core.batch import Array, Batch
-from tidal.io.files import ARROW_TYPES, Kind, SchemaLike, resolve_schema
+from tidal.io.files import Kind, SchemaLike, resolve_schema
 from tidal.io.formats.base import (
     ARROW_ERRORS,
     Decoded,
@@ -59,6 +59,12 @@ __all__ = ["JsonFormat"]
 
 _LENIENT = (b"NaN", b"Infinity", b"\xef\xbb\xbf")  # Arrow reads them, orjson refuses
 _BIG = float(2**63)
+_TARGET: dict[Kind, pa.DataType] = {
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "str": pa.string(),
+    "bool": pa.bool_(),
+}
 
 
 def _flat(t: pa.DataType) -> bool:
@@ -152,7 +158,7 @@ class JsonFormat:
             if name not in table.column_names or not _sure(kind, table.column(name)):
                 return None
             i = table.column_names.index(name)
-            table = table.set_column(i, name, table.column(name).cast(ARROW_TYPES[kind]))
+            table = table.set_column(i, name, table.column(name).cast(_TARGET[kind]))
         try:
             return Batch.from_arrow(table).columns
         except ARROW_ERRORS:
