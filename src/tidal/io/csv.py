@@ -32,18 +32,9 @@ import pyarrow.csv as pa_csv
 from tidal.core.batch import Array, Batch
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import DeadLetter
-from tidal.io.files import (
-    ARROW_TYPES,
-    EXPECTED,
-    FileSink,
-    Kind,
-    LineSource,
-    SchemaLike,
-    conform,
-    resolve_schema,
-    to_table,
-)
+from tidal.io.fileutil import FileSink, LineSource, conform, to_table
 from tidal.io.parts import PartSink
+from tidal.io.schema import ARROW_TYPES, EXPECTED, Kind, SchemaLike, resolve_schema
 
 __all__ = ["CsvSource", "CsvSink", "CsvPartSink"]
 

@@ -33,16 +33,9 @@ import pyarrow as pa
 from tidal.core.batch import Array, Batch
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import DeadLetter
-from tidal.io.files import (
-    ARROW_TYPES,
-    EXPECTED,
-    FileSink,
-    Kind,
-    LineSource,
-    SchemaLike,
-    resolve_schema,
-)
+from tidal.io.fileutil import FileSink, LineSource
 from tidal.io.parts import PartSink
+from tidal.io.schema import ARROW_TYPES, EXPECTED, Kind, SchemaLike, resolve_schema
 
 __all__ = ["JsonlSource", "JsonlSink", "JsonlPartSink", "dumps_rows"]
 

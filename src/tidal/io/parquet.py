@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from tidal.core.batch import Batch
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import BaseSource
-from tidal.io.files import FileSink, conform, open_error, start_position, to_table
+from tidal.io.fileutil import FileSink, conform, open_error, start_position, to_table
 from tidal.io.parts import PartSink
 
 __all__ = ["ParquetSource", "ParquetSink", "ParquetPartSink", "Compression"]

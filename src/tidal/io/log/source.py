@@ -43,11 +43,11 @@ import pyarrow as pa
 from tidal.core.batch import Array, Batch
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import BaseSource, DeadLetter
-from tidal.io.files import SchemaLike
 from tidal.io.jsonl import JsonlSource
 from tidal.io.log.groups import commit_positions, load_positions
 from tidal.io.log.reader import PartitionReader, RecordBatch
 from tidal.io.log.topic import Topic
+from tidal.io.schema import SchemaLike
 
 __all__ = ["LogSource", "ValueFormat"]
 
