@@ -75,7 +75,7 @@ from tidal.core.watermark import bounded
 from tidal.core.windows import sliding
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import BaseSink
-from tidal.io.schema import SchemaLike
+from tidal.io.files import SchemaLike
 from tidal.io.generator import GeneratorSource
 from tidal.io.log.feed import FeedProcess, LogFeed
 from tidal.io.log.groups import resolve_data_dir
