@@ -37,17 +37,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-import orjson
-import pyarrow as pa
 
 from tidal.core.batch import Array, Batch
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import BaseSource, DeadLetter
-from tidal.io.jsonl import JsonlSource
+from tidal.io.jsoncolumns import JsonColumns
 from tidal.io.log.groups import commit_positions, load_positions
 from tidal.io.log.reader import PartitionReader, RecordBatch
 from tidal.io.log.topic import Topic
-from tidal.io.schema import SchemaLike
+from tidal.io.schema import SchemaLike, resolve_schema
 
 __all__ = ["LogSource", "ValueFormat"]
 
@@ -55,62 +53,8 @@ ValueFormat = Literal["json", "raw"]
 """``"json"``: each value is a JSON object, its fields become columns; ``"raw"``: a
 ``value`` column of ``bytes``."""
 
-_KINDS = {list: "an array", str: "a string", bool: "a boolean", int: "a number"}
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else _KINDS.get(type(value), "a number")
-
-
-class _JsonValues(JsonlSource):
-    """JSON values to columns, with the column building and schema checks of JSON Lines.
-
-    It never opens a file: only the decoding half of :class:`JsonlSource` is used.
-    """
-
-    def decode(self, values: list[bytes]) -> tuple[dict[str, Array], Array, list[tuple[int, str]]]:
-        """Decode values into columns.
-
-        Returns:
-            The columns of the good values, their indexes in ``values``, and
-            ``(index, reason)`` for each bad one.
-        """
-        failed: list[tuple[int, str]] = []
-        keep: list[int] | range = range(len(values))
-        try:
-            objs: list[Any] = list(map(orjson.loads, values))
-            whole = all(type(o) is dict for o in objs)
-        except orjson.JSONDecodeError:
-            whole = False
-        if not whole:  # find the bad ones
-            objs, good = [], []
-            for i, raw in enumerate(values):
-                try:
-                    obj = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    failed.append((i, f"invalid JSON: {exc}"))
-                    continue
-                if type(obj) is not dict:
-                    failed.append((i, f"not a JSON object, got {_kind(obj)}"))
-                    continue
-                objs.append(obj)
-                good.append(i)
-            keep = good
-        columns, problems = self._columns(objs)
-        ok = np.ones(len(objs), dtype=bool)
-        for i, msgs in problems.items():
-            ok[i] = False
-            failed.append((keep[i], "; ".join(msgs)))
-        if problems:
-            mask = pa.array(ok)
-            columns = {
-                k: v.filter(mask) if isinstance(v, pa.Array) else v[ok] for k, v in columns.items()
-            }
-        table = pa.table({k: v for k, v in columns.items() if isinstance(v, pa.Array)})
-        converted = Batch.from_arrow(table).columns
-        cols = {k: converted[k] if isinstance(v, pa.Array) else v for k, v in columns.items()}
-        rows = np.asarray(keep, dtype=np.int64)[ok]
-        return cols, rows, failed
+_JsonValues = JsonColumns
+"""The decoder of JSON values (:class:`tidal.io.jsoncolumns.JsonColumns`)."""
 
 
 class LogSource(BaseSource):
@@ -169,7 +113,7 @@ class LogSource(BaseSource):
         for p in parts:
             self.topic.folder(p)  # raises for a partition the topic does not have
         self._parts = [int(p) for p in parts]
-        self._json = _JsonValues(topic, schema=schema, name=self.name)
+        self._json = _JsonValues(resolve_schema(schema, where=self.name))
         self._readers: dict[int, PartitionReader] = {}
         self._ends: dict[int, int] = {}
         self._turn = 0
