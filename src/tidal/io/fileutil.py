@@ -386,6 +386,11 @@ class FileSink(BaseSink):
         self._file: IO[bytes] | None = None
         self._closed = False
         self._started = False
+        self._resuming = False
+
+    def resume(self) -> None:
+        """Keep the file's contents: the run goes on from a checkpoint (see ``open``)."""
+        self._resuming = True
 
     @property
     def label(self) -> str:
@@ -395,7 +400,11 @@ class FileSink(BaseSink):
     def open(self) -> None:
         """Create parent folders and open the file (truncated unless ``append``).
 
-        Opening again after ``close`` appends to what this sink wrote.
+        Opening again after ``close`` appends to what this sink wrote. After
+        :meth:`resume` (a run restored from a checkpoint) the file is never truncated: new
+        lines go after the old ones (at least once: the lines written after the checkpoint
+        come again), and a last line that a crash cut short is ended first, so that it
+        cannot swallow the next one.
 
         Raises:
             ConnectorError: if the file cannot be created.
@@ -405,9 +414,15 @@ class FileSink(BaseSink):
         if self._started and not self.can_reopen:
             msg = f"{self.label} was closed and cannot be reopened; write to a new file"
             raise ConnectorError(msg)
+        keep = self.append or self._started or self._resuming
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("ab" if self.append or self._started else "wb")
+            self._file = self.path.open("ab" if keep else "wb")
+            if self._resuming and not self._started and self._file.tell():
+                with self.path.open("rb") as f:
+                    f.seek(-1, 2)
+                    if f.read(1) != b"\n":
+                        self._file.write(b"\n")
         except OSError as exc:
             raise open_error(self._what, self.path, exc) from exc
         self._closed = False

@@ -379,6 +379,13 @@ class Executor:
                 name,
                 self.pipeline.name,
             )
+        sinks: list[Sink] = [n.sink for n in self.nodes if n.sink is not None]
+        if self.pipeline.dead_letters is not None:
+            sinks.append(self.pipeline.dead_letters)
+        for out in sinks if snapshot is not None else ():
+            resume = getattr(out, "resume", None)
+            if resume is not None:  # keep what the earlier runs wrote (at least once)
+                resume()
         for n in self.nodes:
             if n.op is not None:
                 n.op.open(self.ctx)
