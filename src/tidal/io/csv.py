@@ -4,8 +4,10 @@ The source splits the file into blocks of ``block_rows`` rows (quoted fields may
 newlines), lets Arrow's CSV parser read each block as text, then converts every column
 with vectorized checks: a value that is not of its column's type, or a row with the wrong
 number of fields, becomes a dead letter and the rest of the block flows on. Types come
-from ``schema``; the other columns are inferred from the file's first block and then kept,
-so that every batch of a file has the same dtypes.
+from ``schema``; each other column takes the kind that most values of the file's first
+block fit (:func:`infer_kind`: one ``hot`` among numbers is a dead letter, not a string
+column), kept so that every batch of a file has the same dtypes. Fields may be of any
+size, and a quote left open costs its line only: decoding resyncs on the next line.
 
 Example:
     >>> import tempfile
@@ -165,7 +167,8 @@ class CsvSource(LineSource):
     Args:
         path: the CSV file.
         schema: column -> ``"int"``/``"float"``/``"str"``/``"bool"`` (or the Python type);
-            other columns are inferred from the first block and then kept.
+            other columns take the kind most values of the first block fit (see
+            :func:`infer_kind`), kept for the whole file.
         delimiter: the field separator.
         block_rows: rows decoded per block.
         name: the step name in dead letters (default ``csv:<file name>``).

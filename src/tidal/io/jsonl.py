@@ -2,11 +2,13 @@
 
 One JSON object per line. The source cuts the file into blocks of about ``block_bytes``,
 parses a block's lines with orjson in one pass and turns the objects into Arrow columns in
-one call; only a block with a bad line is re-read line by line to find it. Missing fields
-are missing values (NaN in float columns; integer columns with a gap become float64, as
-:meth:`Batch.from_arrow <tidal.core.batch.Batch.from_arrow>` does), unless ``schema`` says
-the column is ``int`` or ``bool``: then the row is a dead letter, as is any value of the
-wrong type.
+one call (:class:`~tidal.io.jsoncolumns.JsonColumns`); only a block with a bad line is
+re-read line by line to find it. Missing fields are missing values (NaN in float columns;
+integer columns with a gap become float64, as :meth:`Batch.from_arrow
+<tidal.core.batch.Batch.from_arrow>` does), unless ``schema`` says the column is ``int``
+or ``bool``: then the row is a dead letter, as is any value of the wrong type. A column
+without a schema takes the JSON type most of its values have; a value of another type
+sends its row to the dead letters.
 
 Example:
     >>> import tempfile
@@ -59,7 +61,8 @@ class JsonlSource(LineSource):
     Args:
         path: the JSON Lines file.
         schema: column -> ``"int"``/``"float"``/``"str"``/``"bool"`` (or the Python
-            type), enforced row by row; other fields keep the types JSON gives them.
+            type), enforced row by row; other fields take the JSON type most of their
+            values have (see :mod:`tidal.io.jsoncolumns`).
         block_bytes: about how many bytes to decode per block.
         name: the step name in dead letters (default ``jsonl:<file name>``).
 
