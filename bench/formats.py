@@ -6,7 +6,7 @@ records); Avro and Protobuf hold them in fewer bytes, Arrow IPC as one value per
 
 - **decode**: ``fmt.decode(values)`` of one poll (``--chunk`` values, 8,192 by default) at
   a time, to the end; records/s counts rows. ``json (reference)`` is the decoder the
-  embedded log used until now (orjson per value, then Arrow: ``_JsonValues``); ``json``
+  embedded log used until now (orjson per value, then Arrow: ``JsonColumns``); ``json``
   is :class:`~tidal.io.formats.JsonFormat` (pyarrow.json over the joined values when that
   is certain to give the same columns, else the reference).
 - **encode**: ``fmt.encode(batch)`` of a chunk at a time (one value per row; Arrow: one
@@ -37,8 +37,8 @@ import pyarrow as pa
 from bench.common import rate, table
 from tidal.core.batch import Batch
 from tidal.io.formats import ArrowFormat, AvroFormat, JsonFormat, ProtobufFormat, RawFormat
+from tidal.io.jsoncolumns import JsonColumns
 from tidal.io.log import LogSink, LogSource
-from tidal.io.log.source import _JsonValues
 
 AVRO = {
     "type": "record",
@@ -98,7 +98,7 @@ class JsonReference:
     batched = False
 
     def __init__(self) -> None:
-        self._decoder = _JsonValues("bench", name="bench")
+        self._decoder = JsonColumns()
         self._json = JsonFormat()
 
     def decode(self, values: list[bytes]) -> Any:

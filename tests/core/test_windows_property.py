@@ -113,18 +113,19 @@ def _stats(values: list[float]) -> dict[str, Any]:
 
 def _reference_fixed(
     data: dict[str, Any], windower: Any, delay: int, lateness: int
-) -> tuple[dict[tuple[Any, int], list[float]], int]:
+) -> tuple[dict[tuple[Any, int], list[float]], list[tuple[Any, int]]]:
+    """Window contents, and the (key, time) of every record dropped from a window."""
     size, slide = windower.size_ms, windower.slide_ms
     wm, high = MIN_TIME, MIN_TIME
     content: dict[tuple[Any, int], list[float]] = defaultdict(list)
     purged: set[tuple[Any, int]] = set()
-    late = 0
+    late: list[tuple[Any, int]] = []
     for k, t, v in zip(data["k"], data["t"], data["v"], strict=True):
         last = t - (t % slide)
         starts = [last - j * slide for j in range(size // slide + 2) if last - j * slide + size > t]
         kept = [s for s in starts if s + size + lateness > wm]
-        if not kept:
-            late += 1
+        if len(kept) < len(starts):  # dropped from one of its windows: late (and counted)
+            late.append((k, t))
         for s in kept:
             assert (k, s) not in purged
             content[(k, s)].append(v)
@@ -174,7 +175,7 @@ def test_tumbling_and_sliding_match_reference(
     for key, values in want.items():
         _check_values(final[key], values)
         assert final[key]["window_end"] == key[1] + w.size_ms
-    assert len(late_rows) == want_late
+    assert sorted((r["k"], r["ts"]) for r in late_rows) == sorted(want_late)
     if lateness == 0:  # every window fires exactly once
         assert len(rows) == len(final)
 
@@ -257,3 +258,16 @@ def test_sessions_match_reference(data: dict[str, Any], gap: int, delay: int) ->
         assert got[key]["window_end"] == end
         _check_values(got[key], values)
     assert len(late_rows) == want_late
+
+
+def test_a_record_late_for_its_older_sliding_windows_only_is_counted_late() -> None:
+    """Timeline, sliding 2 s every 1 s, bounded 0 ms (times in ms)::
+
+    t=2500 -> wm 2500; t=1500 belongs to [0,2000) (closed: 2000 <= 2500)
+                                and to [1000,3000) (open): counted there, and late
+    """
+    data = {"k": [1, 1], "t": [2500, 1500], "v": [1.0, 2.0], "cuts": []}
+    rows, late_rows = _run_tidal(data, [], sliding("2s", "1s"), 0, 0)
+    assert [(r["k"], r["ts"]) for r in late_rows] == [(1, 1500)]
+    final = _final(rows)
+    assert final[(1, 1000)]["n"] == 2 and (1, 0) not in final

@@ -364,17 +364,22 @@ def test_jsonl_missing_fields_nested_values_and_mixed_types(tmp_path: Path) -> N
     path = tmp_path / "m.jsonl"
     path.write_text(
         '{"n": 1, "tags": ["a", "b"], "meta": {"k": 1}, "id": 1}\n'
-        '{"n": null, "id": "x2"}\n'
-        '{"n": 3, "id": 3}\n'
+        '{"n": null, "id": 2}\n'
+        '{"n": 3, "id": "x3"}\n'
+        '{"n": 4, "id": 4}\n'
     )
-    batch = JsonlSource(path).poll(10, 0.0)
+    src = JsonlSource(path)
+    batch = src.poll(10, 0.0)
     assert batch is not None
     assert batch.names == ["n", "tags", "meta", "id"]
     assert batch["n"].dtype == np.float64  # an int column with a gap, as Batch.from_arrow does
-    assert np.array_equal(batch["n"], [1.0, np.nan, 3.0], equal_nan=True)
+    assert np.array_equal(batch["n"], [1.0, np.nan, 4.0], equal_nan=True)
     assert batch["tags"][0].tolist() == ["a", "b"] and batch["tags"][1] is None
     assert batch["meta"][0] == {"k": 1}
-    assert batch["id"].tolist() == [1, "x2", 3]  # mixed types: an object column
+    assert batch["id"].tolist() == [1, 2, 4]  # mixed types: the odd one is a dead letter
+    assert [d.reason for d in src.dead_letters()] == [
+        "line 3: expected a number in 'id' (the type of most of its values), got \"x3\""
+    ]
 
 
 def test_jsonl_malformed_lines_become_dead_letters(tmp_path: Path) -> None:

@@ -53,13 +53,20 @@ def as_column(values: Any) -> Array:
     Example:
         >>> as_column(["x", "y"]).dtype, as_column([1, 2]).dtype
         (dtype('O'), dtype('int64'))
+        >>> as_column(["a", [1, 2]]).tolist()
+        ['a', [1, 2]]
     """
     if isinstance(values, np.ndarray):
         arr = values
     elif isinstance(values, pa.ChunkedArray | pa.Array):
         arr = values.to_numpy(zero_copy_only=False)
     else:
-        arr = np.asarray(values)
+        try:
+            arr = np.asarray(values)
+        except ValueError:  # ragged lists or dicts mixed with scalars: one object per row
+            items = list(values)
+            arr = np.empty(len(items), dtype=object)
+            arr[:] = items
     if arr.ndim != 1:
         arr = arr.reshape(len(arr), -1) if arr.ndim > 1 else arr.reshape(-1)
     if arr.dtype.kind in "US":

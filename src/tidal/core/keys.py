@@ -25,37 +25,97 @@ from tidal.core.batch import Array
 from tidal.errors import StateError
 
 
+class KeyValuesError(StateError):
+    """Some values of a key column cannot be keys: lists, dicts, missing values.
+
+    Attributes:
+        rows: the positions of those values in the column given.
+        reasons: one reason per row, e.g. ``"a key must be a string, number or boolean,
+            got a list: [1, 2]"``.
+    """
+
+    def __init__(self, rows: list[int], reasons: list[str]) -> None:
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.reasons = reasons
+        more = f" (and {len(rows) - 1} more rows)" if len(rows) > 1 else ""
+        super().__init__(
+            f"row {rows[0]} of the key column: {reasons[0]}{more}; filter such rows, or turn "
+            "the value into a string, before key_by"
+        )
+
+
+_KEY_TYPES = (str, int, float, bool, bytes, np.generic)
+_NAMES = {list: "a list", dict: "a dict", tuple: "a tuple", set: "a set", np.ndarray: "an array"}
+
+
+def _key_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a key, or ``None`` if it can."""
+    if value is None or (isinstance(value, float | np.floating) and value != value):
+        return "a key must not be missing (null or NaN)"
+    if isinstance(value, _KEY_TYPES) and not isinstance(value, np.ndarray):
+        return None
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    kind = _NAMES.get(type(value), f"a {type(value).__name__}")
+    return f"a key must be a string, number or boolean, got {kind}: {shown}"
+
+
 def unique_inverse(values: Array) -> tuple[list[Any], Array]:
     """Distinct values (as Python objects) and, per row, the index of its distinct value.
 
     Integers spanning a range not much wider than the column are counted, not sorted (the
     same result as ``np.unique``, in linear time); other numbers go through ``np.unique``;
-    strings and other objects through Arrow's hash-based dictionary encoding.
+    strings and other objects through Arrow's hash-based dictionary encoding. A column
+    mixing strings and numbers keeps each value's type (hashed in Python: the slow path).
+
+    Raises:
+        KeyValuesError: for values that cannot be keys (lists, dicts, missing values),
+            naming their rows.
 
     Example:
         >>> uniq, inv = unique_inverse(np.array([7, 3, 7, 5]))
         >>> uniq, inv.tolist()
         ([3, 5, 7], [2, 0, 2, 1])
-    """
+        >>> unique_inverse(np.array(["a", [1, 2]], dtype=object))
+        Traceback (most recent call last):
+        ...
+        tidal.core.keys.KeyValuesError: row 1 of the key column: a key must be a string, number or boolean, got a list: [1, 2]; filter such rows, or turn the value into a string, before key_by
+    """  # noqa: E501
     if values.dtype.kind in "iu" and len(values):
         dense = _dense_unique_inverse(values)
         if dense is not None:
             return dense
-    if values.dtype.kind in "iufb":
+    if values.dtype.kind in "iufb" and values.ndim == 1:
         uniq, inv = np.unique(values, return_inverse=True)
         return uniq.tolist(), inv.reshape(-1).astype(np.int64, copy=False)
     try:
-        encoded = pa.array(values, from_pandas=True).dictionary_encode()
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        uniq_o, inv_o = np.unique(values.astype(str), return_inverse=True)
-        return uniq_o.tolist(), inv_o.reshape(-1).astype(np.int64)
-    if encoded.null_count:
-        msg = "a key column must not contain nulls; filter or fill them before key_by"
-        raise StateError(msg)
+        arr = pa.array(values, from_pandas=True) if values.ndim == 1 else None
+        if arr is None or arr.null_count or pa.types.is_nested(arr.type):
+            return _python_unique_inverse(values)
+        encoded = arr.dictionary_encode()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError):
+        return _python_unique_inverse(values)
     return (
         encoded.dictionary.to_pylist(),
         encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64),
     )
+
+
+def _python_unique_inverse(values: Array) -> tuple[list[Any], Array]:
+    """The slow path for mixed or bad key columns: one dict lookup per row."""
+    items = list(values) if values.ndim > 1 else values.tolist()
+    bad_rows: list[int] = []
+    reasons: list[str] = []
+    for i, value in enumerate(items):
+        problem = _key_problem(value)
+        if problem is not None:
+            bad_rows.append(i)
+            reasons.append(problem)
+    if bad_rows:
+        raise KeyValuesError(bad_rows, reasons)
+    index: dict[Any, int] = {}
+    inv = np.fromiter((index.setdefault(v, len(index)) for v in items), np.int64, len(items))
+    return list(index), inv
 
 
 def _dense_unique_inverse(values: Array) -> tuple[list[Any], Array] | None:

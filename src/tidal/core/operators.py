@@ -72,7 +72,11 @@ def position_of(batch: Batch, i: int) -> dict[str, Any]:
 def raw_of(batch: Batch, i: int) -> str:
     """Row ``i`` as a JSON string, for dead letters."""
     row = {k: v[i] for k, v in batch.columns.items()}
-    return orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY, default=str).decode()
+    try:
+        return orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY, default=str).decode()
+    except TypeError:  # e.g. an integer beyond 64 bits: JSON with such values as strings
+        safe = {k: v if isinstance(v, str | float | bool) else str(v) for k, v in row.items()}
+        return orjson.dumps(safe).decode()
 
 
 class Map(Operator):

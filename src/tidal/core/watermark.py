@@ -38,6 +38,7 @@ import numpy as np
 
 from tidal.core.batch import Array
 from tidal.core.duration import Duration, to_millis
+from tidal.errors import ConfigError
 
 MIN_TIME = -(2**62)
 """The watermark before anything arrived ("minus infinity"), safe to add durations to."""
@@ -55,6 +56,7 @@ class WatermarkStrategy:
     kind: Literal["bounded", "processing"]
     delay_ms: int = 0
     idle_ms: int | None = None
+    max_future_ms: int | None = None
 
     def tracker(self) -> WatermarkTracker:
         """A fresh per-source tracker."""
@@ -62,7 +64,10 @@ class WatermarkStrategy:
 
 
 def bounded(
-    out_of_orderness: Duration = "0s", *, idle_timeout: Duration | None = None
+    out_of_orderness: Duration = "0s",
+    *,
+    idle_timeout: Duration | None = None,
+    max_future: Duration | None = None,
 ) -> WatermarkStrategy:
     """Watermark = highest event time seen minus ``out_of_orderness``.
 
@@ -71,15 +76,31 @@ def bounded(
             count as on time.
         idle_timeout: a partition with no records for this long (wall clock) no longer
             holds the watermark back. ``None``: never idle.
+        max_future: a guard against clocks gone wrong: a record whose event time is more
+            than this ahead of the wall clock when it is read goes to the dead letters
+            and does not move the watermark (as Kafka's
+            ``message.timestamp.after.max.ms`` rejects it at the broker). ``None`` (the
+            default): no guard, and one record dated in the year 3000 moves the
+            watermark there, so that every later record is late (it goes to the ``late``
+            outputs and counters, also after a restart, since watermarks are
+            checkpointed).
+
+    Raises:
+        ConfigError: for a negative ``max_future``.
 
     Example:
-        >>> bounded("500ms").delay_ms
-        500
+        >>> bounded("500ms").delay_ms, bounded("2s", max_future="1h").max_future_ms
+        (500, 3600000)
     """
+    future = None if max_future is None else to_millis(max_future)
+    if future is not None and future < 0:
+        msg = f"max_future must be a duration >= 0, got {max_future!r}"
+        raise ConfigError(msg)
     return WatermarkStrategy(
         "bounded",
         to_millis(out_of_orderness),
         None if idle_timeout is None else to_millis(idle_timeout),
+        future,
     )
 
 

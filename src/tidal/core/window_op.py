@@ -11,7 +11,10 @@ Lateness is judged per record against the watermark in force when it arrived
 (``Batch.wm``), which makes results independent of batching:
 
 * tumbling/sliding: a record is dropped from a window if ``window_end + allowed_lateness
-  <= wm``; a record dropped from all its windows goes to the ``late`` output;
+  <= wm``; a record dropped from *any* of its windows goes to the ``late`` output and
+  the ``late`` counter, even if newer sliding windows still counted it (Flink side-outputs
+  only records dropped from every window; then a record late for its older windows would
+  vanish from them silently: see ``docs/decisions/0012-bad-input.md``);
 * sessions: a record is late if ``time + allowed_lateness < wm``.
 
 A window fires when the watermark reaches its end. With ``allowed_lateness`` it stays open
@@ -29,8 +32,10 @@ import numpy as np
 
 from tidal.core.aggregations import Aggregation, AggState
 from tidal.core.batch import Array, Batch
-from tidal.core.keys import KeyIndex
+from tidal.core.deadletter import DeadLetter
+from tidal.core.keys import KeyIndex, KeyValuesError
 from tidal.core.operator import Emit, Operator
+from tidal.core.operators import position_of, raw_of
 from tidal.core.watermark import MIN_TIME
 from tidal.core.windows import Session, Sliding, Tumbling
 from tidal.errors import PipelineError
@@ -109,6 +114,29 @@ class _KeyedAggregate(Operator):
             )
             raise PipelineError(msg)
 
+    def _key_ids(self, batch: Batch) -> tuple[Batch, Array]:
+        """Key ids for the batch's rows, and the batch without the rows whose key is bad.
+
+        A key that cannot be a key (a list, a dict, a missing value) sends its row to the
+        dead letters; the rest of the batch goes on.
+        """
+        try:
+            return batch, self.keys.ids(batch[self.key])
+        except KeyValuesError as exc:
+            for i, reason in zip(exc.rows.tolist(), exc.reasons, strict=True):
+                self.ctx.dead(
+                    DeadLetter(
+                        self.name,
+                        f"key column {self.key!r}: {reason}",
+                        position_of(batch, i),
+                        raw_of(batch, i),
+                    )
+                )
+            keep = np.ones(len(batch), dtype=bool)
+            keep[exc.rows] = False
+            batch = batch.filter(keep)
+            return batch, self.keys.ids(batch[self.key])
+
     def _update(self, batch: Batch, rows: Array | None, slots: Array) -> None:
         """Add ``batch``'s rows ``rows`` (``None``: every row, in order) to ``slots``."""
         for name, agg in self.aggs.items():
@@ -179,8 +207,10 @@ class WindowAggregate(_KeyedAggregate):
         if len(batch) == 0:
             return []
         self._check(batch)
+        batch, kid = self._key_ids(batch)
+        if len(batch) == 0:
+            return []
         assert batch.time is not None and batch.wm is not None
-        kid = self.keys.ids(batch[self.key])
         if len(self.refs) < self.keys.capacity:
             self.refs = np.concatenate(
                 (self.refs, np.zeros(self.keys.capacity - len(self.refs), dtype=_I64))
@@ -190,10 +220,10 @@ class WindowAggregate(_KeyedAggregate):
         one_each = isinstance(self.windower, Tumbling)
         ok = starts + self.size + self.lateness > (batch.wm if one_each else batch.wm[rows])
         every = bool(ok.all())
-        if one_each:
+        if one_each or every:
             late = ~ok
-        else:
-            late = np.bincount(rows[ok], minlength=len(batch)) == 0
+        else:  # late for at least one of its windows (it still counts in the newer ones)
+            late = np.bincount(rows[~ok], minlength=len(batch)) > 0
         if not every:
             rows, starts = rows[ok], starts[ok]
         identity = one_each and every  # rows[i] == i
@@ -359,15 +389,19 @@ class SessionAggregate(_KeyedAggregate):
         self._check(batch)
         assert batch.time is not None and batch.wm is not None
         late = batch.time + self.lateness < batch.wm
-        rows = np.flatnonzero(~late)
         out: Emit = []
         if late.any():
             self.ctx.count("late", int(late.sum()))
             out.append((1, batch.filter(late)))
-        if len(rows) == 0:
+            batch = batch.filter(~late)
+        if len(batch) == 0:
             return out
-        kid = self.keys.ids(batch[self.key][rows])
-        t = batch.time[rows]
+        batch, kid = self._key_ids(batch)
+        if len(batch) == 0:
+            return out
+        assert batch.time is not None
+        rows = np.arange(len(batch))
+        t = batch.time
         order = np.lexsort((t, kid))
         ks, ts = kid[order], t[order]
         first = np.ones(len(ks), dtype=bool)

@@ -158,6 +158,14 @@ class BaseSink:
     def flush(self) -> None:
         """Nothing to flush by default."""
 
+    def resume(self) -> None:
+        """The run goes on from a checkpoint (called before ``open``); nothing by default.
+
+        A sink that would otherwise start its output afresh (a file sink truncates its
+        file) keeps what the earlier runs wrote: at-least-once output must survive a
+        restart.
+        """
+
     def close(self) -> None:
         """Flush by default."""
         self.flush()

@@ -4,8 +4,10 @@ The source splits the file into blocks of ``block_rows`` rows (quoted fields may
 newlines), lets Arrow's CSV parser read each block as text, then converts every column
 with vectorized checks: a value that is not of its column's type, or a row with the wrong
 number of fields, becomes a dead letter and the rest of the block flows on. Types come
-from ``schema``; the other columns are inferred from the file's first block and then kept,
-so that every batch of a file has the same dtypes.
+from ``schema``; each other column takes the kind that most values of the file's first
+block fit (:func:`infer_kind`: one ``hot`` among numbers is a dead letter, not a string
+column), kept so that every batch of a file has the same dtypes. Fields may be of any
+size, and a quote left open costs its line only: decoding resyncs on the next line.
 
 Example:
     >>> import tempfile
@@ -32,29 +34,30 @@ import pyarrow.csv as pa_csv
 from tidal.core.batch import Array, Batch
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import DeadLetter
-from tidal.io.files import (
-    ARROW_TYPES,
-    EXPECTED,
-    FileSink,
-    Kind,
-    LineSource,
-    SchemaLike,
-    conform,
-    resolve_schema,
-    to_table,
-)
+from tidal.io.fileutil import FileSink, LineSource, conform, to_table
 from tidal.io.parts import PartSink
+from tidal.io.schema import ARROW_TYPES, EXPECTED, Kind, SchemaLike, resolve_schema
 
 __all__ = ["CsvSource", "CsvSink", "CsvPartSink"]
 
 _INT = r"^[+-]?[0-9]+$"
 _FLOAT = r"(?i)^[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)(e[+-]?[0-9]+)?|inf|infinity|nan)$"
 _NEWLINE, _QUOTE, _CR = 10, 34, 13
+_MAX_OPEN_LINES = 4096
+"""Lines a quoted value may span before a block is cut in it (and the quote checked)."""
 
 
 def _reader(data: bytes | pa.Buffer) -> Any:
     """A file-like reader over bytes in memory (typed ``Any`` for ``read_csv``)."""
     return pa.BufferReader(data)
+
+
+def _block_size(size: int) -> int:
+    """Arrow's CSV block size for ``size`` bytes of rows: all of them at once.
+
+    Then no field straddles two of Arrow's blocks, however long it is.
+    """
+    return min(max(size + 1, 1 << 20), 2**31 - 1)
 
 
 def _mask(arr: Any) -> Array:
@@ -119,24 +122,30 @@ def parse_text(text: pa.Array[Any], kind: Kind) -> tuple[pa.Array[Any], Array, A
 
 
 def infer_kind(text: pa.Array[Any]) -> Kind:
-    """The narrowest kind that every value of a CSV text column fits.
+    """The kind that most values of a CSV text column fit (more than half of those not empty).
 
-    Integers with some empty values are ``float`` (an empty one is NaN); a column with no
-    values at all is ``str``.
+    A column whose values are mostly numbers is ``int`` (all of them integers, none empty)
+    or ``float`` (an empty value is NaN); mostly booleans and none empty, ``bool``; else
+    ``str``, which every value fits. The values that do not fit the kind chosen become
+    dead letters, so one ``hot`` among numbers costs its row, not the column's type. A
+    column with no values at all is ``str``.
 
     Example:
         >>> [infer_kind(pa.array(v)) for v in (["1", "2"], ["1", ""], ["x", "1"], ["true"])]
         ['int', 'float', 'str', 'bool']
+        >>> infer_kind(pa.array(["1", "2", "hot"])), infer_kind(pa.array(["1.5", "2", "hot"]))
+        ('int', 'float')
     """
     trimmed = pc.utf8_trim_whitespace(text)
     empty = _mask(pc.equal(trimmed, pa.scalar("")))
-    if empty.all():
+    values = int((~empty).sum())
+    if values == 0:
         return "str"
-    if (_mask(pc.match_substring_regex(trimmed, _INT)) | empty).all():
-        return "float" if empty.any() else "int"
-    if (_mask(pc.match_substring_regex(trimmed, _FLOAT)) | empty).all():
-        return "float"
-    if not empty.any() and not parse_text(text, "bool")[1].any():
+    ints = int(_mask(pc.match_substring_regex(trimmed, _INT)).sum())
+    numbers = int(_mask(pc.match_substring_regex(trimmed, _FLOAT)).sum())
+    if 2 * numbers > values:
+        return "int" if ints == numbers and not empty.any() else "float"
+    if not empty.any() and 2 * int((~parse_text(text, "bool")[1]).sum()) > values:
         return "bool"
     return "str"
 
@@ -158,7 +167,8 @@ class CsvSource(LineSource):
     Args:
         path: the CSV file.
         schema: column -> ``"int"``/``"float"``/``"str"``/``"bool"`` (or the Python type);
-            other columns are inferred from the first block and then kept.
+            other columns take the kind most values of the first block fit (see
+            :func:`infer_kind`), kept for the whole file.
         delimiter: the field separator.
         block_rows: rows decoded per block.
         name: the step name in dead letters (default ``csv:<file name>``).
@@ -219,7 +229,9 @@ class CsvSource(LineSource):
             raise ConnectorError(msg)
         try:
             names = pa_csv.read_csv(
-                _reader(header), parse_options=self._parse_options(None)
+                _reader(header),
+                read_options=pa_csv.ReadOptions(block_size=_block_size(len(header))),
+                parse_options=self._parse_options(None),
             ).column_names
         except pa.ArrowInvalid as exc:
             msg = f"cannot read the header of CSV file '{self.path}': {exc}; check the first line"
@@ -266,10 +278,19 @@ class CsvSource(LineSource):
         return newlines, newlines[np.searchsorted(quotes, newlines) % 2 == 0]
 
     def _cut_rows(self, buf: bytes, eof: bool, rows: int) -> int | None:
-        ends = self._row_ends(buf)[1]
+        newlines, ends = self._row_ends(buf)
         if len(ends) >= rows:
             return int(ends[rows - 1]) + 1
-        return len(buf) if eof else None
+        if eof:
+            return len(buf)
+        # a quote left open spans more lines than a block holds: cut at a line end and let
+        # _decode find the bad line, rather than read the rest of the file into one row
+        open_lines = len(newlines) - (
+            int(np.searchsorted(newlines, ends[-1])) + 1 if len(ends) else 0
+        )
+        if open_lines > max(rows, _MAX_OPEN_LINES):
+            return int(newlines[-1]) + 1
+        return None
 
     def _parse_options(self, invalid: list[tuple[int | None, int]] | None) -> Any:
         def handler(row: pa_csv.InvalidRow) -> Literal["skip", "error"]:
@@ -287,7 +308,11 @@ class CsvSource(LineSource):
         invalid: list[tuple[int | None, int]] = []
         table = pa_csv.read_csv(
             _reader(data),
-            read_options=pa_csv.ReadOptions(column_names=self.columns, use_threads=False),
+            read_options=pa_csv.ReadOptions(
+                column_names=self.columns,
+                use_threads=False,
+                block_size=_block_size(data.size),
+            ),
             parse_options=self._parse_options(invalid),
             convert_options=pa_csv.ConvertOptions(
                 column_types=dict.fromkeys(self.columns, pa.string()),
@@ -357,7 +382,86 @@ class CsvSource(LineSource):
     def _decode(
         self, block: bytes, first_line: int
     ) -> tuple[Batch, Array, list[tuple[int, DeadLetter]]]:
-        text, good, spans, failed = self._split(block, first_line)
+        """Decode a block; a row that spans lines and is broken costs its first line only.
+
+        A quote left open (``1,"abc,2``) or a stray one (``5" screen``) makes the lines
+        after it one long row. Such a row (several lines, and unparseable, with the wrong
+        number of fields, or with a quote that RFC 4180 does not allow where it is) is cut:
+        its first line is decoded alone, and decoding goes on with the next line.
+        """
+        pieces: list[tuple[Batch, Array, list[tuple[int, DeadLetter]]]] = []
+        at, line = 0, first_line
+        while at < len(block):
+            part = block[at:] if at else block
+            split = self._split(part, line)
+            r = self._suspect(part, split[2], split[3])
+            if r is None:
+                pieces.append(self._convert(part, *split))
+                break
+            start, _, row_line = (int(v) for v in split[2][r])
+            end = part.index(b"\n", start) + 1
+            if start:
+                pieces.append(self._convert(part[:start], *self._split(part[:start], line)))
+            one = part[start:end]
+            if self._unclosed(one):  # Arrow would take the rest of the line as the value
+                stop = len(one.rstrip(b"\r\n"))
+                text = pa.schema([(n, pa.string()) for n in self.columns]).empty_table()
+                empty = np.empty(0, dtype=np.int64)
+                span = np.array([[0, stop, row_line]], dtype=np.int64)
+                reason = "a quoted value is not closed on this line (nor on the next ones)"
+                pieces.append(self._convert(one, text, empty, span, [(0, reason)]))
+            else:
+                pieces.append(self._convert(one, *self._split(one, row_line)))
+            at, line = at + end, row_line + 1
+        if len(pieces) == 1:
+            return pieces[0]
+        batches = [b for b, _, _ in pieces if len(b)]
+        batch = Batch.concat(batches) if batches else pieces[0][0]
+        lines = np.concatenate([ln for _, ln, _ in pieces])
+        return batch, lines, [d for _, _, dead in pieces for d in dead]
+
+    def _unclosed(self, line: bytes) -> bool:
+        """Whether a line opens a quoted value (a quote at a field's start) left open.
+
+        Quotes inside an unquoted value (``5" screen``) are text, as Arrow reads them.
+        """
+        if not line.count(b'"') % 2:
+            return False
+        delim = self.delimiter.encode()
+        return line.startswith(b'"') or delim + b'"' in line
+
+    def _suspect(self, block: bytes, spans: Array, failed: list[tuple[int, str]]) -> int | None:
+        """The first row that spans lines and is broken, or ``None`` (the happy path)."""
+        if not len(spans) or b'"' not in block:
+            return None
+        arr = np.frombuffer(block, dtype=np.uint8)
+        newlines = np.flatnonzero(arr == _NEWLINE)
+        inner = np.searchsorted(newlines, spans[:, 1]) - np.searchsorted(newlines, spans[:, 0])
+        multi = inner > 0
+        if not multi.any():
+            return None
+        quotes = np.flatnonzero(arr == _QUOTE)
+        opening, closing = quotes[0::2], quotes[1::2]
+        delim = ord(self.delimiter)
+        before = arr[np.maximum(opening - 1, 0)]
+        bad_open = (opening > 0) & ~np.isin(before, [delim, _NEWLINE, _QUOTE])
+        after = arr[np.minimum(closing + 1, len(arr) - 1)]
+        bad_close = (closing < len(arr) - 1) & ~np.isin(after, [delim, _NEWLINE, _CR, _QUOTE])
+        stray = np.concatenate((opening[bad_open], closing[bad_close]))
+        rows = set((np.searchsorted(spans[:, 0], stray, side="right") - 1).tolist())
+        rows |= {row for row, _ in failed}
+        suspects = [r for r in rows if 0 <= r < len(spans) and multi[r]]
+        return min(suspects) if suspects else None
+
+    def _convert(
+        self,
+        block: bytes,
+        text: pa.Table,
+        good: Array,
+        spans: Array,
+        failed: list[tuple[int, str]],
+    ) -> tuple[Batch, Array, list[tuple[int, DeadLetter]]]:
+        """Typed columns from a parsed block; values of the wrong kind become dead letters."""
         problems: dict[int, list[str]] = {}
         bad = np.zeros(text.num_rows, dtype=bool)
         columns: dict[str, pa.Array[Any]] = {}

@@ -2,11 +2,13 @@
 
 One JSON object per line. The source cuts the file into blocks of about ``block_bytes``,
 parses a block's lines with orjson in one pass and turns the objects into Arrow columns in
-one call; only a block with a bad line is re-read line by line to find it. Missing fields
-are missing values (NaN in float columns; integer columns with a gap become float64, as
-:meth:`Batch.from_arrow <tidal.core.batch.Batch.from_arrow>` does), unless ``schema`` says
-the column is ``int`` or ``bool``: then the row is a dead letter, as is any value of the
-wrong type.
+one call (:class:`~tidal.io.jsoncolumns.JsonColumns`); only a block with a bad line is
+re-read line by line to find it. Missing fields are missing values (NaN in float columns;
+integer columns with a gap become float64, as :meth:`Batch.from_arrow
+<tidal.core.batch.Batch.from_arrow>` does), unless ``schema`` says the column is ``int``
+or ``bool``: then the row is a dead letter, as is any value of the wrong type. A column
+without a schema takes the JSON type most of its values have; a value of another type
+sends its row to the dead letters.
 
 Example:
     >>> import tempfile
@@ -24,79 +26,20 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import orjson
-import pyarrow as pa
 
 from tidal.core.batch import Array, Batch
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import DeadLetter
-from tidal.io.files import (
-    ARROW_TYPES,
-    EXPECTED,
-    FileSink,
-    Kind,
-    LineSource,
-    SchemaLike,
-    resolve_schema,
-)
+from tidal.io.fileutil import FileSink, LineSource
+from tidal.io.jsoncolumns import JsonColumns
 from tidal.io.parts import PartSink
+from tidal.io.schema import SchemaLike, resolve_schema
 
 __all__ = ["JsonlSource", "JsonlSink", "JsonlPartSink", "dumps_rows"]
-
-_ARROW_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError)
-_INT64 = (-(2**63), 2**63)
-
-
-def _fits(kind: Kind, value: Any) -> bool:
-    """Whether a JSON value is of ``kind`` (``None`` fits only float and str)."""
-    t = type(value)
-    if kind == "int":
-        return t is int and _INT64[0] <= value < _INT64[1]
-    if kind == "float":
-        return value is None or t is float or t is int
-    if kind == "bool":
-        return t is bool
-    return value is None or t is str
-
-
-def _arrow_fits(kind: Kind, t: pa.DataType) -> bool:
-    """Whether an inferred Arrow type can be cast to ``kind`` without looking at values."""
-    if pa.types.is_null(t):
-        return True
-    if kind == "int":
-        return pa.types.is_integer(t)
-    if kind == "float":
-        return pa.types.is_integer(t) or pa.types.is_floating(t)
-    if kind == "bool":
-        return pa.types.is_boolean(t)
-    return pa.types.is_string(t) or pa.types.is_large_string(t)
-
-
-def _try_cast(values: pa.Array[Any], target: pa.DataType) -> pa.Array[Any] | None:
-    try:
-        return values.cast(target)
-    except _ARROW_ERRORS:
-        return None
-
-
-def _show(value: Any) -> str:
-    text = orjson.dumps(value).decode()
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _json_kind(value: Any) -> str:
-    names = {list: "an array", str: "a string", bool: "a boolean", int: "a number"}
-    return "null" if value is None else names.get(type(value), "a number")
-
-
-def _object_column(values: list[Any]) -> Array:
-    out = np.empty(len(values), dtype=object)
-    for i, value in enumerate(values):
-        out[i] = value
-    return out
 
 
 class JsonlSource(LineSource):
@@ -118,7 +61,8 @@ class JsonlSource(LineSource):
     Args:
         path: the JSON Lines file.
         schema: column -> ``"int"``/``"float"``/``"str"``/``"bool"`` (or the Python
-            type), enforced row by row; other fields keep the types JSON gives them.
+            type), enforced row by row; other fields take the JSON type most of their
+            values have (see :mod:`tidal.io.jsoncolumns`).
         block_bytes: about how many bytes to decode per block.
         name: the step name in dead letters (default ``jsonl:<file name>``).
 
@@ -155,6 +99,7 @@ class JsonlSource(LineSource):
         super().__init__(path, name=label, what="JSON Lines file", read_size=block_bytes)
         self.schema = resolve_schema(schema, where=label)
         self.block_bytes = int(block_bytes)
+        self._json = JsonColumns(self.schema)
 
     def _cut(self, buf: bytes, eof: bool) -> int | None:
         if len(buf) < self.block_bytes and not eof:
@@ -170,102 +115,22 @@ class JsonlSource(LineSource):
         lines = block.split(b"\n")
         lines.pop()  # the block ends with a newline
         keep = [i for i, line in enumerate(lines) if line and not line.isspace()]
-        failed: list[tuple[int, str]] = []
-        try:
-            objs: list[Any] = [orjson.loads(lines[i]) for i in keep]
-            whole = all(type(o) is dict for o in objs)
-        except orjson.JSONDecodeError:
-            whole = False
-        if not whole:  # find the bad lines
-            objs, good = [], []
-            for i in keep:
-                try:
-                    obj = orjson.loads(lines[i])
-                except orjson.JSONDecodeError as exc:
-                    failed.append((i, f"invalid JSON: {exc}"))
-                    continue
-                if type(obj) is not dict:
-                    failed.append((i, f"not a JSON object, got {_json_kind(obj)}"))
-                    continue
-                objs.append(obj)
-                good.append(i)
-            keep = good
-        columns, problems = self._columns(objs)
-        ok = np.ones(len(objs), dtype=bool)
-        for i, msgs in problems.items():
-            ok[i] = False
-            failed.append((keep[i], "; ".join(msgs)))
-        mask = pa.array(ok)
-        table = pa.table({k: v.filter(mask) for k, v in columns.items() if isinstance(v, pa.Array)})
-        converted = Batch.from_arrow(table).columns  # after the filter: no nulls left in ints
-        offsets = first_line + np.asarray(keep, dtype=np.int64)[ok]
+        columns, rows, failed = self._json.decode([lines[i] for i in keep])
+        offsets = first_line + np.asarray(keep, dtype=np.int64)[rows]
         batch = Batch(
-            {k: converted[k] if isinstance(v, pa.Array) else v[ok] for k, v in columns.items()},
+            columns,
             offset=offsets,
             partition=np.zeros(len(offsets), dtype=np.int32),
             length=len(offsets),
         )
         letters = []
-        for i, reason in failed:
+        for j, reason in failed:
+            i = keep[j]
             line = first_line + i
             raw = lines[i].rstrip(b"\r").decode("utf-8", "replace")
             position = {"file": str(self.path), "line": line}
             letters.append((line, DeadLetter(self.name, f"line {line}: {reason}", position, raw)))
         return batch, offsets, letters
-
-    def _columns(
-        self, objs: list[dict[str, Any]]
-    ) -> tuple[dict[str, pa.Array[Any] | Array], dict[int, list[str]]]:
-        """Columns of the objects (Arrow where one type fits) and the schema violations."""
-        arrays: dict[str, pa.Array[Any] | Array] = {}
-        try:
-            struct = cast(pa.StructArray, pa.array(objs) if objs else pa.array([], pa.struct([])))
-            arrays.update(zip([f.name for f in struct.type], struct.flatten(), strict=True))
-        except _ARROW_ERRORS:  # a field with mixed types: column by column
-            for name in dict.fromkeys(k for o in objs for k in o):
-                values = [o.get(name) for o in objs]
-                try:
-                    arrays[name] = pa.array(values)
-                except _ARROW_ERRORS:
-                    arrays[name] = _object_column(values)
-        problems: dict[int, list[str]] = {}
-        for name, kind in self.schema.items():
-            arrays[name] = self._enforce(name, kind, arrays.get(name), objs, problems)
-        return arrays, problems
-
-    @staticmethod
-    def _enforce(
-        name: str,
-        kind: Kind,
-        values: pa.Array[Any] | Array | None,
-        objs: list[dict[str, Any]],
-        problems: dict[int, list[str]],
-    ) -> pa.Array[Any]:
-        """The column as ``kind``, with null where a row breaks the schema (noted)."""
-        target: Any = ARROW_TYPES[kind]
-        expected = f"expected {EXPECTED[kind]} in {name!r}"
-        if values is None:
-            values = pa.nulls(len(objs), target)
-        if isinstance(values, pa.Array) and _arrow_fits(kind, values.type):
-            done = _try_cast(values, target)
-            if done is not None:
-                if kind in ("int", "bool") and done.null_count:
-                    missing = np.flatnonzero(done.is_null().to_numpy(zero_copy_only=False))
-                    for i in missing.tolist():
-                        got = "got null" if name in objs[i] else "but the field is missing"
-                        problems.setdefault(i, []).append(f"{expected}, {got}")
-                return done
-        kept: list[Any] = []
-        for i, obj in enumerate(objs):
-            value = obj.get(name)
-            if _fits(kind, value):
-                kept.append(value)
-                continue
-            kept.append(None)
-            got = f"got {_show(value)}" if name in obj else "but the field is missing"
-            problems.setdefault(i, []).append(f"{expected}, {got}")
-        result: pa.Array[Any] = pa.array(kept, type=target)
-        return result
 
 
 def _default(value: Any) -> Any:

@@ -14,6 +14,8 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -25,8 +27,10 @@ import pyarrow.parquet as pq
 from tidal.core.batch import Batch
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import BaseSource
-from tidal.io.files import FileSink, conform, open_error, start_position, to_table
+from tidal.io.fileutil import FileSink, conform, open_error, start_position, to_table
 from tidal.io.parts import PartSink
+
+log = logging.getLogger("tidal.io.parquet")
 
 __all__ = ["ParquetSource", "ParquetSink", "ParquetPartSink", "Compression"]
 
@@ -223,6 +227,67 @@ class ParquetSink(FileSink):
         self.compression = compression
         self._writer: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = None
+        self._staged: Path | None = None
+
+    def open(self) -> None:
+        """Open the file; after :meth:`resume`, keep the rows of the file there is.
+
+        A Parquet file cannot be appended to: when a run resumes from a checkpoint, the
+        existing file's row groups are copied into a new file (``<name>.resume.tmp``, which
+        replaces the old one at ``close()``), and new rows follow them; the schema stays the
+        old file's. A file without a footer (the earlier run was killed before
+        ``close()``) holds nothing readable: it is moved aside to ``<name>.damaged`` with a
+        warning, and the file starts afresh.
+
+        Raises:
+            ConnectorError: if a file cannot be opened or moved.
+        """
+        if self._file is None and self._resuming and not self._started and self._nonempty():
+            try:
+                old = pq.ParquetFile(self.path)
+                schema = old.schema_arrow
+            except (pa.ArrowException, OSError):
+                old = None
+            if old is None:
+                self._move_aside()
+            elif len(schema):
+                self._copy_rows(old, schema)
+                return
+        super().open()
+
+    def _nonempty(self) -> bool:
+        try:
+            return self.path.stat().st_size > 0
+        except OSError:
+            return False
+
+    def _move_aside(self) -> None:
+        aside = self.path.with_name(self.path.name + ".damaged")
+        try:
+            os.replace(self.path, aside)
+        except OSError as exc:
+            raise open_error(self._what, self.path, exc) from exc
+        log.warning(
+            "%s: '%s' has no Parquet footer (the earlier run stopped before close()); moved "
+            "it to '%s' and starting the file afresh",
+            self.label,
+            self.path,
+            aside,
+        )
+
+    def _copy_rows(self, old: pq.ParquetFile, schema: pa.Schema) -> None:
+        staged = self.path.with_name(self.path.name + ".resume.tmp")
+        try:
+            self._file = staged.open("wb")
+            self._writer = pq.ParquetWriter(self._file, schema, compression=self.compression)
+            for i in range(old.num_row_groups):
+                self._writer.write_table(old.read_row_group(i))
+        except (OSError, pa.ArrowException) as exc:
+            raise open_error(self._what, staged, OSError(str(exc))) from exc
+        finally:
+            old.close()
+        self._schema, self._staged = schema, staged
+        self._closed, self._started = False, True
 
     def _write(self, batch: Batch) -> None:
         assert self._file is not None
@@ -248,6 +313,9 @@ class ParquetSink(FileSink):
             self._writer.close()
             self._writer = None
         super().close()
+        if self._staged is not None:
+            os.replace(self._staged, self.path)
+            self._staged = None
 
 
 class ParquetPartSink(PartSink):

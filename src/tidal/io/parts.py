@@ -56,7 +56,7 @@ from typing import Any
 from tidal.core.batch import Batch
 from tidal.errors import ConnectorError
 from tidal.io.base import BaseSink
-from tidal.io.files import FileSink
+from tidal.io.fileutil import FileSink
 
 __all__ = ["PartSink", "committed_files", "read_committed", "STAGING"]
 

@@ -61,7 +61,12 @@ from tidal.io.base import Sink, TransactionalSink
 from tidal.observe.metrics import LatencyHistogram
 from tidal.pipeline import Node, Pipeline
 from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore, CrashHook
-from tidal.runtime.eventtime import event_time_ms
+from tidal.runtime.eventtime import (
+    event_time_ms,
+    future_reason,
+    future_rows,
+    unreadable_reason,
+)
 from tidal.runtime.replay import StartFrom
 from tidal.runtime.snapshot import decode, encode
 
@@ -158,20 +163,29 @@ class _SourceRun:
         else:
             col = self.node.time
             assert col is not None
+            unit = self.node.time_unit
             if col not in batch:
                 ok = np.zeros(len(batch), dtype=bool)
                 times = np.zeros(len(batch), dtype=np.int64)
             else:
-                times, ok = event_time_ms(batch[col], self.node.time_unit)
+                times, ok = event_time_ms(batch[col], unit)
+            reasons: dict[int, str] = {}
             if not ok.all():
+                values = batch[col] if col in batch else np.full(len(batch), None)
                 for i in np.flatnonzero(~ok).tolist():
-                    reason = (
-                        f"missing or unreadable event time in column {col!r} "
-                        f"(unit {self.node.time_unit})"
-                    )
-                    self.dead(
-                        DeadLetter(self.node.name, reason, position_of(batch, i), raw_of(batch, i))
-                    )
+                    reasons[i] = unreadable_reason(values[i], col, unit)
+            future_ms = self.node.watermark.max_future_ms if self.node.watermark else None
+            if future_ms is not None:
+                wall = time.time_ns() // 1_000_000
+                ahead = future_rows(times, future_ms, wall) & ok
+                if ahead.any():
+                    ok = ok & ~ahead
+                    for i in np.flatnonzero(ahead).tolist():
+                        reasons[i] = future_reason(int(times[i]), future_ms, wall)
+            if reasons:
+                for i in sorted(reasons):
+                    where, raw = position_of(batch, i), raw_of(batch, i)
+                    self.dead(DeadLetter(self.node.name, reasons[i], where, raw))
                 batch, times = batch.filter(ok), times[ok]
         batch.time = times
         batch.wm = self.tracker.assign(times, batch.partition, now=time.monotonic())
@@ -365,6 +379,13 @@ class Executor:
                 name,
                 self.pipeline.name,
             )
+        sinks: list[Sink] = [n.sink for n in self.nodes if n.sink is not None]
+        if self.pipeline.dead_letters is not None:
+            sinks.append(self.pipeline.dead_letters)
+        for out in sinks if snapshot is not None else ():
+            resume = getattr(out, "resume", None)
+            if resume is not None:  # keep what the earlier runs wrote (at least once)
+                resume()
         for n in self.nodes:
             if n.op is not None:
                 n.op.open(self.ctx)

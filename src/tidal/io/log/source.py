@@ -37,81 +37,22 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
-import orjson
-import pyarrow as pa
 
 from tidal.core.batch import Array, Batch
 from tidal.errors import ConfigError, ConnectorError
-from tidal.io.base import BaseSource, DeadLetter
-from tidal.io.files import SchemaLike
+from tidal.io.base import BaseSource
 from tidal.io.formats.base import ValueFormat as Format
-from tidal.io.jsonl import JsonlSource
+from tidal.io.formats.json import JsonFormat
 from tidal.io.log.groups import commit_positions, load_positions
 from tidal.io.log.reader import PartitionReader, RecordBatch
 from tidal.io.log.topic import Topic
+from tidal.io.schema import SchemaLike, resolve_schema
 
 __all__ = ["LogSource", "ValueFormat"]
 
 ValueFormat = Literal["json", "raw"]
 """``"json"``: each value is a JSON object, its fields become columns; ``"raw"``: a
 ``value`` column of ``bytes``."""
-
-_KINDS = {list: "an array", str: "a string", bool: "a boolean", int: "a number"}
-
-
-def _kind(value: Any) -> str:
-    return "null" if value is None else _KINDS.get(type(value), "a number")
-
-
-class _JsonValues(JsonlSource):
-    """JSON values to columns, with the column building and schema checks of JSON Lines.
-
-    It never opens a file: only the decoding half of :class:`JsonlSource` is used.
-    """
-
-    def decode(self, values: list[bytes]) -> tuple[dict[str, Array], Array, list[tuple[int, str]]]:
-        """Decode values into columns.
-
-        Returns:
-            The columns of the good values, their indexes in ``values``, and
-            ``(index, reason)`` for each bad one.
-        """
-        failed: list[tuple[int, str]] = []
-        keep: list[int] | range = range(len(values))
-        try:
-            objs: list[Any] = list(map(orjson.loads, values))
-            whole = all(type(o) is dict for o in objs)
-        except orjson.JSONDecodeError:
-            whole = False
-        if not whole:  # find the bad ones
-            objs, good = [], []
-            for i, raw in enumerate(values):
-                try:
-                    obj = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    failed.append((i, f"invalid JSON: {exc}"))
-                    continue
-                if type(obj) is not dict:
-                    failed.append((i, f"not a JSON object, got {_kind(obj)}"))
-                    continue
-                objs.append(obj)
-                good.append(i)
-            keep = good
-        columns, problems = self._columns(objs)
-        ok = np.ones(len(objs), dtype=bool)
-        for i, msgs in problems.items():
-            ok[i] = False
-            failed.append((keep[i], "; ".join(msgs)))
-        if problems:
-            mask = pa.array(ok)
-            columns = {
-                k: v.filter(mask) if isinstance(v, pa.Array) else v[ok] for k, v in columns.items()
-            }
-        table = pa.table({k: v for k, v in columns.items() if isinstance(v, pa.Array)})
-        converted = Batch.from_arrow(table).columns
-        cols = {k: converted[k] if isinstance(v, pa.Array) else v for k, v in columns.items()}
-        rows = np.asarray(keep, dtype=np.int64)[ok]
-        return cols, rows, failed
 
 
 class LogSource(BaseSource):
@@ -178,7 +119,8 @@ class LogSource(BaseSource):
         for p in parts:
             self.topic.folder(p)  # raises for a partition the topic does not have
         self._parts = [int(p) for p in parts]
-        self._json = _JsonValues(topic, schema=schema, name=self.name)
+        if format is None and value_format == "json":
+            format = JsonFormat(resolve_schema(schema, where=self.name), name=self.name)
         self.format = format
         self._per_value = float("inf")  # rows per record (batched formats): read 1 first
         self._readers: dict[int, PartitionReader] = {}
@@ -323,21 +265,9 @@ class LogSource(BaseSource):
             cols, rows = self._decode(values, part, offsets)
             if rows is not None:
                 offsets, stamps, part = offsets[rows], stamps[rows], part[rows]
-        elif self.value_format == "raw":
+        else:
             cols = {"value": values}
             rows = None
-        else:
-            cols, rows, failed = self._json.decode(values.tolist())
-            for i, reason in failed:
-                where = {
-                    "topic": self.topic.name,
-                    "partition": int(part[i]),
-                    "offset": int(offsets[i]),
-                }
-                raw = values[i].decode("utf-8", "replace")
-                self.reject(DeadLetter(self.name, f"{self._at(where)}: {reason}", where, raw))
-            if failed:
-                offsets, stamps, part = offsets[rows], stamps[rows], part[rows]
         if self.key_column is not None:
             keys = parts[0].keys if one else np.concatenate([p.keys for p in parts])
             if rows is not None and (len(rows) < len(keys) or self.format is not None):
