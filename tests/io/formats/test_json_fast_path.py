@@ -4,6 +4,7 @@ reference decoder (the log's orjson decoder) gives, on random objects."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -55,42 +56,58 @@ def plain(value: Any) -> Any:
     return value
 
 
-def same(fmt: JsonFormat, values: list[bytes]) -> bool:
-    fast = fmt.decode(values)
-    ref = fmt._reference(list(values))
-    assert list(fast.columns) == list(ref.columns)
-    for name, col in ref.columns.items():
-        assert fast.columns[name].dtype == col.dtype, name
-        assert plain(fast.columns[name]) == plain(col), name
-    assert fast.rows.tolist() == ref.rows.tolist()
-    assert fast.failures == ref.failures
-    return fmt._fast(list(values)) is not None
+def same(make: Callable[[], JsonFormat], polls: list[list[bytes]]) -> int:
+    """Decode the polls with one format and with another's reference decoder only; compare.
+
+    Two instances, because the reference may keep state across polls (column types).
+    Returns how many polls took the fast path.
+    """
+    fmt, reference = make(), make()
+    for values in polls:
+        fast = fmt.decode(values)
+        ref = reference._reference(list(values))
+        assert list(fast.columns) == list(ref.columns)
+        for name, col in ref.columns.items():
+            assert fast.columns[name].dtype == col.dtype, name
+            assert plain(fast.columns[name]) == plain(col), name
+        assert fast.rows.tolist() == ref.rows.tolist()
+        assert fast.failures == ref.failures
+    return fmt.fast_polls
+
+
+def cut(values: list[bytes], cuts: list[int]) -> list[list[bytes]]:
+    """The values as consecutive polls, cut at ``cuts`` (each poll has at least one value)."""
+    at = sorted({c % len(values) for c in cuts} - {0})
+    return [values[a:b] for a, b in zip([0, *at], [*at, len(values)], strict=True)]
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(OBJECTS, min_size=1, max_size=6))
-def test_any_objects_decode_alike(objects: list[dict[str, Any]]) -> None:
-    same(JsonFormat(), [orjson.dumps(o) for o in objects])
+@given(st.lists(OBJECTS, min_size=1, max_size=8), st.lists(st.integers(0, 7), max_size=2))
+def test_any_objects_decode_alike(objects: list[dict[str, Any]], cuts: list[int]) -> None:
+    same(JsonFormat, cut([orjson.dumps(o) for o in objects], cuts))
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(TYPED, min_size=1, max_size=8), st.booleans())
+@given(
+    st.lists(TYPED, min_size=1, max_size=10),
+    st.lists(st.integers(0, 9), max_size=3),
+    st.booleans(),
+)
 def test_typed_objects_decode_alike_with_and_without_schema(
-    objects: list[dict[str, Any]], with_schema: bool
+    objects: list[dict[str, Any]], cuts: list[int], with_schema: bool
 ) -> None:
     schema = {"a": int, "b": float, "c": str, "when": bool} if with_schema else None
-    same(JsonFormat(schema=schema), [orjson.dumps(o) for o in objects])
+    same(lambda: JsonFormat(schema=schema), cut([orjson.dumps(o) for o in objects], cuts))
 
 
 def test_the_fast_path_is_taken_for_plain_values() -> None:
     rows = [{"a": i, "b": i / 3, "c": str(i), "when": i % 2 == 0} for i in range(50)]
     values = [orjson.dumps(r) for r in rows]
-    assert same(JsonFormat(schema={"a": int, "b": float}), values)
-    assert same(JsonFormat(), values)
+    assert same(lambda: JsonFormat(schema={"a": int, "b": float}), [values]) == 1
+    assert same(JsonFormat, [values[:20], values[20:]]) == 2
 
 
 def test_values_the_fast_path_leaves_to_the_reference() -> None:
-    fmt = JsonFormat()
     for values in (
         [b'{"a": NaN}'],  # Arrow reads it; orjson refuses: a dead letter
         [b'{"a": Infinity}'],
@@ -102,8 +119,8 @@ def test_values_the_fast_path_leaves_to_the_reference() -> None:
         [b'{"a": "\xff"}'],
         [b""],
     ):
-        assert fmt._fast(values) is None, values
-        same(fmt, values)
+        assert same(JsonFormat, [values]) == 0, values
+    fmt = JsonFormat()
     assert fmt.decode([b'{"a": NaN}']).failures[0].reason.startswith("invalid JSON")
-    assert fmt.decode([b'{"a": "2024-01-01"}']).columns["a"].tolist() == ["2024-01-01"]
-    assert fmt.decode([b'{"a":\n1}']).columns["a"].tolist() == [1]
+    assert JsonFormat().decode([b'{"a": "2024-01-01"}']).columns["a"].tolist() == ["2024-01-01"]
+    assert JsonFormat().decode([b'{"a":\n1}']).columns["a"].tolist() == [1]
