@@ -173,11 +173,18 @@ class _Producer:
         if self.partition is not None or kb is None:
             target = self.partition if self.partition is not None else self._turn
             self._turn = (self._turn + 1) % self.topic.partitions
-            self.topic.append(target, vals, keys=kb)
+            self._append(target, vals, kb)
         else:
             for p in np.unique(parts).tolist():
                 rows = np.flatnonzero(parts == p)
-                self.topic.append(p, vals[rows], keys=kb[rows])
+                self._append(p, vals[rows], kb[rows])
+
+    def _append(self, partition: int, values: Any, keys: Any) -> None:
+        try:
+            self.topic.append(partition, values, keys=keys)
+        except ConnectorError as exc:
+            msg = f"{exc}; {self.count:,} records went in before this failure"
+            raise ConnectorError(msg) from exc
         self.count += len(values)
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from tidal.errors import ConfigError, ConnectorError
+from tidal.errors import ConfigError, ConnectorError, os_error_text
 from tidal.io.log.segment import write_atomic
 
 __all__ = [
@@ -113,16 +113,24 @@ def commit_positions(
     topic: str,
     positions: Mapping[int, int],
 ) -> None:
-    """Write ``group``'s positions for ``topic`` atomically (and durably)."""
+    """Write ``group``'s positions for ``topic`` atomically (and durably).
+
+    Raises:
+        ConnectorError: if they cannot be written (the old positions stay).
+    """
     path = _path(data_dir, group, topic)
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = {
         "group": group,
         "topic": topic,
         "positions": {str(int(k)): int(v) for k, v in sorted(positions.items())},
         "committed_ms": time.time_ns() // 1_000_000,
     }
-    write_atomic(path, orjson.dumps(body, option=orjson.OPT_INDENT_2))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, orjson.dumps(body, option=orjson.OPT_INDENT_2))
+    except OSError as exc:
+        msg = f"cannot commit the positions of group {group!r} on topic {topic!r}: "
+        raise ConnectorError(msg + os_error_text(exc)) from exc
 
 
 def group_positions(

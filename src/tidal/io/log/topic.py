@@ -40,7 +40,7 @@ import numpy as np
 import orjson
 
 from tidal.core.duration import Duration, to_millis
-from tidal.errors import ConfigError, ConnectorError
+from tidal.errors import ConfigError, ConnectorError, os_error_text
 from tidal.io.log.format import Header
 from tidal.io.log.groups import check_name, resolve_data_dir
 from tidal.io.log.reader import (
@@ -182,11 +182,15 @@ class Topic:
                 )
                 raise ConfigError(msg)
             return topic
-        for p in range(partitions):
-            (meta.parent / str(p)).mkdir(parents=True, exist_ok=True)
-        write_atomic(
-            meta, orjson.dumps({"version": 1, **asdict(config)}, option=orjson.OPT_INDENT_2)
-        )
+        try:
+            for p in range(partitions):
+                (meta.parent / str(p)).mkdir(parents=True, exist_ok=True)
+            write_atomic(
+                meta, orjson.dumps({"version": 1, **asdict(config)}, option=orjson.OPT_INDENT_2)
+            )
+        except OSError as exc:
+            msg = f"cannot create topic {name!r} in {root}: {os_error_text(exc)}"
+            raise ConnectorError(msg) from exc
         return cls(root, name, config, fsync=fsync, clock=clock)
 
     @classmethod
@@ -305,15 +309,24 @@ class Topic:
             headers: per value a list of ``(name, bytes)`` or ``None``.
 
         Raises:
-            ConnectorError: for values, keys, timestamps or headers that do not fit.
+            ConnectorError: for values, keys, timestamps or headers that do not fit, or when
+                the partition cannot be written (a full disk, a read-only file system): then
+                none of the records went in.
         """
-        writer = self._writer(partition)
+        self.folder(partition)  # raises ConfigError for a partition the topic does not have
         n = len(values)
         ts = np.full(n, self.clock(), dtype=np.int64) if timestamps is None else timestamps
         try:
+            writer = self._writer(partition)
             return writer.append(values, np.asarray(ts, dtype=np.int64), keys, headers)  # type: ignore[arg-type]
         except (ValueError, TypeError) as exc:
             msg = f"cannot append to topic {self.name!r} partition {partition}: {exc}"
+            raise ConnectorError(msg) from exc
+        except OSError as exc:
+            msg = (
+                f"cannot append {n} records to topic {self.name!r} partition {partition}: "
+                f"{os_error_text(exc)}"
+            )
             raise ConnectorError(msg) from exc
 
     def sync(self, partition: int | None = None) -> None:

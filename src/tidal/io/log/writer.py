@@ -132,16 +132,20 @@ class PartitionWriter:
             if head.size > 0 and head.size + len(enc.data) > self.segment_bytes:
                 head = self._roll(head)
             first = head.next_offset
-            _write_all(head.fd, enc.data)
-            entries = index_entries(
-                head.size + enc.starts, first + np.arange(enc.count), head.last_index
-            )
-            if len(entries):
-                self._append_index(head, entries)
-            if self.fsync == "batch":
-                _datasync(head.fd)
-            else:
-                self._unsynced.add(head.path)
+            try:
+                _write_all(head.fd, enc.data)
+                entries = index_entries(
+                    head.size + enc.starts, first + np.arange(enc.count), head.last_index
+                )
+                if len(entries):
+                    self._append_index(head, entries)
+                if self.fsync == "batch":
+                    _datasync(head.fd)
+                else:
+                    self._unsynced.add(head.path)
+            except OSError:
+                self._undo(head)
+                raise
             head.size += len(enc.data)
             head.next_offset += enc.count
             return first
@@ -263,6 +267,21 @@ class PartitionWriter:
         if entries is not None:
             write_atomic(idx, entries.tobytes(), durable=False)
             head.last_index = int(entries["position"][-1]) if len(entries) else -1
+
+    def _undo(self, head: _Head) -> None:
+        """Cut a failed append (a full disk, say) off the segment and its index.
+
+        The partition is left as it was before the append, so that nothing half-written
+        stays behind for readers to wait on; errors here are ignored (the next writer
+        truncates a torn tail anyway).
+        """
+        with contextlib.suppress(OSError):
+            os.ftruncate(head.fd, head.size)
+        idx = head.path.with_name(index_name(head.base))
+        with contextlib.suppress(OSError):
+            entries = read_index(idx, head.size)
+            if entries is not None and idx.stat().st_size != entries.nbytes:
+                os.truncate(idx, entries.nbytes)
 
     def _append_index(self, head: _Head, entries: Array) -> None:
         idx = head.path.with_name(index_name(head.base))
