@@ -13,6 +13,7 @@ import pytest
 
 from tidal.cli import main
 from tidal.io.log import Topic
+from tidal.io.log.commands import consume
 
 
 def tidal(
@@ -132,3 +133,52 @@ def test_error_messages(
     assert message in err and err.count("\n") == 1 and err.startswith("tidal: error: ")
     if args[0] == "produce":
         assert Topic.open(tmp_path, "t").end_offset(0) == (1 if "line 2" in message else 0)
+
+
+def _three_segments(tmp_path: Path) -> tuple[Topic, list[Path]]:
+    topic = Topic.create(tmp_path, "t", segment_bytes=1 << 16)
+    for block in range(3):
+        topic.append(0, [json.dumps({"i": block * 3000 + i}).encode() for i in range(3000)])
+    segments = sorted(topic.folder(0).glob("*.seg"))
+    assert [s.name[:20] for s in segments] == [f"{b:020d}" for b in (0, 3000, 6000)]
+    topic.close()
+    return topic, segments
+
+
+def _consume(tmp_path: Path) -> tuple[int, list[str]]:
+    out = io.BytesIO()
+    err = io.StringIO()
+    assert consume(tmp_path, "t", out=out, err=err) == 0
+    return len(out.getvalue().splitlines()), err.getvalue().splitlines()
+
+
+def test_a_truncated_sealed_segment_is_one_line_with_file_offsets_and_count(
+    tmp_path: Path,
+) -> None:
+    _, segments = _three_segments(tmp_path)
+    first = segments[0]
+    with first.open("r+b") as f:
+        f.truncate(first.stat().st_size // 2 + 5)  # cut inside a record
+    printed, err = _consume(tmp_path)
+    assert len(err) == 1, err
+    (line,) = err
+    lost = 9000 - printed
+    assert 1000 < lost < 3000
+    first_lost = 3000 - lost
+    assert line.startswith(
+        f"tidal: skipped {lost:,} damaged records of 't' partition 0 "
+        f"(offsets {first_lost}..2999): incomplete record"
+    )
+    assert f"of {first}" in line
+
+
+def test_a_deleted_middle_segment_is_one_line_naming_the_missing_file(tmp_path: Path) -> None:
+    _, segments = _three_segments(tmp_path)
+    segments[1].unlink()
+    printed, err = _consume(tmp_path)
+    assert printed == 6000
+    assert err == [
+        "tidal: skipped 3,000 damaged records of 't' partition 0 (offsets 3000..5999): no "
+        f"segment file holds offsets 3000..5999 (expected {segments[1]}, between "
+        f"{segments[0].name} and {segments[2].name}: deleted?)"
+    ]

@@ -323,7 +323,8 @@ class SegmentCursor:
                 continue
             if sc.stop == "partial":
                 got = size - self.pos
-                return self._tail_at(size, f"incomplete record ({got} of {sc.need} bytes)")
+                why = f"incomplete record ({got} of {sc.need} bytes) at {self._where(self.pos)}"
+                return self._tail_at(size, why)
             return self._damage(size, sc.reason)
 
     def _records(self, data: bytes, starts: Array, header: Array, end: int) -> Records | Damage:

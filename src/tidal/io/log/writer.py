@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 
 from tidal.core.batch import Array
-from tidal.io.log.format import Header, encode, scan
+from tidal.io.log.format import Header, encode, records_in, scan
 from tidal.io.log.segment import (
     Records,
     SegmentCursor,
@@ -48,6 +48,8 @@ from tidal.io.log.segment import (
 __all__ = ["FsyncPolicy", "PartitionWriter"]
 
 log = logging.getLogger("tidal.io.log")
+
+_TAIL_READ = 64 << 20  # bytes of a torn tail looked at to count the records in it
 
 FsyncPolicy = Literal["batch", "none"]
 """``"batch"``: fsync after every append; ``"none"``: only on ``sync()`` (a checkpoint)."""
@@ -252,12 +254,22 @@ class PartitionWriter:
 
     def _truncate(self, head: _Head, tail: Tail, next_offset: int) -> None:
         size = os.fstat(head.fd).st_size
+        with head.path.open("rb") as f:
+            f.seek(tail.position)
+            count, first, last = records_in(f.read(_TAIL_READ), next_offset)
+        if count == 0:
+            went = "no record header in them"
+        elif count == 1:
+            went = f"1 record lost: offset {first}"
+        else:
+            went = f"{count} records lost: offsets {first}..{last}"
         log.warning(
-            "truncating the torn tail of %s at byte %d (next offset %d; %d bytes removed): %s",
+            "truncating the torn tail of %s at byte %d (%d bytes removed, %s; next offset %d): %s",
             head.path,
             tail.position,
-            next_offset,
             size - tail.position,
+            went,
+            next_offset,
             tail.reason,
         )
         os.ftruncate(head.fd, tail.position)
