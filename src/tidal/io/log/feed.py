@@ -441,6 +441,9 @@ class FeedProcess:
             if self.consumed is not None:
                 self._shared.value = self.consumed()
             if not self._proc.is_alive() and not self._stopping.is_set():
+                if self._proc.exitcode == 0:  # a SIGTERM of its own: a clean stop, not a
+                    log.info("feed %r: the feed process stopped", self.feed.topic_name)
+                    return  # failure (a SIGTERM to the process group stops the parent too)
                 self.failed = f"the feed process exited with status {self._proc.exitcode}"
                 log.error("feed %r: %s", self.feed.topic_name, self.failed)
                 if self.on_error is not None:
