@@ -45,7 +45,7 @@ from tidal.io.log.sink import route_keys
 from tidal.io.log.source import LogSource
 from tidal.io.log.topic import DEFAULT_SEGMENT_BYTES, Topic
 
-__all__ = ["DamageReport", "consume", "create", "describe", "produce", "tail", "topics"]
+__all__ = ["DamageReport", "consume", "create", "delete", "describe", "produce", "tail", "topics"]
 
 PathLike = str | os.PathLike[str] | None
 _BLOCK = 1 << 20
@@ -87,6 +87,21 @@ def create(
     )
     print(f"created topic {topic!r} with {partitions} partitions in {t.path}", file=out)
     t.close()
+    return 0
+
+
+def delete(data_dir: PathLike, topic: str, *, out: IO[str]) -> int:
+    """Delete a topic and its groups' positions (refused while something writes it)."""
+    t = Topic.open(data_dir, topic)
+    records = sum(t.end_offset(p) - t.start_offset(p) for p in range(t.partitions))
+    partitions = t.partitions
+    t.close()
+    groups = Topic.delete(data_dir, topic)
+    also = f"; removed the positions of group(s) {', '.join(groups)}" if groups else ""
+    print(
+        f"deleted topic {topic!r} ({records:,} records in {partitions} partitions){also}",
+        file=out,
+    )
     return 0
 
 

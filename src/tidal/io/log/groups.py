@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -37,6 +38,7 @@ __all__ = [
     "commit_positions",
     "group_positions",
     "load_positions",
+    "remove_positions",
     "resolve_data_dir",
 ]
 
@@ -131,6 +133,25 @@ def commit_positions(
     except OSError as exc:
         msg = f"cannot commit the positions of group {group!r} on topic {topic!r}: "
         raise ConnectorError(msg + os_error_text(exc)) from exc
+
+
+def remove_positions(data_dir: str | os.PathLike[str] | None, topic: str) -> list[str]:
+    """Delete every group's positions on ``topic`` (a deleted topic); return the groups.
+
+    A group folder left empty goes too.
+    """
+    root = resolve_data_dir(data_dir) / "groups"
+    gone: list[str] = []
+    if not root.is_dir():
+        return gone
+    for folder in sorted(root.iterdir()):
+        path = folder / f"{check_name(topic, 'topic')}.json"
+        if path.is_file():
+            path.unlink()
+            gone.append(folder.name)
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+    return gone
 
 
 def group_positions(
