@@ -272,3 +272,27 @@ def test_any_os_error_in_a_command_is_one_line(
     monkeypatch.setattr(commands, "topics", fails)
     assert main(["log", "topics"]) == 2
     _one_line(capsys.readouterr().err, "Permission denied: '/srv/tidal/log'", "permissions")
+
+
+def _reading(seq: np.ndarray) -> dict[str, np.ndarray]:
+    return {"key": seq % 7, "pad": np.full(len(seq), "x" * 200)}
+
+
+def test_a_feed_process_on_a_full_disk_fails_in_one_line(
+    small_disk: SmallDisk, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The demo's feed child: one line on stderr and status 2, not a traceback."""
+    from tidal.io.log.feed import FeedProcess, LogFeed
+
+    process = FeedProcess(LogFeed(_reading, small_disk.path, "t", key="key"))
+    with small_disk.limited():  # (a limit and an ignored SIGXFSZ pass to the child)
+        process.start()
+    process._proc.join(120)  # noqa: SLF001 - it stops by itself: the disk is full
+    assert process._proc.exitcode == 2  # noqa: SLF001
+    with pytest.raises(ConnectorError, match="status 2"):
+        process.stop()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("tidal feed: ")]
+    assert len(lines) == 1 and lines[0].startswith("tidal feed: error: cannot append"), err
+    assert small_disk.reason in lines[0] and "00000000000000000000.seg" in lines[0]

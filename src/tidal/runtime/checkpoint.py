@@ -394,7 +394,7 @@ class CheckpointStore:
             _atomic_write(path / _MANIFEST, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
             _fsync_dir(self.path)
         except OSError as exc:
-            msg = f"cannot write checkpoint {checkpoint_id} to '{path}': {exc}"
+            msg = f"cannot write checkpoint {checkpoint_id} to '{path}': {os_error_text(exc)}"
             raise StateError(msg) from exc
         return Checkpoint(checkpoint_id, path, now, digest, len(state), final)
 

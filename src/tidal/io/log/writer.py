@@ -145,8 +145,10 @@ class PartitionWriter:
                     _datasync(head.fd)
                 else:
                     self._unsynced.add(head.path)
-            except OSError:
+            except OSError as exc:
                 self._undo(head)
+                if exc.filename is None:  # os.write names no file: say which segment
+                    exc.filename = str(head.path)
                 raise
             head.size += len(enc.data)
             head.next_offset += enc.count
