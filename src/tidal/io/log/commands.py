@@ -401,6 +401,7 @@ def _print(src: LogSource, out: IO[bytes], budget: int | None, timeout: float, e
         while budget is None or n < budget:
             batch = src.poll(8192 if budget is None else min(8192, budget - n), timeout)
             damage.add(src.dead_letters())
+            damage.close()  # a read reports a damaged range whole: print it now (for tail)
             if batch is None:
                 break
             if len(batch):
