@@ -31,14 +31,25 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+
+try:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+except ModuleNotFoundError as exc:  # say which extra, rather than a traceback
+    _NEEDS = (
+        f"{Path(__file__).name} needs scikit-learn: pip install -e '.[sklearn]' (in the "
+        f"repository root; {exc})"
+    )
+    if __name__ == "__main__":
+        sys.exit(_NEEDS)
+    raise ImportError(_NEEDS) from exc
 
 import tidal
 from tidal.core.batch import Batch

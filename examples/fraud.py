@@ -30,12 +30,24 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+try:
+    import sklearn
+except ModuleNotFoundError as exc:  # say which extra, rather than a traceback
+    _NEEDS = (
+        f"{Path(__file__).name} needs scikit-learn: pip install -e '.[sklearn]' (in the "
+        f"repository root; {exc})"
+    )
+    if __name__ == "__main__":
+        sys.exit(_NEEDS)
+    raise ImportError(_NEEDS) from exc
 
 import tidal
 from tidal.core.batch import Batch
@@ -123,8 +135,6 @@ def feature_matrix(cols: dict[str, np.ndarray]) -> np.ndarray:
 # -- the model ----------------------------------------------------------------------------------
 def model_path() -> tuple[Path, dict[str, Any]]:
     """Train and convert (or reuse the cache): ``model.onnx``."""
-    import sklearn
-
     # keyed by this file (the generator and the settings) and the library version
     key = json.dumps(
         {

@@ -33,12 +33,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+
+try:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+except ModuleNotFoundError as exc:  # say which extra, rather than a traceback
+    _NEEDS = (
+        f"{Path(__file__).name} needs scikit-learn: pip install -e '.[sklearn]' (in the "
+        f"repository root; {exc})"
+    )
+    if __name__ == "__main__":
+        sys.exit(_NEEDS)
+    raise ImportError(_NEEDS) from exc
 
 import tidal
 from tidal.core.batch import Batch
 from tidal.core.duration import Duration
+from tidal.errors import ConfigError
 from tidal.io.base import BaseSink
 from tidal.io.generator import GeneratorSource
 from tidal.ml.registry import Registry
@@ -134,7 +145,15 @@ def build(
         i = seq % len(Xte)
         return {"seq": seq, "pixels": Xte[i], "truth": yte[i]}
 
-    model = (registry or Registry()).serving(MODEL, check_every=check_every)
+    registry = registry or Registry()
+    if MODEL not in registry.models():  # (with versions but none promoted, serving says so)
+        msg = (
+            f"no model {MODEL!r} in the registry {registry.root} yet: train and register it "
+            f"first (`python {Path(__file__).name} train`, then `tidal models register "
+            f"digits.onnx --name {MODEL} --promote`)"
+        )
+        raise ConfigError(msg)
+    model = registry.serving(MODEL, check_every=check_every)
     tally = Tally()
     pipeline = tidal.Pipeline("model_lifecycle")
     (
@@ -158,4 +177,7 @@ if __name__ == "__main__":
         sys.exit(f"usage: python {sys.argv[0]} train [DIR]   (then: tidal run {sys.argv[0]})")
     import json
 
-    print(json.dumps(train(sys.argv[2] if len(sys.argv) > 2 else ".")))
+    try:
+        print(json.dumps(train(sys.argv[2] if len(sys.argv) > 2 else ".")))
+    except ImportError as exc:  # skl2onnx, for the conversion to ONNX
+        sys.exit(f"{exc}; all of it: pip install -e '.[sklearn]' (in the repository root)")

@@ -66,6 +66,27 @@ def _parts(out: Path) -> int:
     return len(list(out.glob("part-*"))) if out.is_dir() else 0
 
 
+def _last_checkpoint(data: Path) -> int:
+    folder = data / "checkpoints" / "iot-demo-log"
+    return max((int(p.name[4:]) for p in folder.glob("chk-*")), default=-1)
+
+
+def _wait_running(
+    proc: subprocess.Popen[str], data: Path, out: Path, before: int, parts: int
+) -> None:
+    """Wait until this run took a checkpoint and committed alerts: it is past its start-up.
+
+    Checkpoints are taken only inside ``Executor.run``, after its SIGINT/SIGTERM handlers are
+    in place, so a signal sent now meets a running demo, not one still importing or
+    restoring (on a busy machine that can take longer than any fixed pause).
+    """
+    deadline = time.monotonic() + 120
+    while _last_checkpoint(data) <= before or _parts(out) <= parts:
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "the demo took no checkpoint in 120 s"
+        time.sleep(0.02)
+
+
 def _key(alert: dict[str, Any]) -> tuple[int, int, int, int]:
     return alert["sensor"], alert["window_start"], alert["window_end"], alert["count"]
 
@@ -75,13 +96,15 @@ def test_demo_killed_and_restarted_loses_and_repeats_no_alert(tmp_path: Path) ->
     data, out = tmp_path / "data", tmp_path / "alerts"
     progress = []
     for attempt in range(KILLS + 1):
+        before, parts = _last_checkpoint(data), _parts(out)
         proc = _start(data, out)
         assert proc.stdout is not None
         header = proc.stdout.readline()  # printed when the pipeline starts
         assert header.startswith(f"tidal demo: {SENSORS} sensors"), proc.communicate()[1]
         if attempt:
             assert "resuming after" in header
-        time.sleep(rng.uniform(0.3, 1.5))
+        _wait_running(proc, data, out, before, parts)
+        time.sleep(rng.uniform(0.0, 1.0))  # not a wait: a random moment to stop it at
         if attempt == 2:  # Ctrl-C on the way (to the process group, as a terminal sends it)
             os.killpg(proc.pid, signal.SIGINT)
             stdout, stderr = proc.communicate(timeout=60)
@@ -97,8 +120,9 @@ def test_demo_killed_and_restarted_loses_and_repeats_no_alert(tmp_path: Path) ->
             time.sleep(0.02)
         progress.append(_parts(out))
 
+    before, parts = _last_checkpoint(data), _parts(out)
     proc = _start(data, out, "--json")
-    time.sleep(1.0)
+    _wait_running(proc, data, out, before, parts)
     os.killpg(proc.pid, signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr

@@ -133,3 +133,55 @@ def test_model_lifecycle_compress_register_serve_promote(
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
     assert list(data["versions"]) == ["v2"] and data["versions"]["v2"]["rows"] == 2_000
+
+
+def test_model_lifecycle_without_a_model_says_to_train_one(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIDAL_")}
+    env["TIDAL_REGISTRY"] = str(tmp_path / "registry")  # empty: nothing trained yet
+    res = subprocess.run(
+        [sys.executable, "-m", "tidal", "run", str(ROOT / "examples" / "model_lifecycle.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert "no model 'digits' in the registry" in res.stderr
+    assert "python model_lifecycle.py train" in res.stderr and "promote one" not in res.stderr
+
+
+_WITHOUT_SKLEARN = "import sys, runpy; sys.modules['sklearn'] = None; "
+
+
+@pytest.mark.parametrize("name", ["model_lifecycle", "digits_cnn", "fraud"])
+def test_an_example_without_its_extra_names_the_install_command(name: str) -> None:
+    path = str(ROOT / "examples" / f"{name}.py")
+    code = f"sys.argv = [{path!r}, 'train']; runpy.run_path({path!r}, run_name='__main__')"
+    res = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_SKLEARN + code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    assert res.stderr.startswith(f"{name}.py needs scikit-learn: pip install -e '.[sklearn]'")
+
+
+def test_tidal_run_of_an_example_without_its_extra_is_one_line() -> None:
+    path = str(ROOT / "examples" / "model_lifecycle.py")
+    code = f"from tidal.cli import main; sys.exit(main(['run', {path!r}]))"
+    res = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_SKLEARN + code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    assert "needs scikit-learn: pip install -e '.[sklearn]'" in res.stderr

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -67,3 +68,29 @@ def where(fn: Callable[..., Any]) -> str:
     except (TypeError, OSError):
         return str(name)
     return f"{name} ({file}:{line})"
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full: free space on it, or write somewhere else",
+    errno.EDQUOT: "the disk quota is used up: free space, or write somewhere else",
+    errno.EROFS: "the file system is mounted read-only: write somewhere else",
+    errno.EACCES: "check the owner and permissions of that path, or write somewhere else",
+    errno.EPERM: "check the owner and permissions of that path, or write somewhere else",
+    errno.EFBIG: "a file-size limit was reached: see `ulimit -f`",
+}
+
+
+def os_error_text(exc: OSError) -> str:
+    """Describe an ``OSError`` in one line: the reason, the path, and how to fix it.
+
+    Example:
+        >>> print(os_error_text(OSError(errno.EFBIG, "File too large", "/data/0.seg")))
+        File too large: '/data/0.seg' (a file-size limit was reached: see `ulimit -f`)
+    """
+    text = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is not None:
+        text += f": '{exc.filename}'"
+        if exc.filename2 is not None:
+            text += f" -> '{exc.filename2}'"
+    hint = _OS_HINTS.get(exc.errno) if exc.errno is not None else None
+    return f"{text} ({hint})" if hint else text

@@ -286,8 +286,11 @@ def test_sigterm_stops_gracefully_and_flushes(tmp_path: Path) -> None:
     )
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "started"
-    deadline = time.monotonic() + 10
-    while (not out.exists() or out.stat().st_size < 100) and time.monotonic() < deadline:
+    # "started" comes before run() installs its handlers: signal only once the sink has
+    # rows, which run() writes after that (a SIGTERM any earlier would kill the process)
+    deadline = time.monotonic() + 60
+    while not out.exists() or out.stat().st_size < 100:
+        assert proc.poll() is None and time.monotonic() < deadline, "the job wrote nothing"
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
     rest, _ = proc.communicate(timeout=10)

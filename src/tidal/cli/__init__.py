@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from tidal.errors import ConfigError, PipelineError, TidalError
+from tidal.errors import ConfigError, PipelineError, TidalError, os_error_text
 from tidal.pipeline import Pipeline
 from tidal.runtime.checkpoint import CheckpointConfig
 from tidal.runtime.executor import Executor, RunSummary
@@ -186,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except TidalError as exc:
         print(f"tidal: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only or forbidden path: one line, no traceback
+        print(f"tidal: error: {os_error_text(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tidal: interrupted", file=sys.stderr)

@@ -58,6 +58,10 @@ _LOG_COMMANDS: dict[str, tuple[str, tuple[_Option, ...]]] = {
         (_LOG_PARTITIONS, _RETENTION_BYTES, _RETENTION, _SEGMENT_BYTES),
     ),
     "describe": ("partitions, offsets, sizes and group positions of a topic", (_LOG_JSON,)),
+    "delete": (
+        "delete a topic and its consumer groups' positions (refused while it is written)",
+        (),
+    ),
     "produce": (
         "append JSON Lines or CSV from a file or standard input",
         (_LOG_FILE, _LOG_FORMAT, _LOG_KEY, _LOG_PARTITION),
@@ -108,6 +112,8 @@ def _log_command(args: argparse.Namespace) -> int:
             segment_bytes=args.segment_bytes,
             out=out,
         )
+    if args.log_command == "delete":
+        return log.delete(args.data_dir, args.topic, out=out)
     if args.log_command == "describe":
         return log.describe(args.data_dir, args.topic, as_json=args.json, out=out)
     if args.log_command == "produce":

@@ -451,9 +451,11 @@ class FileSink(BaseSink):
             self._file.flush()
 
     def close(self) -> None:
-        """Flush and close the file."""
-        if self._file is not None:
-            self._file.flush()
-            self._file.close()
-            self._file = None
+        """Flush and close the file (closed even when the flush fails: a full disk)."""
         self._closed = True
+        if self._file is not None:
+            file, self._file = self._file, None
+            try:
+                file.flush()
+            finally:
+                file.close()

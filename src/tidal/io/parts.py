@@ -46,6 +46,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -54,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from tidal.core.batch import Batch
-from tidal.errors import ConnectorError
+from tidal.errors import ConnectorError, os_error_text
 from tidal.io.base import BaseSink
 from tidal.io.fileutil import FileSink
 
@@ -135,13 +136,31 @@ class PartSink(BaseSink):
             self._current_name = f"{uuid.uuid4().hex}.part"
             self._current = self._file_sink(self.staging / self._current_name)
             self._current.open()
-        self._current.write(batch)
+        try:
+            self._current.write(batch)
+        except OSError as exc:
+            raise self._write_error(exc) from exc
         if self.roll_bytes is not None and self._size() >= self.roll_bytes:
             self._roll()
 
+    def _write_error(self, exc: OSError) -> ConnectorError:
+        """The error for a failed write; the staged file is given up (recover deletes it)."""
+        current, self._current = self._current, None
+        if current is not None:
+            with contextlib.suppress(OSError):
+                current.close()
+        msg = (
+            f"{self.label}: cannot write the staged file '{self.staging / self._current_name}': "
+            f"{os_error_text(exc)}; what the last checkpoint committed is intact"
+        )
+        return ConnectorError(msg)
+
     def _size(self) -> int:
         assert self._current is not None
-        self._current.flush()  # one large write per batch anyway
+        try:
+            self._current.flush()  # one large write per batch anyway
+        except OSError as exc:
+            raise self._write_error(exc) from exc
         try:
             return (self.staging / self._current_name).stat().st_size
         except OSError:
@@ -149,14 +168,24 @@ class PartSink(BaseSink):
 
     def _roll(self) -> None:
         if self._current is not None:
-            self._current.close()
+            current, self._current = self._current, None
+            try:
+                current.close()
+            except OSError as exc:
+                raise self._write_error(exc) from exc
             self._done.append(self._current_name)
-            self._current = None
 
     def flush(self) -> None:
-        """Hand buffered bytes to the operating system (they stay invisible until commit)."""
+        """Hand buffered bytes to the operating system (they stay invisible until commit).
+
+        Raises:
+            ConnectorError: when they cannot be written (a full disk, say).
+        """
         if self._current is not None:
-            self._current.flush()
+            try:
+                self._current.flush()
+            except OSError as exc:
+                raise self._write_error(exc) from exc
 
     def close(self) -> None:
         """Finish the current staged file; it stays staged until ``prepare`` and commit.

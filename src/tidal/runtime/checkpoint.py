@@ -54,7 +54,7 @@ from urllib.parse import quote
 import orjson
 
 from tidal.core.duration import Duration, to_seconds
-from tidal.errors import ConfigError, StateError
+from tidal.errors import ConfigError, StateError, os_error_text
 
 __all__ = [
     "CRASH_POINTS",
@@ -251,7 +251,11 @@ class CheckpointStore:
         if self._lock is not None:
             return
         self._mkdir()
-        f = (self.path / "LOCK").open("ab")
+        try:
+            f = (self.path / "LOCK").open("ab")
+        except OSError as exc:
+            msg = f"cannot lock the checkpoints of pipeline {self.pipeline!r}: {os_error_text(exc)}"
+            raise StateError(msg) from exc
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -390,7 +394,7 @@ class CheckpointStore:
             _atomic_write(path / _MANIFEST, orjson.dumps(meta, option=orjson.OPT_INDENT_2))
             _fsync_dir(self.path)
         except OSError as exc:
-            msg = f"cannot write checkpoint {checkpoint_id} to '{path}': {exc}"
+            msg = f"cannot write checkpoint {checkpoint_id} to '{path}': {os_error_text(exc)}"
             raise StateError(msg) from exc
         return Checkpoint(checkpoint_id, path, now, digest, len(state), final)
 
@@ -413,9 +417,17 @@ class CheckpointStore:
             shutil.rmtree(self.dir_of(cid), ignore_errors=True)
 
     def _mkdir(self) -> None:
-        if not self.path.is_dir():
+        if self.path.is_dir():
+            return
+        try:
             self.path.mkdir(parents=True, exist_ok=True)
             _fsync_dir(self.path.parent)
+        except OSError as exc:
+            msg = (
+                f"cannot create the checkpoints folder of pipeline {self.pipeline!r}: "
+                f"{os_error_text(exc)}; give the run a writable --data-dir"
+            )
+            raise StateError(msg) from exc
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from tidal.cli import main
+from tidal.errors import ConnectorError
 from tidal.io.log import Topic
+from tidal.io.log.commands import consume
 
 
 def tidal(
@@ -132,3 +134,118 @@ def test_error_messages(
     assert message in err and err.count("\n") == 1 and err.startswith("tidal: error: ")
     if args[0] == "produce":
         assert Topic.open(tmp_path, "t").end_offset(0) == (1 if "line 2" in message else 0)
+
+
+def _three_segments(tmp_path: Path) -> tuple[Topic, list[Path]]:
+    topic = Topic.create(tmp_path, "t", segment_bytes=1 << 16)
+    for block in range(3):
+        topic.append(0, [json.dumps({"i": block * 3000 + i}).encode() for i in range(3000)])
+    segments = sorted(topic.folder(0).glob("*.seg"))
+    assert [s.name[:20] for s in segments] == [f"{b:020d}" for b in (0, 3000, 6000)]
+    topic.close()
+    return topic, segments
+
+
+def _consume(tmp_path: Path) -> tuple[int, list[str]]:
+    out = io.BytesIO()
+    err = io.StringIO()
+    assert consume(tmp_path, "t", out=out, err=err) == 0
+    return len(out.getvalue().splitlines()), err.getvalue().splitlines()
+
+
+def test_a_truncated_sealed_segment_is_one_line_with_file_offsets_and_count(
+    tmp_path: Path,
+) -> None:
+    _, segments = _three_segments(tmp_path)
+    first = segments[0]
+    with first.open("r+b") as f:
+        f.truncate(first.stat().st_size // 2 + 5)  # cut inside a record
+    printed, err = _consume(tmp_path)
+    assert len(err) == 1, err
+    (line,) = err
+    lost = 9000 - printed
+    assert 1000 < lost < 3000
+    first_lost = 3000 - lost
+    assert line.startswith(
+        f"tidal: skipped {lost:,} damaged records of 't' partition 0 "
+        f"(offsets {first_lost}..2999): incomplete record"
+    )
+    assert f"of {first}" in line
+
+
+def test_a_deleted_middle_segment_is_one_line_naming_the_missing_file(tmp_path: Path) -> None:
+    _, segments = _three_segments(tmp_path)
+    segments[1].unlink()
+    printed, err = _consume(tmp_path)
+    assert printed == 6000
+    assert err == [
+        "tidal: skipped 3,000 damaged records of 't' partition 0 (offsets 3000..5999): no "
+        f"segment file holds offsets 3000..5999 (expected {segments[1]}, between "
+        f"{segments[0].name} and {segments[2].name}: deleted?)"
+    ]
+
+
+def test_delete_removes_the_topic_and_its_groups_positions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = ["--data-dir", str(tmp_path)]
+    with Topic.create(tmp_path, "t", partitions=2) as t, Topic.create(tmp_path, "keep") as k:
+        t.append(0, [b'{"i":1}', b'{"i":2}'])
+        t.append(1, [b'{"i":3}'])
+        k.append(0, [b'{"i":4}'])
+    assert consume(tmp_path, "t", group="g", out=io.BytesIO()) == 0
+    assert consume(tmp_path, "keep", group="g", out=io.BytesIO()) == 0
+    assert consume(tmp_path, "t", group="solo", out=io.BytesIO()) == 0
+    capsys.readouterr()
+    assert main(["log", "delete", "t", *data]) == 0
+    assert capsys.readouterr().out == (
+        "deleted topic 't' (3 records in 2 partitions); removed the positions of group(s) g, solo\n"
+    )
+    assert Topic.names(tmp_path) == ["keep"]
+    assert sorted(p.name for p in (tmp_path / "log").iterdir()) == ["keep"]
+    assert sorted(p.name for p in (tmp_path / "groups").iterdir()) == ["g"]  # solo had only t
+    assert [p.name for p in (tmp_path / "groups" / "g").iterdir()] == ["keep.json"]
+    # a new topic of that name starts empty, and no group starts it at an old position
+    with Topic.create(tmp_path, "t") as t:
+        t.append(0, [b'{"i":9}'])
+    got = io.BytesIO()
+    assert consume(tmp_path, "t", group="g", out=got) == 0
+    assert got.getvalue() == b'{"i":9}\n'
+    assert main(["log", "delete", "nope", *data]) == 2
+    assert "no topic 'nope'" in capsys.readouterr().err
+
+
+def test_delete_is_refused_while_a_writer_or_a_feed_holds_the_topic(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tidal.io.log.feed import LogFeed
+
+    data = ["--data-dir", str(tmp_path)]
+    writer = Topic.create(tmp_path, "t")
+    writer.append(0, [b'{"i":1}'])  # an open producer (it may append again at any time)
+    assert main(["log", "delete", "t", *data]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "another process has it open for writing" in err
+    assert writer.append(0, [b'{"i":2}']) == 1  # untouched
+    writer.close()
+
+    feed = LogFeed(lambda seq: {"k": seq % 3}, tmp_path, "f", key="k")
+    feed.produce(10)  # holds the feed lock until closed
+    assert main(["log", "delete", "f", *data]) == 2
+    err = capsys.readouterr().err
+    assert "a feed is writing it" in err and "stop it first" in err
+    feed.close()
+
+    assert main(["log", "delete", "t", *data]) == 0
+    assert main(["log", "delete", "f", *data]) == 0
+    assert Topic.names(tmp_path) == []
+
+
+def test_a_writer_opened_before_a_delete_does_not_bring_the_topic_back(tmp_path: Path) -> None:
+    Topic.create(tmp_path, "t").close()
+    stale = Topic.open(tmp_path, "t")  # opened, has not appended yet
+    Topic.delete(tmp_path, "t")
+    with pytest.raises(ConnectorError, match="cannot append 1 records to topic 't'"):
+        stale.append(0, [b"x"])
+    stale.close()
+    assert not (tmp_path / "log" / "t").exists() and Topic.names(tmp_path) == []

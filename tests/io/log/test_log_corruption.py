@@ -53,16 +53,16 @@ def truncation_logged(caplog: pytest.LogCaptureFixture, seg: Path, at: int, offs
 
 
 @pytest.mark.parametrize(
-    ("damage", "why"),
+    ("damage", "why", "went"),
     [
-        ("cut", "incomplete record"),
-        ("zeros", "no sync marker"),
-        ("crc", "CRC mismatch"),
-        ("half-header", "incomplete record (20 of 36 bytes)"),
+        ("cut", "incomplete record", "1 record lost: offset 9;"),
+        ("zeros", "no sync marker", "no record header in them;"),
+        ("crc", "CRC mismatch", "1 record lost: offset 9;"),
+        ("half-header", "incomplete record (20 of 36 bytes)", "1 record lost: offset 10;"),
     ],
 )
 def test_torn_tail_is_invisible_to_readers_and_truncated_by_the_next_writer(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str, why: str
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str, why: str, went: str
 ) -> None:
     _, seg = make(tmp_path)
     starts = record_starts(seg)
@@ -93,7 +93,7 @@ def test_torn_tail_is_invisible_to_readers_and_truncated_by_the_next_writer(
     topic = Topic.open(tmp_path, "t")
     assert topic.append(0, [b'{"i":99}']) == N - lost
     assert truncation_logged(caplog, seg, last, N - lost)
-    assert any(why in r.message for r in caplog.records)
+    assert any(why in r.message and went in r.message for r in caplog.records)
     batch = topic.read(0, 0, 100)
     assert batch.offsets.tolist() == list(range(N - lost + 1))
     assert batch.values.tolist()[-1] == b'{"i":99}' and not batch.dead_letters

@@ -45,7 +45,7 @@ from tidal.io.log.sink import route_keys
 from tidal.io.log.source import LogSource
 from tidal.io.log.topic import DEFAULT_SEGMENT_BYTES, Topic
 
-__all__ = ["consume", "create", "describe", "produce", "tail", "topics"]
+__all__ = ["DamageReport", "consume", "create", "delete", "describe", "produce", "tail", "topics"]
 
 PathLike = str | os.PathLike[str] | None
 _BLOCK = 1 << 20
@@ -87,6 +87,21 @@ def create(
     )
     print(f"created topic {topic!r} with {partitions} partitions in {t.path}", file=out)
     t.close()
+    return 0
+
+
+def delete(data_dir: PathLike, topic: str, *, out: IO[str]) -> int:
+    """Delete a topic and its groups' positions (refused while something writes it)."""
+    t = Topic.open(data_dir, topic)
+    records = sum(t.end_offset(p) - t.start_offset(p) for p in range(t.partitions))
+    partitions = t.partitions
+    t.close()
+    groups = Topic.delete(data_dir, topic)
+    also = f"; removed the positions of group(s) {', '.join(groups)}" if groups else ""
+    print(
+        f"deleted topic {topic!r} ({records:,} records in {partitions} partitions){also}",
+        file=out,
+    )
     return 0
 
 
@@ -173,11 +188,18 @@ class _Producer:
         if self.partition is not None or kb is None:
             target = self.partition if self.partition is not None else self._turn
             self._turn = (self._turn + 1) % self.topic.partitions
-            self.topic.append(target, vals, keys=kb)
+            self._append(target, vals, kb)
         else:
             for p in np.unique(parts).tolist():
                 rows = np.flatnonzero(parts == p)
-                self.topic.append(p, vals[rows], keys=kb[rows])
+                self._append(p, vals[rows], kb[rows])
+
+    def _append(self, partition: int, values: Any, keys: Any) -> None:
+        try:
+            self.topic.append(partition, values, keys=keys)
+        except ConnectorError as exc:
+            msg = f"{exc}; {self.count:,} records went in before this failure"
+            raise ConnectorError(msg) from exc
         self.count += len(values)
 
 
@@ -310,21 +332,86 @@ def _quiet_broken_pipe() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
+class DamageReport:
+    """Damaged records, reported as one line per damaged range instead of one per record.
+
+    Consecutive lost offsets of a partition with the same reason (which names the file and
+    byte) are one range; a range is printed when the next one starts, or at :meth:`close`.
+
+    Example:
+        >>> import io
+        >>> from tidal.core.deadletter import DeadLetter
+        >>> at = {"topic": "t", "partition": 0, "file": "0.seg", "byte": 40}
+        >>> err = io.StringIO(); report = DamageReport(err)
+        >>> report.add([DeadLetter("log:t", "bad CRC at byte 40", {**at, "offset": o})
+        ...             for o in (3, 4, 5)])
+        >>> report.close(); print(err.getvalue(), end="")
+        tidal: skipped 3 damaged records of 't' partition 0 (offsets 3..5): bad CRC at byte 40
+    """
+
+    def __init__(self, err: IO[str]) -> None:
+        self.err = err
+        self.records = 0
+        self._range: tuple[tuple[Any, ...], int, int] | None = None  # (what, first, last)
+
+    def add(self, dead: list[Any]) -> None:
+        """Take a read's dead letters (:class:`~tidal.core.deadletter.DeadLetter`)."""
+        for d in dead:
+            where = d.position
+            what = (where.get("topic"), where.get("partition"), d.reason)
+            offset = where.get("offset")
+            if offset is None:  # damaged bytes, no record lost
+                self._flush()
+                self._line(what, None)
+                continue
+            if self._range is not None and self._range[0] == what and offset == self._range[2] + 1:
+                self._range = (what, self._range[1], offset)
+            else:
+                self._flush()
+                self._range = (what, offset, offset)
+            self.records += 1
+
+    def close(self) -> None:
+        """Print the range still open."""
+        self._flush()
+
+    def _flush(self) -> None:
+        if self._range is not None:
+            what, first, last = self._range
+            self._range = None
+            self._line(what, (first, last))
+
+    def _line(self, what: tuple[Any, ...], span: tuple[int, int] | None) -> None:
+        topic, partition, reason = what
+        if span is None:
+            head = f"damaged bytes in {topic!r} partition {partition} (no record lost)"
+        else:
+            n = span[1] - span[0] + 1
+            records = "1 damaged record" if n == 1 else f"{n:,} damaged records"
+            head = f"skipped {records} of {topic!r} partition {partition} "
+            head += f"(offset {span[0]})" if n == 1 else f"(offsets {span[0]}..{span[1]})"
+        print(f"tidal: {head}: {reason}", file=self.err)
+
+
 def _print(src: LogSource, out: IO[bytes], budget: int | None, timeout: float, err: IO[str]) -> int:
     """Copy values to ``out`` until the source ends or ``budget`` records; return the count."""
     n = 0
-    while budget is None or n < budget:
-        batch = src.poll(8192 if budget is None else min(8192, budget - n), timeout)
-        for d in src.dead_letters():
-            print(f"tidal: skipped: {d.reason}", file=err)
-        if batch is None:
-            break
-        if len(batch):
-            out.write(b"\n".join(batch["value"].tolist()) + b"\n")
-            out.flush()
-            n += len(batch)
-            if src.group:
-                src.commit()
+    damage = DamageReport(err)
+    try:
+        while budget is None or n < budget:
+            batch = src.poll(8192 if budget is None else min(8192, budget - n), timeout)
+            damage.add(src.dead_letters())
+            damage.close()  # a read reports a damaged range whole: print it now (for tail)
+            if batch is None:
+                break
+            if len(batch):
+                out.write(b"\n".join(batch["value"].tolist()) + b"\n")
+                out.flush()
+                n += len(batch)
+                if src.group:
+                    src.commit()
+    finally:
+        damage.close()
     return n
 
 

@@ -48,6 +48,7 @@ import math
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -59,7 +60,7 @@ import orjson
 
 from tidal.core.batch import Array, Batch
 from tidal.core.duration import Duration, to_seconds
-from tidal.errors import ConfigError, ConnectorError
+from tidal.errors import ConfigError, ConnectorError, TidalError, os_error_text
 from tidal.io.jsonl import dumps_rows
 from tidal.io.log.sink import route_keys
 from tidal.io.log.topic import DEFAULT_SEGMENT_BYTES, Topic
@@ -441,6 +442,9 @@ class FeedProcess:
             if self.consumed is not None:
                 self._shared.value = self.consumed()
             if not self._proc.is_alive() and not self._stopping.is_set():
+                if self._proc.exitcode == 0:  # a SIGTERM of its own: a clean stop, not a
+                    log.info("feed %r: the feed process stopped", self.feed.topic_name)
+                    return  # failure (a SIGTERM to the process group stops the parent too)
                 self.failed = f"the feed process exited with status {self._proc.exitcode}"
                 log.error("feed %r: %s", self.feed.topic_name, self.failed)
                 if self.on_error is not None:
@@ -504,9 +508,14 @@ def _child(
         produced.value = feed.next_seq
         return stopping.is_set() or terminated.is_set() or os.getppid() != parent
 
-    feed.open()
     try:
-        feed.run((lambda: int(consumed.value)) if bounded else None, stopped)
-    finally:
-        produced.value = feed.next_seq
-        feed.close()
+        feed.open()
+        try:
+            feed.run((lambda: int(consumed.value)) if bounded else None, stopped)
+        finally:
+            produced.value = feed.next_seq
+            feed.close()
+    except (TidalError, OSError) as exc:  # a full disk, say: one line, not a traceback
+        text = os_error_text(exc) if isinstance(exc, OSError) else str(exc)
+        print(f"tidal feed: error: {text}", file=sys.stderr, flush=True)
+        sys.exit(2)

@@ -73,6 +73,7 @@ __all__ = [
     "headers_of",
     "keys_of",
     "read_header",
+    "records_in",
     "scan",
     "values_of",
 ]
@@ -440,6 +441,33 @@ def find_record(data: Any, start: int, min_offset: int) -> tuple[int, int] | Non
         if p + size <= len(a) and crc_ok(view[p : p + size]):
             return p, offset
     return None
+
+
+def records_in(data: Any, min_offset: int) -> tuple[int, int, int]:
+    r"""How many records begin in ``data`` (a torn tail): ``(count, first, last offset)``.
+
+    Counts the distinct offsets ``>= min_offset`` of the well-shaped headers found, whole
+    or not (a record cut short counts), and a header cut short at the very start as the
+    record ``min_offset``; ``(0, -1, -1)`` when there is none (zeros, garbage).
+
+    Example:
+        >>> data = encode(7, [b"a", b"b", b"c"], np.zeros(3, dtype=np.int64)).data
+        >>> records_in(data[41:-5], 8), records_in(data[:20], 7), records_in(b"\0" * 64, 7)
+        ((2, 8, 9), (1, 7, 7), (0, -1, -1))
+    """
+    a = np.frombuffer(data, dtype=np.uint8)
+    at = _candidates(a)
+    offsets = np.empty(0, dtype=np.int64)
+    if len(at):
+        head = _gather(a, at)
+        offsets = np.unique(head["offset"][_shape_ok(head) & (head["offset"] >= min_offset)])
+    if len(a) and (not len(offsets) or offsets[0] > min_offset):
+        rest = min(len(a), HEADER_SIZE - 1, len(MAGIC))
+        if len(a) < HEADER_SIZE and bytes(a[:rest]) == MAGIC[:rest]:
+            offsets = np.concatenate([[min_offset], offsets]).astype(np.int64)
+    if not len(offsets):
+        return 0, -1, -1
+    return len(offsets), int(offsets[0]), int(offsets[-1])
 
 
 _VIEW = np.dtype([("length", "<i4"), ("prefix", "V4"), ("buffer", "<i4"), ("offset", "<i4")])

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -29,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from tidal.errors import ConfigError, ConnectorError
+from tidal.errors import ConfigError, ConnectorError, os_error_text
 from tidal.io.log.segment import write_atomic
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "commit_positions",
     "group_positions",
     "load_positions",
+    "remove_positions",
     "resolve_data_dir",
 ]
 
@@ -113,16 +115,43 @@ def commit_positions(
     topic: str,
     positions: Mapping[int, int],
 ) -> None:
-    """Write ``group``'s positions for ``topic`` atomically (and durably)."""
+    """Write ``group``'s positions for ``topic`` atomically (and durably).
+
+    Raises:
+        ConnectorError: if they cannot be written (the old positions stay).
+    """
     path = _path(data_dir, group, topic)
-    path.parent.mkdir(parents=True, exist_ok=True)
     body = {
         "group": group,
         "topic": topic,
         "positions": {str(int(k)): int(v) for k, v in sorted(positions.items())},
         "committed_ms": time.time_ns() // 1_000_000,
     }
-    write_atomic(path, orjson.dumps(body, option=orjson.OPT_INDENT_2))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, orjson.dumps(body, option=orjson.OPT_INDENT_2))
+    except OSError as exc:
+        msg = f"cannot commit the positions of group {group!r} on topic {topic!r}: "
+        raise ConnectorError(msg + os_error_text(exc)) from exc
+
+
+def remove_positions(data_dir: str | os.PathLike[str] | None, topic: str) -> list[str]:
+    """Delete every group's positions on ``topic`` (a deleted topic); return the groups.
+
+    A group folder left empty goes too.
+    """
+    root = resolve_data_dir(data_dir) / "groups"
+    gone: list[str] = []
+    if not root.is_dir():
+        return gone
+    for folder in sorted(root.iterdir()):
+        path = folder / f"{check_name(topic, 'topic')}.json"
+        if path.is_file():
+            path.unlink()
+            gone.append(folder.name)
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty
+    return gone
 
 
 def group_positions(

@@ -218,10 +218,15 @@ class PartitionReader:
         dead: list[DeadLetter] = []
         if self.next_offset < nxt:
             if tail is not None:
-                reason, at = tail.reason, tail.position
-            else:
-                reason, at = f"records missing at the end of {cur.path}", cur.pos
-            dead = self._lost(self.next_offset, nxt, reason, cur.path, at)
+                dead = self._lost(self.next_offset, nxt, tail.reason, cur.path, tail.position)
+            else:  # the segment ends cleanly, the next starts later: a segment file is gone
+                gone = self.folder / segment_name(self.next_offset)
+                reason = (
+                    f"no segment file holds offsets {self.next_offset}..{nxt - 1} "
+                    f"(expected {gone}, between {cur.path.name} and {segment_name(nxt)}: "
+                    "deleted?)"
+                )
+                dead = self._lost(self.next_offset, nxt, reason, gone, 0)
         cur.close()
         self.next_offset = max(self.next_offset, nxt)
         path = self.folder / segment_name(nxt)

@@ -105,14 +105,18 @@ def write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if durable:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk or a signal must not leave it behind
+        raise
     if durable:
         sync_dir(path.parent)
 
@@ -319,7 +323,8 @@ class SegmentCursor:
                 continue
             if sc.stop == "partial":
                 got = size - self.pos
-                return self._tail_at(size, f"incomplete record ({got} of {sc.need} bytes)")
+                why = f"incomplete record ({got} of {sc.need} bytes) at {self._where(self.pos)}"
+                return self._tail_at(size, why)
             return self._damage(size, sc.reason)
 
     def _records(self, data: bytes, starts: Array, header: Array, end: int) -> Records | Damage:

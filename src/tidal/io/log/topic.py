@@ -28,7 +28,9 @@ Example:
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -40,9 +42,9 @@ import numpy as np
 import orjson
 
 from tidal.core.duration import Duration, to_millis
-from tidal.errors import ConfigError, ConnectorError
+from tidal.errors import ConfigError, ConnectorError, os_error_text
 from tidal.io.log.format import Header
-from tidal.io.log.groups import check_name, resolve_data_dir
+from tidal.io.log.groups import check_name, remove_positions, resolve_data_dir
 from tidal.io.log.reader import (
     PartitionReader,
     RecordBatch,
@@ -53,9 +55,25 @@ from tidal.io.log.reader import (
 from tidal.io.log.segment import list_segments, segment_name, write_atomic
 from tidal.io.log.writer import FsyncPolicy, PartitionWriter
 
-__all__ = ["DEFAULT_SEGMENT_BYTES", "Topic", "TopicConfig"]
+__all__ = ["DEFAULT_SEGMENT_BYTES", "WRITERS", "Topic", "TopicConfig"]
 
 DEFAULT_SEGMENT_BYTES = 64 << 20
+WRITERS = ".writers"
+"""A file in the topic folder: every Topic that appends holds a shared lock on it."""
+_DELETING = "~deleting-"  # a topic folder being deleted ("~" is not allowed in names)
+
+
+def _try_lock(path: Path, how: int) -> int:
+    """An fd holding a lock on ``path``, or -1 if someone else holds a conflicting one."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return -1
+    return fd
+
+
 _MIN_SEGMENT, _MAX_SEGMENT = 1 << 10, 1 << 31
 
 
@@ -128,6 +146,7 @@ class Topic:
         self.path = root / "log" / name
         self._writers: dict[int, PartitionWriter] = {}
         self._readers: dict[int, PartitionReader] = {}
+        self._writing = -1  # a shared lock on WRITERS while this object may append
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
@@ -182,11 +201,15 @@ class Topic:
                 )
                 raise ConfigError(msg)
             return topic
-        for p in range(partitions):
-            (meta.parent / str(p)).mkdir(parents=True, exist_ok=True)
-        write_atomic(
-            meta, orjson.dumps({"version": 1, **asdict(config)}, option=orjson.OPT_INDENT_2)
-        )
+        try:
+            for p in range(partitions):
+                (meta.parent / str(p)).mkdir(parents=True, exist_ok=True)
+            write_atomic(
+                meta, orjson.dumps({"version": 1, **asdict(config)}, option=orjson.OPT_INDENT_2)
+            )
+        except OSError as exc:
+            msg = f"cannot create topic {name!r} in {root}: {os_error_text(exc)}"
+            raise ConnectorError(msg) from exc
         return cls(root, name, config, fsync=fsync, clock=clock)
 
     @classmethod
@@ -232,7 +255,65 @@ class Topic:
         folder = resolve_data_dir(data_dir) / "log"
         if not folder.is_dir():
             return []
-        return sorted(p.name for p in folder.iterdir() if (p / "topic.json").is_file())
+        return sorted(
+            p.name
+            for p in folder.iterdir()
+            if not p.name.startswith(_DELETING) and (p / "topic.json").is_file()
+        )
+
+    @staticmethod
+    def delete(data_dir: str | os.PathLike[str] | None, name: str) -> list[str]:
+        """Delete a topic: its records, its settings and every group's positions on it.
+
+        Refused while another process may write it: a feed holding it, or any open
+        :class:`Topic` that appended (a producer, a pipeline's ``LogSink``), because its
+        next append would go nowhere. The folder is first renamed away, so that no reader
+        ever sees half a topic.
+
+        Returns:
+            the groups whose positions on the topic were removed.
+
+        Raises:
+            ConnectorError: if there is no such topic, or a writer holds it.
+
+        Example:
+            >>> import tempfile
+            >>> tmp = tempfile.TemporaryDirectory()
+            >>> Topic.create(tmp.name, "old").close()
+            >>> Topic.delete(tmp.name, "old"), Topic.names(tmp.name)
+            ([], [])
+            >>> tmp.cleanup()
+        """
+        topic = Topic.open(data_dir, name)  # raises for a topic that does not exist
+        path, root = topic.path, topic.root
+        topic.close()
+        try:
+            feed = _try_lock(path / "feed.lock", fcntl.LOCK_EX)
+            if feed < 0:
+                msg = (
+                    f"cannot delete topic {name!r}: a feed is writing it (it holds "
+                    f"{path / 'feed.lock'}: a running `tidal demo`?); stop it first"
+                )
+                raise ConnectorError(msg)
+            writers = _try_lock(path / WRITERS, fcntl.LOCK_EX)
+            if writers < 0:
+                os.close(feed)
+                msg = (
+                    f"cannot delete topic {name!r}: another process has it open for writing "
+                    "(a `tidal log produce`, or a pipeline with a LogSink); stop it first"
+                )
+                raise ConnectorError(msg)
+            try:
+                gone = path.with_name(f"{_DELETING}{name}.{os.getpid()}")
+                path.rename(gone)
+                shutil.rmtree(gone)
+            finally:
+                os.close(writers)
+                os.close(feed)
+            return remove_positions(root, name)
+        except OSError as exc:
+            msg = f"cannot delete topic {name!r} in {root}: {os_error_text(exc)}"
+            raise ConnectorError(msg) from exc
 
     @staticmethod
     def exists(data_dir: str | os.PathLike[str] | None, name: str) -> bool:
@@ -273,8 +354,9 @@ class Topic:
     def _writer(self, partition: int) -> PartitionWriter:
         w = self._writers.get(partition)
         if w is None:
+            self._hold_for_writing()
             folder = self.folder(partition)
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(exist_ok=True)  # (not its parent: a deleted topic stays deleted)
             w = PartitionWriter(
                 folder,
                 segment_bytes=self.config.segment_bytes,
@@ -285,6 +367,18 @@ class Topic:
             )
             self._writers[partition] = w
         return w
+
+    def _hold_for_writing(self) -> None:
+        """Hold a shared lock on the topic's WRITERS file, so that it is not deleted."""
+        if self._writing >= 0:
+            return
+        fd = os.open(self.path / WRITERS, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # waits out a delete in progress, then:
+        if not (self.path / "topic.json").exists():
+            os.close(fd)
+            msg = f"topic {self.name!r} was deleted from {self.root}; create it again"
+            raise ConnectorError(msg)
+        self._writing = fd
 
     # -- writing ------------------------------------------------------------------------
     def append(
@@ -305,15 +399,24 @@ class Topic:
             headers: per value a list of ``(name, bytes)`` or ``None``.
 
         Raises:
-            ConnectorError: for values, keys, timestamps or headers that do not fit.
+            ConnectorError: for values, keys, timestamps or headers that do not fit, or when
+                the partition cannot be written (a full disk, a read-only file system): then
+                none of the records went in.
         """
-        writer = self._writer(partition)
+        self.folder(partition)  # raises ConfigError for a partition the topic does not have
         n = len(values)
         ts = np.full(n, self.clock(), dtype=np.int64) if timestamps is None else timestamps
         try:
+            writer = self._writer(partition)
             return writer.append(values, np.asarray(ts, dtype=np.int64), keys, headers)  # type: ignore[arg-type]
         except (ValueError, TypeError) as exc:
             msg = f"cannot append to topic {self.name!r} partition {partition}: {exc}"
+            raise ConnectorError(msg) from exc
+        except OSError as exc:
+            msg = (
+                f"cannot append {n} records to topic {self.name!r} partition {partition}: "
+                f"{os_error_text(exc)}"
+            )
             raise ConnectorError(msg) from exc
 
     def sync(self, partition: int | None = None) -> None:
@@ -399,3 +502,6 @@ class Topic:
             r.close()
         self._writers.clear()
         self._readers.clear()
+        if self._writing >= 0:
+            os.close(self._writing)
+            self._writing = -1

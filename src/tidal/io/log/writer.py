@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 
 from tidal.core.batch import Array
-from tidal.io.log.format import Header, encode, scan
+from tidal.io.log.format import Header, encode, records_in, scan
 from tidal.io.log.segment import (
     Records,
     SegmentCursor,
@@ -48,6 +48,8 @@ from tidal.io.log.segment import (
 __all__ = ["FsyncPolicy", "PartitionWriter"]
 
 log = logging.getLogger("tidal.io.log")
+
+_TAIL_READ = 64 << 20  # bytes of a torn tail looked at to count the records in it
 
 FsyncPolicy = Literal["batch", "none"]
 """``"batch"``: fsync after every append; ``"none"``: only on ``sync()`` (a checkpoint)."""
@@ -132,16 +134,22 @@ class PartitionWriter:
             if head.size > 0 and head.size + len(enc.data) > self.segment_bytes:
                 head = self._roll(head)
             first = head.next_offset
-            _write_all(head.fd, enc.data)
-            entries = index_entries(
-                head.size + enc.starts, first + np.arange(enc.count), head.last_index
-            )
-            if len(entries):
-                self._append_index(head, entries)
-            if self.fsync == "batch":
-                _datasync(head.fd)
-            else:
-                self._unsynced.add(head.path)
+            try:
+                _write_all(head.fd, enc.data)
+                entries = index_entries(
+                    head.size + enc.starts, first + np.arange(enc.count), head.last_index
+                )
+                if len(entries):
+                    self._append_index(head, entries)
+                if self.fsync == "batch":
+                    _datasync(head.fd)
+                else:
+                    self._unsynced.add(head.path)
+            except OSError as exc:
+                self._undo(head)
+                if exc.filename is None:  # os.write names no file: say which segment
+                    exc.filename = str(head.path)
+                raise
             head.size += len(enc.data)
             head.next_offset += enc.count
             return first
@@ -248,12 +256,22 @@ class PartitionWriter:
 
     def _truncate(self, head: _Head, tail: Tail, next_offset: int) -> None:
         size = os.fstat(head.fd).st_size
+        with head.path.open("rb") as f:
+            f.seek(tail.position)
+            count, first, last = records_in(f.read(_TAIL_READ), next_offset)
+        if count == 0:
+            went = "no record header in them"
+        elif count == 1:
+            went = f"1 record lost: offset {first}"
+        else:
+            went = f"{count} records lost: offsets {first}..{last}"
         log.warning(
-            "truncating the torn tail of %s at byte %d (next offset %d; %d bytes removed): %s",
+            "truncating the torn tail of %s at byte %d (%d bytes removed, %s; next offset %d): %s",
             head.path,
             tail.position,
-            next_offset,
             size - tail.position,
+            went,
+            next_offset,
             tail.reason,
         )
         os.ftruncate(head.fd, tail.position)
@@ -263,6 +281,21 @@ class PartitionWriter:
         if entries is not None:
             write_atomic(idx, entries.tobytes(), durable=False)
             head.last_index = int(entries["position"][-1]) if len(entries) else -1
+
+    def _undo(self, head: _Head) -> None:
+        """Cut a failed append (a full disk, say) off the segment and its index.
+
+        The partition is left as it was before the append, so that nothing half-written
+        stays behind for readers to wait on; errors here are ignored (the next writer
+        truncates a torn tail anyway).
+        """
+        with contextlib.suppress(OSError):
+            os.ftruncate(head.fd, head.size)
+        idx = head.path.with_name(index_name(head.base))
+        with contextlib.suppress(OSError):
+            entries = read_index(idx, head.size)
+            if entries is not None and idx.stat().st_size != entries.nbytes:
+                os.truncate(idx, entries.nbytes)
 
     def _append_index(self, head: _Head, entries: Array) -> None:
         idx = head.path.with_name(index_name(head.base))
