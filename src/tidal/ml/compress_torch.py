@@ -47,7 +47,7 @@ from tidal.ml.compress_measure import Method, _onnx_scorer, _Scorer
 from tidal.ml.handler import missing_extra
 
 if TYPE_CHECKING:
-    from tidal.ml.compress import EvalSet
+    from tidal.ml.evalset import EvalSet
 
 __all__ = ["load_torch", "resolve_arch"]
 

@@ -76,7 +76,7 @@ from tidal.core.operator import Context, Emit, Operator
 from tidal.errors import ConfigError, ModelError, PipelineError, StateError
 from tidal.ml import handler as hooks
 from tidal.ml.handler import BaseHandler, ModelHandler, Signature, feature_matrix
-from tidal.ml.registry import Canary, ModelVersion, Registry, parse_version
+from tidal.ml.versions import Canary, ModelVersion, RegistryReader, parse_version
 
 __all__ = [
     "SHADOW_PREFIX",
@@ -220,7 +220,7 @@ class RegistryHandler(BaseHandler):
 
     def __init__(
         self,
-        registry: Registry,
+        registry: RegistryReader,
         name: str,
         *,
         check_every: Duration = "1s",
