@@ -77,7 +77,7 @@ from typing import Any
 from tidal.core.duration import Duration
 from tidal.errors import ConfigError, ModelError
 from tidal.ml.handler import ModelHandler, Signature
-from tidal.ml.swap import RegistryHandler
+from tidal.ml.swap import Archs, RegistryHandler
 from tidal.ml.versions import Canary, Lineage, ModelVersion, Stages, parse_version
 
 __all__ = [
@@ -423,6 +423,7 @@ class Registry:
         *,
         check_every: Duration = "1s",
         loader: Callable[[ModelVersion], ModelHandler] | None = None,
+        arch: Archs | None = None,
         threads: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> RegistryHandler:
@@ -437,11 +438,21 @@ class Registry:
                 ``stat``; the file is read only when it changed).
             loader: builds a handler for a version (default: by file suffix, see
                 :func:`tidal.ml.swap.default_loader`).
+            arch: the PyTorch architecture(s) this process serves state dicts with: a
+                callable or ``"package.module:factory"`` for every version, or a mapping from
+                the architecture a version's lineage names to one (an allow-list). The
+                registry's own records never name code that runs.
             threads: threads per model for the default loader.
             clock: a ``time.monotonic``-like function (injectable for tests).
         """
         return RegistryHandler(
-            self, name, check_every=check_every, loader=loader, threads=threads, clock=clock
+            self,
+            name,
+            check_every=check_every,
+            loader=loader,
+            arch=arch,
+            threads=threads,
+            clock=clock,
         )
 
 

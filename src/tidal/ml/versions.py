@@ -70,7 +70,9 @@ class Lineage:
         source: the file it was registered from (filled in by :meth:`Registry.register`).
         sha256: the model file's digest (filled in by :meth:`Registry.register`).
         registered_at: ISO-8601 UTC time of registration (filled in).
-        extra: anything else worth keeping (a git commit, a training job id).
+        extra: anything else worth keeping (a git commit, a training job id). ``arch``
+            names a PyTorch state dict's architecture: a label that a serving process
+            matches against the architectures it was given, never code that is run.
     """
 
     data_range: tuple[str, str] | None = None
