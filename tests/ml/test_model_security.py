@@ -99,3 +99,25 @@ def test_a_string_architecture_must_be_an_importable_module_path(
     # state dict is empty: it does not fit the registered weights, and says so)
     with pytest.raises(ModelError, match="does not fit"):
         reg.serving("m", arch="torch.nn:Identity").load()
+
+
+# -- names that become paths ----------------------------------------------------------------
+@pytest.mark.parametrize("name", ["fraud\n", "\nfraud", "fr/aud", "..", ".", "", "-x", "x" * 129])
+def test_model_names_are_checked_whole(tmp_path: Path, name: str) -> None:
+    (tmp_path / "m.skops").write_bytes(b"...")
+    reg = Registry(tmp_path / "registry")
+    with pytest.raises(ConfigError, match="a model name is"):
+        reg.register(tmp_path / "m.skops", name=name)
+    with pytest.raises(ConfigError, match="a model name is"):
+        reg.stages(name)
+    assert not (tmp_path / "registry").exists() or not any((tmp_path / "registry").iterdir())
+
+
+def test_a_folder_with_a_newline_is_neither_a_model_nor_a_version(tmp_path: Path) -> None:
+    (tmp_path / "m.skops").write_bytes(b"...")
+    reg = Registry(tmp_path / "registry")
+    reg.register(tmp_path / "m.skops", name="fraud")
+    (tmp_path / "registry" / "fraud\n" / "v1").mkdir(parents=True)
+    (tmp_path / "registry" / "fraud" / "v2\n").mkdir()
+    assert reg.models() == ["fraud"]
+    assert [v.version for v in reg.versions("fraud")] == [1]

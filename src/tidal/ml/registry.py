@@ -90,8 +90,8 @@ __all__ = [
     "parse_version",
 ]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_VERSION_DIR = re.compile(r"^v([0-9]+)$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # whole names only: fullmatch
+_VERSION_DIR = re.compile(r"v([0-9]+)")
 STAGES_FILE = "stages.json"
 _KEEP_PREVIOUS = 50
 
@@ -185,7 +185,7 @@ class Registry:
 
     # -- paths --------------------------------------------------------------------------
     def _dir(self, name: str) -> Path:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             msg = (
                 f"a model name is letters, digits, '.', '_' and '-' (starting with a letter "
                 f"or digit, at most 128 characters), got {name!r}"
@@ -205,14 +205,14 @@ class Registry:
         return sorted(
             p.name
             for p in self.root.iterdir()
-            if p.is_dir() and _NAME.match(p.name) and self._numbers(p)
+            if p.is_dir() and _NAME.fullmatch(p.name) and self._numbers(p)
         )
 
     @staticmethod
     def _numbers(folder: Path) -> list[int]:
         if not folder.is_dir():
             return []
-        found = (_VERSION_DIR.match(p.name) for p in folder.iterdir() if p.is_dir())
+        found = (_VERSION_DIR.fullmatch(p.name) for p in folder.iterdir() if p.is_dir())
         return sorted(int(m.group(1)) for m in found if m)
 
     def versions(self, name: str) -> list[ModelVersion]:
