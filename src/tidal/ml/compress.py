@@ -34,7 +34,8 @@ by how much) and nothing is written to ``out``. ``tidal models compress`` prints
 and exits with status 3.
 
 Model files are loaded without running code from them: ONNX files, and PyTorch state dicts
-through ``torch.load(weights_only=True)`` into an architecture the caller names
+through ``torch.load(weights_only=True)`` (with PyTorch 2.10 or newer, see
+:mod:`tidal.ml.torch`) into an architecture the caller names
 (``arch="package.module:factory"`` or ``"file.py:Class"``, see :func:`load_torch`).
 
 This module holds the entry point and the ONNX methods; the evaluation data is in
