@@ -28,6 +28,11 @@ Two ways to serve:
 ``stream.apply(Serve("score", registry.serving("fraud"), features=[...], key="card"))``
     production, shadow and canary by key; ``model_version`` per row.
 
+Versions load by file suffix (:func:`default_loader`), and never run code named by the
+registry: a PyTorch state dict is loaded into the architecture the serving process gives,
+``registry.serving("fraud", arch=Net)`` or an allow-list ``arch={"nets:Net": Net}`` keyed by
+the label the version's lineage records (decision 0013).
+
 Example:
     >>> import tempfile, numpy as np
     >>> from pathlib import Path
