@@ -25,6 +25,7 @@ torch = pytest.importorskip("torch")
 
 from tidal.ml.compress import load_torch  # noqa: E402
 from tidal.ml.torch import (  # noqa: E402
+    SAFE_TORCH,
     TorchHandler,
     check_torch_version,
     is_torchscript,
@@ -152,6 +153,16 @@ def test_old_pytorch_versions_are_refused(version: str) -> None:
 @pytest.mark.parametrize("version", ["2.10.0", "2.10.1+cpu", "2.15.0+cu132", "3.0.0"])
 def test_patched_pytorch_versions_pass(version: str) -> None:
     check_torch_version(version)
+
+
+def test_the_torch_extra_requires_the_same_floor() -> None:
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
+    floor = ".".join(map(str, SAFE_TORCH))
+    assert extras["torch"] == [f"torch>={floor}"]
+    assert SAFE_TORCH >= (2, 10)  # CVE-2026-24747 is fixed in 2.10.0
 
 
 def test_no_state_dict_is_read_with_an_old_pytorch(
