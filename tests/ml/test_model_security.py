@@ -103,6 +103,18 @@ def test_serving_builds_the_module_from_the_code_the_caller_gives(
         assert not marker.exists()
 
 
+def test_an_allow_list_needs_the_versions_label(evil_registry: tuple[Registry, Path]) -> None:
+    reg, marker = evil_registry
+    unlabelled = reg.register(reg.get("m", 1).file, name="m")  # no arch in its lineage
+    reg.promote("m", unlabelled.version)
+    with pytest.raises(ModelError, match="names no architecture.*or pass arch=factory"):
+        reg.serving("m", arch={"evil_arch.py:Net": net}).load()
+    handler = reg.serving("m", arch=net)  # one architecture for every version
+    handler.load()
+    assert handler.version == f"v{unlabelled.version}"
+    assert not marker.exists()
+
+
 def test_a_string_architecture_must_be_an_importable_module_path(
     evil_registry: tuple[Registry, Path],
 ) -> None:

@@ -230,10 +230,11 @@ def _architecture(version: ModelVersion, arch: Archs | None) -> Callable[[], Any
         raise ModelError(msg)
     if isinstance(arch, Mapping):
         if named is None or str(named) not in arch:
+            label = "no architecture" if named is None else f"the architecture {named!r}"
             msg = (
-                f"{where}: its lineage names the architecture {named!r}, which is not among "
-                f"those this process serves ({', '.join(map(repr, arch)) or 'none'}); add it "
-                "to arch={...} if it is the code you mean to run"
+                f"{where}: its lineage names {label}, which is not among those this "
+                f"process serves ({', '.join(map(repr, arch)) or 'none'}); add it to "
+                "arch={...} if it is the code you mean to run, or pass arch=factory"
             )
             raise ModelError(msg)
         spec = arch[str(named)]
