@@ -34,6 +34,7 @@ from tidal.core.batch import Array, Batch
 from tidal.core.dedupe import Dedupe
 from tidal.core.duration import Duration, to_millis
 from tidal.core.join import IntervalJoin, signed_millis
+from tidal.core.names import check_name
 from tidal.core.operator import Operator
 from tidal.core.operators import Branch, Filter, FlatMap, Map, MapRecords, Union, Validate
 from tidal.core.watermark import WatermarkStrategy, bounded
@@ -76,13 +77,17 @@ class Pipeline:
     """A named graph of steps from sources to sinks.
 
     Args:
-        name: the pipeline's name (in metrics and snapshots).
+        name: the pipeline's name (in metrics and snapshots, and the name of its
+            checkpoints folder): 1 to 200 letters, digits, ``.``, ``_`` or ``-``.
         dead_letters: a sink for records that failed to decode or validate; they are also
             counted, and kept in memory (the last 10,000) when no sink is given.
+
+    Raises:
+        ConfigError: for a name that cannot be a folder name (``".."``, ``""``, ``"a/b"``).
     """
 
     def __init__(self, name: str = "pipeline", *, dead_letters: Sink | None = None) -> None:
-        self.name = name
+        self.name = check_name(name, "pipeline")  # it names the checkpoints folder
         self.nodes: dict[str, Node] = {}
         self.dead_letters = dead_letters
 

@@ -25,13 +25,13 @@ from tidal.windows import tumbling
 
 
 def _store(tmp_path: Path, keep: int = 3) -> CheckpointStore:
-    return CheckpointStore(CheckpointConfig(data_dir=tmp_path, keep=keep), "p/1")
+    return CheckpointStore(CheckpointConfig(data_dir=tmp_path, keep=keep), "p-1")
 
 
 def test_layout_manifest_written_last_and_read_back(tmp_path: Path) -> None:
     store = _store(tmp_path)
     chk = store.write(7, b"state bytes")
-    assert chk.path == tmp_path / "checkpoints" / "p%2F1" / "chk-000000000007"
+    assert chk.path == tmp_path / "checkpoints" / "p-1" / "chk-000000000007"
     assert sorted(p.name for p in chk.path.iterdir()) == ["MANIFEST.json", "state.npz"]
     assert store.latest_valid() == chk
     found = store.load_latest()
@@ -92,7 +92,7 @@ def test_prune_keeps_the_newest_k_complete_and_drops_torn(tmp_path: Path) -> Non
 def test_lock_is_exclusive(tmp_path: Path) -> None:
     a, b = _store(tmp_path), _store(tmp_path)
     a.lock()
-    with pytest.raises(StateError, match="another process is running pipeline 'p/1'"):
+    with pytest.raises(StateError, match="another process is running pipeline 'p-1'"):
         b.lock()
     a.unlock()
     b.lock()

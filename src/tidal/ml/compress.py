@@ -34,12 +34,14 @@ by how much) and nothing is written to ``out``. ``tidal models compress`` prints
 and exits with status 3.
 
 Model files are loaded without running code from them: ONNX files, and PyTorch state dicts
-through ``torch.load(weights_only=True)`` into an architecture the caller names
+through ``torch.load(weights_only=True)`` (with PyTorch 2.10 or newer, see
+:mod:`tidal.ml.torch`) into an architecture the caller names
 (``arch="package.module:factory"`` or ``"file.py:Class"``, see :func:`load_torch`).
 
-This module holds the entry point, the evaluation data and the ONNX methods; scoring,
-timing and the report are in :mod:`tidal.ml.compress_measure`, the PyTorch methods and
-loading in :mod:`tidal.ml.compress_torch`. Their public names are importable from here.
+This module holds the entry point and the ONNX methods; the evaluation data is in
+:mod:`tidal.ml.evalset`, scoring, timing and the report in :mod:`tidal.ml.compress_measure`,
+the PyTorch methods and loading in :mod:`tidal.ml.compress_torch` (each imports only the
+ones before it). Their public names are importable from here.
 
 Example:
     >>> import tempfile, numpy as np
@@ -71,14 +73,14 @@ import contextlib
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tidal.core.batch import Array, Batch
+from tidal.core.batch import Array
 from tidal.errors import ConfigError, ModelError
 from tidal.ml.compress_measure import (
     _METRICS,
@@ -101,7 +103,7 @@ from tidal.ml.compress_torch import (
     load_torch,
     resolve_arch,
 )
-from tidal.ml.handler import feature_matrix
+from tidal.ml.evalset import EvalSet, read_features
 
 __all__ = [
     "METHODS",
@@ -118,105 +120,6 @@ __all__ = [
 ]
 
 _CALIBRATION_ROWS = 512
-
-
-# -- evaluation data ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class EvalSet:
-    """Features and true values to judge a model by.
-
-    Args:
-        X: features, ``(rows, width)`` (made float32 and C-contiguous).
-        y: true classes (``accuracy``) or values (``mae``), one per row.
-
-    Example:
-        >>> s = EvalSet([[1, 2], [3, 4]], [0, 1])
-        >>> s.X.dtype, len(s)
-        (dtype('float32'), 2)
-    """
-
-    X: Array
-    y: Array
-
-    def __init__(self, X: Any, y: Any) -> None:
-        feats = np.ascontiguousarray(np.asarray(X), dtype=np.float32)
-        if feats.ndim == 1:
-            feats = feats.reshape(-1, 1)
-        truth = np.asarray(y).reshape(-1)
-        if feats.ndim != 2 or len(feats) != len(truth) or not len(truth):
-            msg = (
-                f"an evaluation set needs a 2-D X and one y per row, got X of shape "
-                f"{feats.shape} and {len(truth)} values of y"
-            )
-            raise ConfigError(msg)
-        object.__setattr__(self, "X", feats)
-        object.__setattr__(self, "y", truth)
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    @classmethod
-    def load(
-        cls, path: str | os.PathLike[str], *, label: str = "label", features: Sequence[str] = ()
-    ) -> EvalSet:
-        """Read an ``.npz`` (arrays ``X`` and ``y``) or ``.parquet`` file.
-
-        Args:
-            path: the file.
-            label: the Parquet column with the true values.
-            features: the Parquet feature columns, in order (default: every other column).
-                A list column (an image) contributes all its values.
-
-        Raises:
-            ConfigError: for a missing file, an unknown format or missing columns.
-        """
-        X, y = _read_table(path, label=label, features=features, need_label=True)
-        assert y is not None
-        return cls(X, y)
-
-
-def read_features(
-    path: str | os.PathLike[str], *, label: str = "label", features: Sequence[str] = ()
-) -> Array:
-    """The feature matrix of an ``.npz`` (array ``X``) or ``.parquet`` calibration file."""
-    return _read_table(path, label=label, features=features, need_label=False)[0]
-
-
-def _read_table(
-    path: str | os.PathLike[str], *, label: str, features: Sequence[str], need_label: bool
-) -> tuple[Array, Array | None]:
-    p = Path(path)
-    if not p.is_file():
-        msg = f"evaluation/calibration file {str(p)!r} does not exist"
-        raise ConfigError(msg)
-    if p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as data:
-            names = list(data.keys())
-            if "X" not in names or (need_label and "y" not in names):
-                need = "X and y" if need_label else "X"
-                msg = f"{p}: an .npz evaluation file needs arrays {need}; it has {names}"
-                raise ConfigError(msg)
-            return np.asarray(data["X"]), np.asarray(data["y"]) if "y" in names else None
-    if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        batch = Batch.from_arrow(pq.read_table(p))
-        if need_label and label not in batch:
-            msg = f"{p}: no label column {label!r}; columns are {batch.names} (use --label)"
-            raise ConfigError(msg)
-        names = list(features) or [n for n in batch.names if n != label]
-        cols = {n: _stack_lists(batch[n]) for n in names if n in batch}
-        X = feature_matrix(batch.with_columns(**cols), names)
-        return X, batch[label] if label in batch else None
-    msg = f"{p}: evaluation and calibration files are .npz (X, y) or .parquet, not {p.suffix!r}"
-    raise ConfigError(msg)
-
-
-def _stack_lists(col: Array) -> Array:
-    """A column of equal-length arrays (a Parquet list column) as a 2-D array."""
-    if col.dtype == object and len(col) and isinstance(col[0], np.ndarray | list):
-        return np.stack([np.asarray(v, dtype=np.float32) for v in col])
-    return col
 
 
 # -- the methods --------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from tidal.core.batch import Array
 from tidal.errors import ModelError
 
 if TYPE_CHECKING:
-    from tidal.ml.compress import EvalSet
+    from tidal.ml.evalset import EvalSet
 
 __all__ = [
     "METHODS",

@@ -37,7 +37,7 @@ import io
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -45,9 +45,10 @@ from tidal.core.batch import Array
 from tidal.errors import ConfigError, ModelError
 from tidal.ml.compress_measure import Method, _onnx_scorer, _Scorer
 from tidal.ml.handler import missing_extra
+from tidal.ml.torch import load_state_dict
 
 if TYPE_CHECKING:
-    from tidal.ml.compress import EvalSet
+    from tidal.ml.evalset import EvalSet
 
 __all__ = ["load_torch", "resolve_arch"]
 
@@ -56,32 +57,25 @@ __all__ = ["load_torch", "resolve_arch"]
 def load_torch(path: str | os.PathLike[str], arch: str | Callable[[], Any]) -> Any:
     """Load a PyTorch state dict into a fresh ``arch()``, without running pickled code.
 
-    The state dict is read with ``torch.load(weights_only=True)``. A state dict written by
-    the ``int8-dynamic`` method (it holds packed int8 weights) is loaded into a dynamically
-    quantized copy of the architecture.
+    The state dict is read with :func:`tidal.ml.torch.load_state_dict`
+    (``torch.load(weights_only=True)``, refused with a PyTorch older than 2.10). A state
+    dict written by the ``int8-dynamic`` method (it holds packed int8 weights) is loaded into
+    a dynamically quantized copy of the architecture.
 
     Args:
         path: the ``.pt`` file (``torch.save(model.state_dict(), path)``).
         arch: a callable returning the untrained module, or its import path
-            (``"package.module:factory"``, or ``"file.py:Class"``).
+            (``"package.module:factory"``, or ``"file.py:Class"``: that file is run, so
+            name only code you trust; serving from the registry accepts only callables and
+            module paths the serving process gives, see :func:`tidal.ml.swap.default_loader`).
 
     Raises:
         ModelError: if the file cannot be read or does not fit the architecture.
+        ConfigError: if the architecture cannot be found.
     """
-    torch = _torch()
     module = resolve_arch(arch)()
-    try:
-        with _torch_quiet():  # reading int8 tensors touches the deprecated TypedStorage
-            state = torch.load(Path(path), weights_only=True, map_location="cpu")
-    except Exception as exc:
-        msg = (
-            f"cannot read the PyTorch state dict {str(path)!r} with weights_only=True: {exc}; "
-            "save models with torch.save(model.state_dict(), path)"
-        )
-        raise ModelError(msg) from exc
-    if not isinstance(state, Mapping):
-        msg = f"{str(path)!r} holds a {type(state).__name__}, not a state dict"
-        raise ModelError(msg)
+    with _torch_quiet():  # reading int8 tensors touches the deprecated TypedStorage
+        state = load_state_dict(path, map_location="cpu")
     if any(str(k).endswith("_packed_params._packed_params") for k in state):
         module = _quantize_dynamic(module)
     try:

@@ -69,17 +69,16 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tidal.core.duration import Duration
 from tidal.errors import ConfigError, ModelError
 from tidal.ml.handler import ModelHandler, Signature
-
-if TYPE_CHECKING:
-    from tidal.ml.swap import RegistryHandler
+from tidal.ml.swap import Archs, RegistryHandler
+from tidal.ml.versions import Canary, Lineage, ModelVersion, Stages, parse_version
 
 __all__ = [
     "Canary",
@@ -91,8 +90,8 @@ __all__ = [
     "parse_version",
 ]
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_VERSION_DIR = re.compile(r"^v([0-9]+)$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # whole names only: fullmatch
+_VERSION_DIR = re.compile(r"v([0-9]+)")
 STAGES_FILE = "stages.json"
 _KEEP_PREVIOUS = 50
 
@@ -109,169 +108,6 @@ def default_root() -> Path:
     if env:
         return Path(env)
     return Path(os.environ.get("TIDAL_DATA_DIR") or ".tidal") / "registry"
-
-
-def parse_version(text: str | int) -> int:
-    """``3``, ``"3"`` or ``"v3"`` -> 3.
-
-    Raises:
-        ConfigError: for anything else.
-
-    Example:
-        >>> parse_version("v3"), parse_version(4)
-        (3, 4)
-    """
-    if isinstance(text, int) and not isinstance(text, bool):
-        value = text
-    else:
-        m = re.fullmatch(r"v?([0-9]+)", str(text).strip())
-        if m is None:
-            msg = f"a model version is a number like 3 or v3, got {text!r}"
-            raise ConfigError(msg)
-        value = int(m.group(1))
-    if value < 1:
-        msg = f"model versions start at 1, got {text!r}"
-        raise ConfigError(msg)
-    return value
-
-
-# -- records --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Lineage:
-    """Where a model version comes from.
-
-    Args:
-        data_range: the training data's range, e.g. ``("2024-01-01", "2024-03-31")`` or
-            offsets; free-form strings.
-        parent: the version this one was derived from (retrained, compressed).
-        compression: the compression applied (``"int8-dynamic"``...), if any.
-        source: the file it was registered from (filled in by :meth:`Registry.register`).
-        sha256: the model file's digest (filled in by :meth:`Registry.register`).
-        registered_at: ISO-8601 UTC time of registration (filled in).
-        extra: anything else worth keeping (a git commit, a training job id).
-    """
-
-    data_range: tuple[str, str] | None = None
-    parent: int | None = None
-    compression: str | None = None
-    source: str | None = None
-    sha256: str | None = None
-    registered_at: str | None = None
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
-        return {
-            "data_range": list(self.data_range) if self.data_range else None,
-            "parent": self.parent,
-            "compression": self.compression,
-            "source": self.source,
-            "sha256": self.sha256,
-            "registered_at": self.registered_at,
-            "extra": dict(self.extra),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Lineage:
-        """Read :meth:`to_dict`'s output."""
-        rng = data.get("data_range")
-        parent = data.get("parent")
-        return cls(
-            data_range=(str(rng[0]), str(rng[1])) if rng else None,
-            parent=None if parent is None else int(parent),
-            compression=data.get("compression"),
-            source=data.get("source"),
-            sha256=data.get("sha256"),
-            registered_at=data.get("registered_at"),
-            extra=dict(data.get("extra") or {}),
-        )
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """One registered version: its files and records."""
-
-    name: str
-    version: int
-    path: Path
-    file: Path
-    signature: dict[str, Any]
-    metrics: dict[str, Any]
-    lineage: Lineage
-
-    @property
-    def label(self) -> str:
-        """``v<N>``: the version as recorded on output rows."""
-        return f"v{self.version}"
-
-    def handler_signature(self) -> Signature:
-        """The signature as a :class:`~tidal.ml.handler.Signature`."""
-        return Signature.from_dict(self.signature)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (what ``tidal models show --json`` prints)."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "path": str(self.path),
-            "file": self.file.name,
-            "size_bytes": self.file.stat().st_size if self.file.exists() else None,
-            "signature": self.signature,
-            "metrics": self.metrics,
-            "lineage": self.lineage.to_dict(),
-        }
-
-
-@dataclass(frozen=True)
-class Canary:
-    """A canary version and the fraction of keys it scores."""
-
-    version: int
-    fraction: float
-
-
-@dataclass(frozen=True)
-class Stages:
-    """What serves: the contents of ``stages.json``."""
-
-    production: int | None = None
-    previous: tuple[int, ...] = ()
-    shadow: int | None = None
-    canary: Canary | None = None
-    generation: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON layout of ``stages.json``."""
-        return {
-            "production": self.production,
-            "previous": list(self.previous),
-            "shadow": self.shadow,
-            "canary": (
-                None
-                if self.canary is None
-                else {"version": self.canary.version, "fraction": self.canary.fraction}
-            ),
-            "generation": self.generation,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Stages:
-        """Read ``stages.json``'s contents."""
-        canary = data.get("canary")
-        prod, shadow = data.get("production"), data.get("shadow")
-        return cls(
-            production=None if prod is None else int(prod),
-            previous=tuple(int(v) for v in data.get("previous") or ()),
-            shadow=None if shadow is None else int(shadow),
-            canary=(
-                None if not canary else Canary(int(canary["version"]), float(canary["fraction"]))
-            ),
-            generation=int(data.get("generation") or 0),
-        )
-
-    def serving(self) -> tuple[int | None, int | None, Canary | None]:
-        """``(production, shadow, canary)``: what a pipeline must score with."""
-        return self.production, self.shadow, self.canary
 
 
 # -- files ----------------------------------------------------------------------------------
@@ -349,7 +185,7 @@ class Registry:
 
     # -- paths --------------------------------------------------------------------------
     def _dir(self, name: str) -> Path:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             msg = (
                 f"a model name is letters, digits, '.', '_' and '-' (starting with a letter "
                 f"or digit, at most 128 characters), got {name!r}"
@@ -369,14 +205,14 @@ class Registry:
         return sorted(
             p.name
             for p in self.root.iterdir()
-            if p.is_dir() and _NAME.match(p.name) and self._numbers(p)
+            if p.is_dir() and _NAME.fullmatch(p.name) and self._numbers(p)
         )
 
     @staticmethod
     def _numbers(folder: Path) -> list[int]:
         if not folder.is_dir():
             return []
-        found = (_VERSION_DIR.match(p.name) for p in folder.iterdir() if p.is_dir())
+        found = (_VERSION_DIR.fullmatch(p.name) for p in folder.iterdir() if p.is_dir())
         return sorted(int(m.group(1)) for m in found if m)
 
     def versions(self, name: str) -> list[ModelVersion]:
@@ -587,6 +423,7 @@ class Registry:
         *,
         check_every: Duration = "1s",
         loader: Callable[[ModelVersion], ModelHandler] | None = None,
+        arch: Archs | None = None,
         threads: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> RegistryHandler:
@@ -601,13 +438,21 @@ class Registry:
                 ``stat``; the file is read only when it changed).
             loader: builds a handler for a version (default: by file suffix, see
                 :func:`tidal.ml.swap.default_loader`).
+            arch: the PyTorch architecture(s) this process serves state dicts with: a
+                callable or ``"package.module:factory"`` for every version, or a mapping from
+                the architecture a version's lineage names to one (an allow-list). The
+                registry's own records never name code that runs.
             threads: threads per model for the default loader.
             clock: a ``time.monotonic``-like function (injectable for tests).
         """
-        from tidal.ml.swap import RegistryHandler
-
         return RegistryHandler(
-            self, name, check_every=check_every, loader=loader, threads=threads, clock=clock
+            self,
+            name,
+            check_every=check_every,
+            loader=loader,
+            arch=arch,
+            threads=threads,
+            clock=clock,
         )
 
 

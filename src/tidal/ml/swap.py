@@ -28,6 +28,11 @@ Two ways to serve:
 ``stream.apply(Serve("score", registry.serving("fraud"), features=[...], key="card"))``
     production, shadow and canary by key; ``model_version`` per row.
 
+Versions load by file suffix (:func:`default_loader`), and never run code named by the
+registry: a PyTorch state dict is loaded into the architecture the serving process gives,
+``registry.serving("fraud", arch=Net)`` or an allow-list ``arch={"nets:Net": Net}`` keyed by
+the label the version's lineage records (decision 0013).
+
 Example:
     >>> import tempfile, numpy as np
     >>> from pathlib import Path
@@ -63,6 +68,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -76,14 +82,17 @@ from tidal.core.operator import Context, Emit, Operator
 from tidal.errors import ConfigError, ModelError, PipelineError, StateError
 from tidal.ml import handler as hooks
 from tidal.ml.handler import BaseHandler, ModelHandler, Signature, feature_matrix
-from tidal.ml.registry import Canary, ModelVersion, Registry, parse_version
+from tidal.ml.versions import Canary, ModelVersion, RegistryReader, parse_version
 
 __all__ = [
     "SHADOW_PREFIX",
     "VERSION_COLUMN",
+    "ArchSpec",
+    "Archs",
     "RegistryHandler",
     "Serve",
     "canary_mask",
+    "check_archs",
     "default_loader",
     "key_hash",
 ]
@@ -160,16 +169,111 @@ def canary_mask(keys: Array, fraction: float) -> Array:
 
 
 # -- loading versions -----------------------------------------------------------------------
-def default_loader(version: ModelVersion, *, threads: int = 1) -> ModelHandler:
+ArchSpec = str | Callable[[], Any]
+"""A PyTorch architecture: a callable returning the untrained module, or its importable path
+``"package.module:factory"``."""
+
+Archs = ArchSpec | Mapping[str, ArchSpec]
+"""What a serving process gives for PyTorch state dicts: one architecture for every version,
+or an allow-list from the architecture a version's lineage names to the code to run for it."""
+
+_MODULE_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def check_archs(arch: Archs | None) -> None:
+    """Check the form of ``arch`` (see :data:`Archs`) without importing anything.
+
+    A string must be an importable module path, ``"package.module:factory"``: a file path
+    (``"net.py:Net"``) would be resolved against the serving process's working directory.
+
+    Raises:
+        ConfigError: for another form.
+
+    Example:
+        >>> check_archs({"nets:Small": "mypkg.nets:Small"})
+        >>> try:
+        ...     check_archs("net.py:Net")
+        ... except ConfigError as exc:
+        ...     print(str(exc)[:60])
+        an architecture to serve is a callable or an importable 'pac
+    """
+    specs = list(arch.values()) if isinstance(arch, Mapping) else [arch]
+    for spec in specs:
+        if spec is None or callable(spec):
+            continue
+        mod, sep, attr = str(spec).partition(":")
+        is_module = _MODULE_PATH.fullmatch(mod) and not mod.endswith(".py")
+        if not (sep and is_module and attr.isidentifier()):
+            msg = (
+                "an architecture to serve is a callable or an importable "
+                f"'package.module:factory', got {spec!r}; make the file importable (a package "
+                "on sys.path) or pass the callable itself"
+            )
+            raise ConfigError(msg)
+
+
+def _architecture(version: ModelVersion, arch: Archs | None) -> Callable[[], Any]:
+    """The code that builds ``version``'s module: only ever what the serving process gave.
+
+    The lineage's ``arch`` (registry data, written by whoever registered the version) is a
+    label: it picks an entry of an allow-list, and is never imported or run itself.
+    """
+    named = version.lineage.extra.get("arch")
+    where = f"model {version.name!r} {version.label} ({version.file.name}, a PyTorch state dict)"
+    if arch is None:
+        hint = f"arch={{{str(named)!r}: factory}}" if named else "arch='package.module:factory'"
+        msg = (
+            f"{where}: serving builds the module only from code the serving process names, "
+            f"never from the registry (its lineage names {named!r}); pass "
+            f"registry.serving(..., arch=factory) or {hint}"
+        )
+        raise ModelError(msg)
+    if isinstance(arch, Mapping):
+        if named is None or str(named) not in arch:
+            label = "no architecture" if named is None else f"the architecture {named!r}"
+            msg = (
+                f"{where}: its lineage names {label}, which is not among those this "
+                f"process serves ({', '.join(map(repr, arch)) or 'none'}); add it to "
+                "arch={...} if it is the code you mean to run, or pass arch=factory"
+            )
+            raise ModelError(msg)
+        spec = arch[str(named)]
+    else:
+        spec = arch
+    check_archs(spec)
+    from tidal.ml.compress_torch import resolve_arch
+
+    try:
+        return resolve_arch(spec)
+    except ConfigError as exc:
+        msg = f"{where}: {exc}"
+        raise ModelError(msg) from exc
+
+
+def default_loader(
+    version: ModelVersion, *, threads: int = 1, arch: Archs | None = None
+) -> ModelHandler:
     """A handler for a registered version, by its file's suffix.
 
     ``.onnx`` -> :class:`~tidal.ml.onnx.OnnxHandler`; ``.skops`` ->
     :class:`~tidal.ml.sklearn.SklearnHandler` (``method`` from the signature, default
-    ``predict``); ``.pt`` (a state dict) -> :class:`~tidal.ml.torch.TorchHandler`, with the
-    architecture named in the lineage (``Lineage(extra={"arch": "pkg.mod:Net"})``).
+    ``predict``; only skops' trusted types); ``.pt`` / ``.pth`` (a state dict, read with
+    ``torch.load(weights_only=True)``) -> :class:`~tidal.ml.torch.TorchHandler` around the
+    module that ``arch`` builds.
+
+    No code named by the registry is ever run: the lineage's ``arch`` (``Lineage(extra=
+    {"arch": "pkg.mod:Net"})``, ``tidal models register --arch``) only selects an entry when
+    ``arch`` is a mapping, the allow-list of architectures this process serves.
+
+    Args:
+        version: the registered version.
+        threads: threads per model.
+        arch: for state dicts: a callable or ``"package.module:factory"`` used for every
+            version, or a mapping from the architecture a version's lineage names to one.
 
     Raises:
-        ModelError: for another suffix, or a ``.pt`` without an architecture.
+        ModelError: for another suffix, or a state dict whose architecture the serving
+            process did not give.
     """
     path, label = version.file, version.label
     if path.suffix == ".onnx":
@@ -182,17 +286,11 @@ def default_loader(version: ModelVersion, *, threads: int = 1) -> ModelHandler:
         method = version.signature.get("method", "predict")
         return SklearnHandler(path, method=method, version=label)
     if path.suffix in (".pt", ".pth"):
-        arch = version.lineage.extra.get("arch")
-        if not arch:
-            msg = (
-                f"{path}: a PyTorch state dict needs its architecture; register it with "
-                "lineage=Lineage(extra={'arch': 'package.module:Net'}), or pass a loader"
-            )
-            raise ModelError(msg)
-        from tidal.ml.compress import load_torch
+        factory = _architecture(version, arch)
+        from tidal.ml.compress_torch import load_torch
         from tidal.ml.torch import TorchHandler
 
-        return TorchHandler(load_torch(path, str(arch)), threads=threads, version=label)
+        return TorchHandler(load_torch(path, factory), threads=threads, version=label)
     msg = (
         f"no default loader for {path.name} (model {version.name!r} {label}); "
         "pass registry.serving(..., loader=fn) with fn(version) -> handler"
@@ -220,15 +318,18 @@ class RegistryHandler(BaseHandler):
 
     def __init__(
         self,
-        registry: Registry,
+        registry: RegistryReader,
         name: str,
         *,
         check_every: Duration = "1s",
         loader: Callable[[ModelVersion], ModelHandler] | None = None,
+        arch: Archs | None = None,
         threads: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         registry.stages_path(name)  # validates the name
+        check_archs(arch)
+        self.arch = arch
         self.registry = registry
         self.name = name
         self.check_every = to_seconds(check_every)
@@ -482,7 +583,10 @@ class RegistryHandler(BaseHandler):
         if h is not None:
             return h
         mv = self.registry.get(self.name, n)
-        h = self.loader(mv) if self.loader is not None else default_loader(mv, threads=self.threads)
+        if self.loader is not None:
+            h = self.loader(mv)
+        else:
+            h = default_loader(mv, threads=self.threads, arch=self.arch)
         if self._features is not None:
             hooks.bind(h, self._features)
         h.load()

@@ -5,15 +5,24 @@ bookkeeping) after ``module.eval()``. Where the model comes from decides how it 
 
 * an ``nn.Module`` object: used as it is (eager mode);
 * a path and ``module=factory``: the file is a *state dict* (``torch.save(model.state_dict(),
-  path)``), read with ``torch.load(path, weights_only=True)`` — tensors only, no code — into
-  the module ``factory()`` builds;
-* a path alone: a *TorchScript* archive (``torch.jit.save``), read with ``torch.jit.load``,
-  which rebuilds TorchScript code and tensors but does not unpickle arbitrary Python objects.
-  PyTorch deprecates TorchScript (``torch.jit.load`` warns ``FutureWarning``); for a
-  long-lived deployment export to ONNX and use :class:`~tidal.ml.onnx.OnnxHandler`.
+  path)``), read with ``torch.load(path, weights_only=True)`` (:func:`load_state_dict`) —
+  tensors and plain containers only — into the module ``factory()`` builds. This is the way
+  to load a file you did not make yourself;
+* a path alone: a *TorchScript* archive (``torch.jit.save``), read with ``torch.jit.load``.
+  TorchScript is a program, and ``torch.jit.load`` has no safe mode: PyTorch's security
+  policy says to treat a TorchScript file like code from its author, and to load only files
+  you trust. PyTorch also deprecates TorchScript (``torch.jit.load`` warns
+  ``FutureWarning``); for a long-lived deployment export to ONNX and use
+  :class:`~tidal.ml.onnx.OnnxHandler`.
 
 Whole pickled modules (``torch.save(model)``) and ``torch.export`` archives are loaded with
 pickle; they are not accepted from a path.
+
+**PyTorch versions.** ``torch.load(weights_only=True)`` could still run code from a crafted
+file before PyTorch 2.6 (CVE-2025-32434, GHSA-53q9-r3pm-6pq6) and could corrupt memory, up to
+running code, before 2.10 (CVE-2026-24747, GHSA-63cw-57p8-fm3p). The ``torch`` extra requires
+2.10 or newer, and :func:`load_state_dict` refuses to read a file with an older PyTorch
+(:data:`SAFE_TORCH`).
 
 Outputs: a tensor becomes the column ``output`` (or ``outputs=("name",)``); a tuple of tensors
 becomes ``output_0``, ``output_1``, ... (or the names given); a dict keeps its keys. A
@@ -37,6 +46,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -48,7 +58,22 @@ from tidal.core.batch import Array
 from tidal.errors import ConfigError, ModelError
 from tidal.ml.handler import BaseHandler, Signature, missing_extra, output_column
 
-__all__ = ["TorchHandler", "is_torchscript"]
+__all__ = [
+    "SAFE_TORCH",
+    "TorchHandler",
+    "check_torch_version",
+    "is_torchscript",
+    "load_state_dict",
+]
+
+SAFE_TORCH = (2, 10)
+"""The oldest PyTorch whose ``torch.load(weights_only=True)`` no advisory calls unsafe."""
+
+_ADVISORIES = (
+    "CVE-2025-32434: code execution through torch.load(weights_only=True) below 2.6; "
+    "CVE-2026-24747: memory corruption up to code execution through the weights_only "
+    "unpickler below 2.10"
+)
 
 
 def _torch() -> Any:
@@ -58,25 +83,99 @@ def _torch() -> Any:
         raise missing_extra(backend="PyTorch", extra="torch", exc=exc) from exc
 
 
-def is_torchscript(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a TorchScript archive (it has ``code/`` and ``constants.pkl``).
+def check_torch_version(version: str) -> None:
+    """Refuse a PyTorch whose ``torch.load(weights_only=True)`` can run code from a file.
 
-    A state dict saved with ``torch.save`` is a zip archive too, without them.
+    Args:
+        version: ``torch.__version__`` (``"2.10.0+cpu"``...).
+
+    Raises:
+        ModelError: below :data:`SAFE_TORCH`, naming the version and the advisories.
+
+    Example:
+        >>> check_torch_version("2.10.0+cpu")
+        >>> try:
+        ...     check_torch_version("2.5.1")
+        ... except ModelError as exc:
+        ...     print(str(exc)[:58])
+        PyTorch 2.5.1 is installed: reading model files with it is
+    """
+    m = re.match(r"(\d+)\.(\d+)", version)
+    if m is not None and (int(m.group(1)), int(m.group(2))) >= SAFE_TORCH:
+        return
+    need = ".".join(map(str, SAFE_TORCH))
+    msg = (
+        f"PyTorch {version} is installed: reading model files with it is unsafe even with "
+        f"torch.load(weights_only=True) ({_ADVISORIES}). Tidal reads PyTorch files only with "
+        f"PyTorch >= {need}: pip install 'torch>={need}'"
+    )
+    raise ModelError(msg)
+
+
+def load_state_dict(path: str | os.PathLike[str], *, map_location: Any = "cpu") -> Any:
+    """Read a state dict with ``torch.load(weights_only=True)``: tensors and containers only.
+
+    Args:
+        path: the file (``torch.save(model.state_dict(), path)``).
+        map_location: where tensors go (``"cpu"``, ``"cuda:0"``...).
+
+    Returns:
+        The state dict (a mapping of names to tensors).
+
+    Raises:
+        ModelError: with a PyTorch older than :data:`SAFE_TORCH` (nothing is read), or for
+            a file that is not a weights-only state dict (a TorchScript archive or a
+            pickled module among them).
+    """
+    torch = _torch()
+    check_torch_version(str(torch.__version__))
+    if is_torchscript(path):
+        msg = (
+            f"{str(path)!r} is a TorchScript archive (a program), not a state dict; load it "
+            "with TorchHandler(path) and no module=, and only if you trust its author"
+        )
+        raise ModelError(msg)
+    try:
+        state = torch.load(str(path), map_location=map_location, weights_only=True)
+    except Exception as exc:
+        msg = (
+            f"cannot load {str(path)!r} as a weights-only state dict (tensors only, no code): "
+            f"{exc}; save models with torch.save(model.state_dict(), path)"
+        )
+        raise ModelError(msg) from exc
+    if not isinstance(state, Mapping):
+        msg = f"{str(path)!r} holds a {type(state).__name__}, not a state dict"
+        raise ModelError(msg)
+    return state
+
+
+def is_torchscript(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is laid out as a TorchScript archive, by PyTorch's own rule.
+
+    PyTorch's zip archives keep every record under one top folder; ``torch.load`` takes an
+    archive for TorchScript when that folder holds ``constants.pkl`` (what ``torch.jit.save``
+    writes, and a state dict never has). This answers the same without importing PyTorch.
+    It is a layout check, not a verdict: ``torch.jit.load`` still decides whether the
+    archive is valid TorchScript.
     """
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
     except (OSError, zipfile.BadZipFile):
         return False
-    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+    if not names or "/" not in names[0]:
+        return False
+    top = names[0].split("/", 1)[0]
+    inside = all(n.startswith(top + "/") for n in names)
+    return inside and f"{top}/constants.pkl" in names
 
 
 class TorchHandler(BaseHandler):
     """Score a PyTorch module.
 
     Args:
-        model: an ``nn.Module``, or a path to a TorchScript file or (with ``module``) a
-            state dict.
+        model: an ``nn.Module``, or a path to a state dict (with ``module``) or to a
+            TorchScript file (without it; a program: only files you trust).
         module: builds the (untrained) module a state dict is loaded into.
         device: where to run, e.g. ``"cpu"`` or ``"cuda:0"``.
         threads: PyTorch intra-op threads for the process (``None`` leaves it as it is).
@@ -145,7 +244,7 @@ class TorchHandler(BaseHandler):
             raise ModelError(msg)
         if self.factory is not None:
             self._kind = "state_dict"
-            return self._load_state_dict(torch, path, self.factory)
+            return self._load_state_dict(path, self.factory)
         if not is_torchscript(path):
             msg = (
                 f"{str(path)!r} is not a TorchScript archive. If it holds a state dict "
@@ -158,21 +257,14 @@ class TorchHandler(BaseHandler):
         try:
             return torch.jit.load(str(path), map_location=self.device)
         except Exception as exc:
-            msg = f"cannot load the TorchScript model {str(path)!r}: {exc}"
-            raise ModelError(msg) from exc
-
-    def _load_state_dict(self, torch: Any, path: Path, factory: Callable[[], Any]) -> Any:
-        try:
-            state = torch.load(str(path), map_location=self.device, weights_only=True)
-        except Exception as exc:
             msg = (
-                f"cannot load {str(path)!r} as a weights-only state dict (tensors only, no "
-                f"code): {exc}"
+                f"cannot load {str(path)!r} as TorchScript (it is laid out like a "
+                f"torch.jit.save archive, but torch.jit.load refused it): {exc}"
             )
             raise ModelError(msg) from exc
-        if not isinstance(state, Mapping):
-            msg = f"{str(path)!r} holds a {type(state).__name__}, not a state dict"
-            raise ModelError(msg)
+
+    def _load_state_dict(self, path: Path, factory: Callable[[], Any]) -> Any:
+        state = load_state_dict(path, map_location=self.device)
         module = factory()
         try:
             module.load_state_dict(state)

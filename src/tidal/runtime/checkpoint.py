@@ -49,11 +49,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote
 
 import orjson
 
 from tidal.core.duration import Duration, to_seconds
+from tidal.core.names import check_name
 from tidal.errors import ConfigError, StateError, os_error_text
 
 __all__ = [
@@ -235,7 +235,7 @@ class CheckpointStore:
     ) -> None:
         self.config = config
         self.pipeline = pipeline
-        self.path = Path(config.data_dir) / "checkpoints" / quote(pipeline, safe="")
+        self.path = Path(config.data_dir) / "checkpoints" / check_name(pipeline, "pipeline")
         self.crash = crash or CrashHook({})
         self._lock: IO[bytes] | None = None
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +29,8 @@ from typing import Any
 
 import orjson
 
-from tidal.errors import ConfigError, ConnectorError, os_error_text
+from tidal.core.names import check_name
+from tidal.errors import ConnectorError, os_error_text
 from tidal.io.log.segment import write_atomic
 
 __all__ = [
@@ -44,7 +44,6 @@ __all__ = [
 
 DATA_DIR_ENV = "TIDAL_DATA_DIR"
 DEFAULT_DATA_DIR = ".tidal"
-_NAME = re.compile(r"[A-Za-z0-9._-]{1,200}")
 
 
 def resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
@@ -57,25 +56,6 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
     if data_dir is None or str(data_dir) == "":
         data_dir = os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
     return Path(data_dir)
-
-
-def check_name(name: str, what: str) -> str:
-    """Check a topic or group name: letters, digits, ``.``, ``_``, ``-``; 1 to 200.
-
-    Raises:
-        ConfigError: naming the rule.
-
-    Example:
-        >>> check_name("sensor-events", "topic")
-        'sensor-events'
-    """
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in (".", ".."):
-        msg = (
-            f"invalid {what} name {name!r}: use 1 to 200 letters, digits, '.', '_' or '-' "
-            "(it becomes a folder name)"
-        )
-        raise ConfigError(msg)
-    return name
 
 
 def _path(data_dir: str | os.PathLike[str] | None, group: str, topic: str) -> Path:
