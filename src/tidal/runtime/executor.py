@@ -59,9 +59,9 @@ from tidal.core.watermark import MAX_TIME, MIN_TIME, WatermarkTracker
 from tidal.errors import ConfigError, PipelineError, StateError
 from tidal.io.base import Sink, TransactionalSink
 from tidal.observe.metrics import LatencyHistogram
-from tidal.pipeline import Node, Pipeline
 from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore, CrashHook
 from tidal.runtime.eventtime import event_time_ms
+from tidal.runtime.graph import Graph, Node
 from tidal.runtime.replay import StartFrom
 from tidal.runtime.snapshot import decode, encode
 
@@ -188,7 +188,8 @@ class Executor:
     """Runs a :class:`~tidal.pipeline.Pipeline` in this process.
 
     Args:
-        pipeline: what to run.
+        pipeline: what to run: a :class:`~tidal.pipeline.Pipeline`, or any
+            :class:`~tidal.runtime.graph.Graph`.
         max_batch: most events in one micro-batch.
         max_wait: the latency budget: how long to wait for more events after the first
             one of a batch arrived (e.g. ``"2ms"``).
@@ -212,7 +213,7 @@ class Executor:
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        pipeline: Graph,
         *,
         max_batch: int = 8192,
         max_wait: Duration = "5ms",
