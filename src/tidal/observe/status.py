@@ -31,7 +31,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from tidal.runtime.executor import RunSummary
+from tidal.observe.summary import RunSummary
 
 __all__ = ["StatusLine", "status_text", "summary_table"]
 

@@ -44,7 +44,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Literal
 
@@ -59,53 +58,21 @@ from tidal.core.watermark import MAX_TIME, MIN_TIME, WatermarkTracker
 from tidal.errors import ConfigError, PipelineError, StateError
 from tidal.io.base import Sink, TransactionalSink
 from tidal.observe.metrics import LatencyHistogram
+from tidal.observe.summary import RunSummary
 from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore, CrashHook
 from tidal.runtime.eventtime import event_time_ms
 from tidal.runtime.graph import Graph, Node
 from tidal.runtime.replay import StartFrom
 from tidal.runtime.snapshot import decode, encode
 
+__all__ = ["DEAD_LETTERS", "SNAPSHOT_VERSION", "Executor", "RunSummary"]
+
+
 SNAPSHOT_VERSION = 1
 DEAD_LETTERS = "<dead letters>"
 """The name under which a transactional dead-letter sink's transactions are checkpointed."""
 
 log = logging.getLogger("tidal.executor")
-
-
-@dataclass
-class RunSummary:
-    """What a run did: the JSON summary of ``tidal run --json``."""
-
-    events: int
-    seconds: float
-    latency_ms: dict[str, Any]
-    late: int
-    dead_letters: int
-    counts: dict[str, int] = field(default_factory=dict)
-    outputs: dict[str, int] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-    restored_events: int = 0
-    """Of ``events``, those counted by the runs before a restored checkpoint."""
-
-    @property
-    def events_per_s(self) -> float:
-        """Throughput of this run (events since the restored checkpoint, if any)."""
-        done = self.events - self.restored_events
-        return done / self.seconds if self.seconds > 0 else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        """The summary as a JSON-ready dict."""
-        return {
-            "events": self.events,
-            "seconds": round(self.seconds, 4),
-            "events_per_s": round(self.events_per_s, 1),
-            "latency_ms": self.latency_ms,
-            "late": self.late,
-            "dead_letters": self.dead_letters,
-            "counts": self.counts,
-            "outputs": self.outputs,
-            **self.extra,
-        }
 
 
 class _SourceRun:
