@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from tidal.demo import EPOCH_MS, build_demo
+from tidal.apps.demo import EPOCH_MS, build_demo
 from tidal.io.parts import read_committed
 
 SENSORS = 100

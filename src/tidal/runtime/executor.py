@@ -480,8 +480,8 @@ class Executor:
         With checkpoints, ``counts["checkpoints"]`` is how many this run took, and
         ``extra`` has ``checkpoint_ms`` (p50 and max duration of one, prepare to commit)
         ``restored_from`` (the checkpoint id the run started from, or ``None``) and
-        ``restored_events`` (the events that checkpoint had counted: ``events`` counts
-        from the start of the job, ``events_per_s`` only this run's).
+        ``restored_events`` (the events that checkpoint had counted; ``events`` and every
+        other figure are this run's, ``events_total`` the job's).
         """
         counts = {k: v for k, v in self.counters.items() if k != "late"}
         extra: dict[str, Any] = {}
@@ -495,7 +495,7 @@ class Executor:
             extra["restored_from"] = self.restored_from
             extra["restored_events"] = self.restored_events
         return RunSummary(
-            events=self.events,
+            events=self.events - self.restored_events,
             seconds=(time.perf_counter() - self._started) if not self.seconds else self.seconds,
             latency_ms=self.hist.summary_ms(),
             late=self.counters.get("late", 0),
