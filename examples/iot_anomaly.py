@@ -14,7 +14,7 @@ warm up for the first 20 s; faults start after that.
 from tidal.apps.demo import build_demo
 
 pipeline, handles = build_demo(sensors=2_000, rate=None, out="alerts.jsonl")
-extra = handles.extra  # adds "alerts", "sensors" and "faults" to the run summary
+extra = handles.extra  # adds "alerts", "sensors" and the "scorecard" to the run summary
 
 if __name__ == "__main__":
     summary = pipeline.run(max_events=1_000_000)

@@ -17,7 +17,7 @@ alert (``tests/test_demo_resume.py``). With ``source="generator"`` the readings 
                       5 windows of warm-up, |z| >= 5, standard deviation at least 0.05)
       -> anomalies    keep rows flagged is_anomaly
       -> incidents    one alert per incident: later anomalous windows of the same sensor
-                      are folded in until it has been quiet for 20 s (hysteresis)
+                      are folded in until it has been quiet for 10 s (hysteresis)
       -> alert        the alert's fields
       -> alerts (JSON Lines file or memory) and screen (a few lines per second, each
          naming the fault behind the alert; a scorecard at the end)

@@ -259,7 +259,8 @@ class SensorFleet:
 
         A fault explains a window that overlaps its episode, from 1 s before it (readings
         arrive up to 1 s early in ``ts``) to :data:`SETTLE_MS` after it (when the episode
-        ends, the baseline that followed it needs a few windows to settle back).
+        ends, the baseline that followed it needs a few windows to settle back). Of two
+        such faults of one sensor, the later one is behind the alert.
 
         Args:
             sensor: the alert's sensor.
@@ -277,12 +278,14 @@ class SensorFleet:
         """
         lo = self.seq_at(max(0.0, (window_start - EPOCH_MS - SETTLE_MS) / 1000))
         hi = self.seq_at(max(0.0, (window_end - EPOCH_MS + 1000) / 1000)) + 1
+        behind: Fault | None = None
         for f in self.faults_between(lo, hi):
             start_ms = EPOCH_MS + self.seconds(f.start) * 1000 - 1000
             end_ms = EPOCH_MS + self.seconds(f.end) * 1000 + SETTLE_MS
             if f.sensor == sensor and window_start < end_ms and window_end > start_ms:
-                return f
-        return None
+                if behind is None or f.start > behind.start:
+                    behind = f  # the latest fault that began before the window ended
+        return behind
 
     def faults_between(self, lo: int, hi: int) -> list[Fault]:
         """Faults whose episode overlaps sequence numbers ``[lo, hi)``."""

@@ -7,9 +7,16 @@ keeps the first anomalous window of each incident and folds the rest into it. An
 stays open (hysteresis) until its sensor has gone ``quiet`` of event time with no anomalous
 window; the next anomalous window after that opens a new incident::
 
-    anomalous windows of one sensor (start, every 2 s):  10 12 14 16 18      50 52
-    alerts (quiet = 20 s):                               10                  50
-    folded into the open incident:                          12 14 16 18         52
+    anomalous windows of one sensor (start, s):  10 12 14 16 18    36 38    60
+    alerts (quiet = 10 s):                       10                         60
+    folded into the open incident:                  12 14 16 18    36 38
+
+(the window starting at 36 s opens no incident: the one open since 10 s last saw an
+anomalous window end at 28 s, less than 10 s before).
+
+The demo uses ``quiet="10s"``: on 100 sensors over 300 s of event time it turns 310
+anomalous windows into 42 alerts, one for each of the 39 faults due and none twice
+(``tests/test_demo.py``); two faults of one sensor 20 s apart stay two incidents.
 
 Per-key state is the end of the key's last anomalous window; keys quiet for longer than
 ``quiet`` plus one ``window`` of event time behind the watermark are dropped, so state
@@ -20,14 +27,14 @@ taken in window order.
 
 Example:
     >>> from tidal.core.batch import Batch
-    >>> op = Incidents("incidents", quiet="20s", window="10s")
-    >>> starts = [10_000, 12_000, 14_000, 50_000, 52_000]
-    >>> rows = Batch({"sensor": [1] * 5, "window_start": starts,
+    >>> op = Incidents("incidents", quiet="10s", window="10s")
+    >>> starts = [s * 1000 for s in (10, 12, 14, 16, 18, 36, 38, 60)]
+    >>> rows = Batch({"sensor": [1] * 8, "window_start": starts,
     ...               "window_end": [s + 10_000 for s in starts]})
     >>> [b["window_start"].tolist() for _, b in op.process(rows, 0)]
-    [[10000, 50000]]
+    [[10000, 60000]]
     >>> op.ctx.counters
-    {'incidents.repeats': 3}
+    {'incidents.repeats': 6}
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ class Incidents(Operator):
     """
 
     def __init__(
-        self, name: str, *, key: str = "sensor", quiet: Duration = "20s", window: Duration
+        self, name: str, *, key: str = "sensor", quiet: Duration = "10s", window: Duration
     ) -> None:
         super().__init__(name)
         self.ctx = Context()

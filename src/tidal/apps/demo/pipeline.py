@@ -355,7 +355,7 @@ def build_demo(
     threshold: float = 5.0,
     warmup: int = 5,
     min_std: float = 0.05,
-    quiet: str = "20s",
+    quiet: str = "10s",
 ) -> tuple[Pipeline, DemoHandles]:
     """Build the IoT demo pipeline (see :mod:`tidal.apps.demo`); bound it with ``max_events``.
 
