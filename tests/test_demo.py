@@ -9,8 +9,8 @@ import numpy as np
 import orjson
 import pytest
 
-from tidal.core.batch import Batch
 from tidal.apps.demo import EPOCH_MS, AlertPrinter, Fault, SensorFleet, build_demo
+from tidal.core.batch import Batch
 
 SENSORS = 100
 EVENTS = 300_000  # 300 s of event time at 100 sensors x 10 Hz: 42 faults
