@@ -180,7 +180,8 @@ def test_every_import_points_down_a_layer() -> None:
         for dst in targets
         if LAYERS[layer_of(dst)] > LAYERS[layer_of(src)]
     )
-    order = " -> ".join(sorted(LAYERS, key=LAYERS.__getitem__, reverse=True))
+    levels = sorted(set(LAYERS.values()), reverse=True)
+    order = " -> ".join("/".join(n for n in LAYERS if LAYERS[n] == level) for level in levels)
     assert not upward, f"imports that reach up a layer ({order}):\n" + "\n".join(upward)
 
 
