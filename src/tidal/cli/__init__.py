@@ -272,7 +272,7 @@ def _demo(args: argparse.Namespace) -> int:
         say(f"tidal demo: {args.sensors:,} sensors at {hz:g} Hz, {pace}")
         if from_log and handles.feed is not None:
             at = handles.feed.next_seq
-            resume = f", resuming after {at:,} readings" if at else ""
+            resume = f", resuming after {at:,} readings" if at else " (new)"
             say(f"  readings: log topic {TOPIC} in {args.data_dir}{resume}")
         where = "screen only"
         if out:

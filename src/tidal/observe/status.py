@@ -241,5 +241,7 @@ def summary_table(summary: RunSummary, *, title: str = "run summary") -> Table:
     known = {"events", "seconds", "events_per_s", "latency_ms", "late", "dead_letters"}
     for name, value in data.items():
         if name not in known | {"counts", "outputs"}:
+            if isinstance(value, dict):
+                value = ", ".join(f"{k} {v}" for k, v in value.items())
             table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
     return table
