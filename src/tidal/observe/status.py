@@ -41,11 +41,18 @@ def _ms(value: Any) -> str:
 
 
 def _compact(n: float) -> str:
-    """``12,345,678`` as ``12.3M``; small numbers as they are."""
-    for size, unit, least in ((1e9, "G", 1e9), (1e6, "M", 1e6), (1e3, "k", 1e4)):
-        if abs(n) >= least:
-            return f"{n / size:.1f}{unit}"
+    """Three digits: ``12,345,678`` as ``12.3M``, ``123,456`` as ``123k``; below 1,000 as is."""
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= size:
+            return f"{n / size:.0f}{unit}" if abs(n) >= 100 * size else f"{n / size:.1f}{unit}"
     return f"{n:,.0f}"
+
+
+def _ms_compact(value: Any) -> str:
+    """A latency in ms, as seconds from 1 s on."""
+    if value is not None and float(value) >= 1000:
+        return f"{float(value) / 1000:.1f}s"
+    return _ms(value)
 
 
 def status_text(
@@ -58,9 +65,10 @@ def status_text(
 ) -> Text:
     """The status line for a running summary; ``rate`` is the current events per second.
 
-    The line fits in ``width`` columns (when given): it first writes large numbers
-    compactly (``12.3M``), then leaves out the parts that matter least (p50, then ``late``
-    while it is 0), and only then is cut.
+    The line fits in ``width`` columns (when given): it first writes numbers compactly
+    (``12.3M``, latencies of a second or more in seconds), then leaves out the parts that
+    matter least (p50, then ``late`` while it is 0); at 80 columns that always fits, and a
+    narrower terminal cuts the rest.
 
     Args:
         summary: the running summary.
@@ -76,11 +84,12 @@ def status_text(
         '● 0 events  0 ev/s  p50 -  p99 -  late 0  dead 0'
         >>> s = RunSummary(123_456_789, 9.0, {"p50": 7.25, "p99": 19.5}, 0, 12_345)
         >>> status_text(s, rate=1_234_567.0, alerts=4_321, dead="dropouts", width=60).plain
-        '● 123.5M events  1.2M ev/s  p99 19.5ms  dropouts 12.3k  alerts 4,321'
+        '● 123M events  1.2M ev/s  p99 19.5ms  dropouts 12.3k  alerts 4.3k'
     """
     lat = summary.latency_ms
     for compact in (False, True):
         num = _compact if compact else (lambda n: f"{n:,.0f}")
+        ms = _ms_compact if compact else _ms
         # (text, style, may be left out: lower goes first; 0 = always shown)
         parts: list[tuple[str, str, int]] = [
             ("● ", "green", 0),
@@ -88,8 +97,8 @@ def status_text(
             (" events  ", "", 0),
             (num(rate), "bold", 0),
             (" ev/s", "", 0),
-            (f"  p50 {_ms(lat.get('p50'))}", "", 1),
-            (f"  p99 {_ms(lat.get('p99'))}", "", 0),
+            (f"  p50 {ms(lat.get('p50'))}", "", 1),
+            (f"  p99 {ms(lat.get('p99'))}", "", 0),
             (
                 f"  late {num(summary.late)}",
                 "yellow" if summary.late else "",
@@ -98,7 +107,7 @@ def status_text(
             (f"  {dead} {num(summary.dead_letters)}", "red" if summary.dead_letters else "", 0),
         ]
         if alerts is not None:
-            parts.append((f"  alerts {alerts:,}", "bold magenta" if alerts else "", 0))
+            parts.append((f"  alerts {num(alerts)}", "bold magenta" if alerts else "", 0))
         for drop in (None, 1, 2):
             if drop is not None:
                 parts = [p for p in parts if p[2] != drop]

@@ -52,8 +52,8 @@ Example:
     >>> len(faults), all(f.sensor in alerted for f in faults)
     (12, True)
     >>> print(handles.scorecard_line(summary))
-    scorecard: 10 of 10 faults found, 0 false alarms
-      12 injected: 4 spike, 4 stuck, 4 shift (2 too recent to judge)
+    scorecard: 12 of 12 faults found, 0 false alarms
+      12 injected: 4 spike, 4 stuck, 4 shift
 """
 
 from tidal.apps.demo.fleet import EPOCH_MS, Fault, SensorFleet

@@ -9,7 +9,7 @@ Example:
     >>> pipeline, handles = build_demo(sensors=100, rate=None, keep_alerts=True)
     >>> summary = pipeline.run(max_events=100_000, max_wait="0ms", handle_signals=False)
     >>> handles.extra(summary)["scorecard"]
-    {'injected': 12, 'due': 10, 'found': 10, 'false_alarms': 0}
+    {'injected': 12, 'due': 12, 'found': 12, 'false_alarms': 0}
 """
 
 from __future__ import annotations
