@@ -3,7 +3,8 @@ or repeated.
 
 The demo runs as a user runs it (``python -m tidal demo``, here with 100 sensors and the
 feed as fast as the pipeline reads), in a fresh data directory. The test kills it with
-SIGKILL at seeded random moments, stops it once with Ctrl-C (SIGINT) on the way, and finally
+SIGKILL at seeded random moments (each once it has checkpointed progress, however busy the
+machine), stops it once with Ctrl-C (SIGINT) on the way, and finally
 stops it with SIGINT and reads its JSON summary. The committed alerts (the part files of
 ``--out``) are then compared with the alerts of an uninterrupted in-process run of the same
 pipeline over the same readings (the generator, no log, no checkpoints): every alert of a
