@@ -293,6 +293,11 @@ def test_demo_reset_starts_afresh_and_events_counts_the_job(
     assert fresh["events"] == fresh["events_total"] == fresh["position"] == 20_000
     assert fresh["produced"] < 50_000  # the feed wrote the topic anew
     assert len(read_committed(out)) == fresh["alerts"] < committed
+    # an --out that holds more than alerts is not deleted
+    (tmp_path / "alerts" / "notes.txt").write_text("mine")
+    assert main([*base, "--reset"]) == 2
+    assert "holds other files too (notes.txt)" in capsys.readouterr().err
+    assert (tmp_path / "alerts" / "notes.txt").exists() and (tmp_path / "d" / "demo.json").exists()
 
 
 def test_demo_screen_fits_80_columns_and_ends_with_a_scorecard(tmp_path: Path) -> None:

@@ -195,7 +195,7 @@ def reset_demo(data_dir: str | Path | None, out: str | Path | None = None) -> li
             held.enter_context(_feed_lock(topic / "feed.lock"))
         targets = [*stores, topic, root / MARKER]
         if out is not None and str(out):
-            targets.append(Path(out))
+            targets.append(_alerts_output(Path(out)))
         deleted = []
         for path in targets:
             if path.is_dir():
@@ -206,6 +206,32 @@ def reset_demo(data_dir: str | Path | None, out: str | Path | None = None) -> li
                 continue
             deleted.append(path)
     return deleted
+
+
+def _alerts_output(out: Path) -> Path:
+    """``out`` if it holds only alerts (part files or one JSON Lines file), else refuse.
+
+    ``--reset --out ~`` must not delete a home directory.
+    """
+    if out.is_dir():
+        strange = [
+            p.name
+            for p in out.iterdir()
+            if p.name != ".staging" and not (p.name.startswith("part-") and p.suffix == ".jsonl")
+        ]
+        if strange:
+            msg = (
+                f"--reset deletes the demo's alerts, but {out} holds other files too "
+                f"({', '.join(sorted(strange)[:3])}); give the alerts' own --out, or delete "
+                "them yourself"
+            )
+            raise StateError(msg)
+    elif out.exists() and out.suffix != ".jsonl":
+        msg = (
+            f"--reset deletes the demo's alerts, but {out} is not a .jsonl file; delete it yourself"
+        )
+        raise StateError(msg)
+    return out
 
 
 @contextmanager
