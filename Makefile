@@ -15,11 +15,15 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(CORE): pyproject.toml | $(BIN)/python
+	@echo "make: installing Tidal's core into $(VENV) (numpy, pyarrow, orjson, rich, onnxruntime; no PyTorch)"
 	$(BIN)/python -m pip install --quiet -e .
 	touch $(CORE)
 
 $(FULL): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[$(TEST_EXTRAS)]'
+	@echo "make: installing Tidal with the test extras ($(TEST_EXTRAS)) into $(VENV)."
+	@echo "make: the first time this downloads about 6 GB (PyPI's PyTorch is the CUDA build,"
+	@echo "make: with NVIDIA's libraries) and takes several minutes; pip shows its progress."
+	$(BIN)/python -m pip install --progress-bar on -e '.[$(TEST_EXTRAS)]'
 	touch $(FULL) $(CORE)
 
 demo: $(CORE)

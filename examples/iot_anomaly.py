@@ -2,7 +2,7 @@
 
 2,000 simulated sensors -> validate -> sliding 10 s / 2 s window features per sensor ->
 z-score of the window mean against each sensor's EWMA baseline -> alerts in alerts.jsonl.
-See :mod:`tidal.demo` for the sensor model and the injected faults.
+See :mod:`tidal.apps.demo` for the sensor model and the injected faults.
 
     tidal run examples/iot_anomaly.py --events 200000 --json
 
@@ -11,10 +11,10 @@ at 10 readings per sensor per second, so 200,000 events are 10 s of sensor time.
 warm up for the first 20 s; faults start after that.
 """
 
-from tidal.demo import build_demo
+from tidal.apps.demo import build_demo
 
 pipeline, handles = build_demo(sensors=2_000, rate=None, out="alerts.jsonl")
-extra = handles.extra  # adds "alerts", "sensors" and "faults" to the run summary
+extra = handles.extra  # adds "alerts", "sensors" and the "scorecard" to the run summary
 
 if __name__ == "__main__":
     summary = pipeline.run(max_events=1_000_000)

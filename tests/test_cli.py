@@ -78,7 +78,7 @@ def test_run_iot_example_json(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     data = _one_json(proc.stdout)
     assert data["events"] == 50_000
-    assert {"alerts", "sensors", "faults"} <= set(data)
+    assert {"alerts", "sensors", "scorecard"} <= set(data)
     assert data["sensors"] == 2000
     assert (tmp_path / "alerts.jsonl").exists()
 
@@ -265,6 +265,62 @@ def _demo_process(cwd: Path, *args: str) -> Iterator[subprocess.Popen[str]]:
             proc.communicate()
 
 
+def test_demo_reset_starts_afresh_and_events_counts_the_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data, out = str(tmp_path / "d"), str(tmp_path / "alerts")
+    base = ["demo", "--rate", "max", "--sensors", "50", "--data-dir", data, "--out", out]
+    base += ["--json"]
+    assert main([*base, "--events", "20000"]) == 0
+    first = _one_json(capsys.readouterr().out)
+    assert first["events"] == first["events_total"] == first["position"] == 20_000
+    # --events bounds the job since it began: the same command again reads nothing more,
+    # and says so consistently (this run's events and seconds, the job's total)
+    assert main([*base, "--events", "20000"]) == 0
+    again = _one_json(capsys.readouterr().out)
+    assert again["events"] == 0 and again["events_total"] == 20_000
+    assert again["restored_events"] == 20_000
+    assert main([*base, "--events", "50000"]) == 0
+    more = _one_json(capsys.readouterr().out)
+    assert more["events"] == 30_000 and more["events_total"] == more["position"] == 50_000
+    assert more["events_per_s"] == pytest.approx(30_000 / more["seconds"], rel=0.01)
+    committed = len(read_committed(out))
+    assert committed > 0
+    # --reset: the topic, the checkpoints and the alerts are gone; the demo starts at 0
+    assert main([*base, "--events", "20000", "--reset"]) == 0
+    fresh = _one_json(capsys.readouterr().out)
+    assert fresh["restored_from"] is None and fresh["restored_events"] == 0
+    assert fresh["events"] == fresh["events_total"] == fresh["position"] == 20_000
+    assert fresh["produced"] < 50_000  # the feed wrote the topic anew
+    assert len(read_committed(out)) == fresh["alerts"] < committed
+    # an --out that holds more than alerts is not deleted
+    (tmp_path / "alerts" / "notes.txt").write_text("mine")
+    assert main([*base, "--reset"]) == 2
+    assert "holds other files too (notes.txt)" in capsys.readouterr().err
+    assert (tmp_path / "alerts" / "notes.txt").exists() and (tmp_path / "d" / "demo.json").exists()
+
+
+def test_demo_screen_fits_80_columns_and_ends_with_a_scorecard(tmp_path: Path) -> None:
+    proc = _tidal(
+        "demo", "--source", "generator", "--checkpoint-interval", "off", "--out", "",
+        "--rate", "max", "--sensors", "100", "--events", "150000",
+        cwd=tmp_path, env={"COLUMNS": "80"}, module="tidal",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("tidal demo: 100 sensors at 10 Hz, as fast as possible")
+    assert any("dropouts: readings a sensor lost (NaN)" in line for line in lines[:6])
+    assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
+    alerts = [line for line in lines if line.startswith("ALERT")]
+    assert alerts  # rate-limited to 5 a second: the first ones of the run
+    kinds = ("spike", "stuck at 0", "level shift", "false alarm")
+    assert all(line.rsplit("  ", 1)[1].startswith(kinds) for line in alerts), alerts
+    assert not any("false alarm" in line for line in alerts)
+    # 150 s of event time: 21 faults, each found (3 of them in their first 12 s)
+    assert "scorecard: 21 of 21 faults found, 0 false alarms" in proc.stdout
+    assert "21 injected: 7 spike, 7 stuck, 7 shift\n" in proc.stdout
+
+
 def test_demo_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     with _demo_process(tmp_path, "--rate", "0", "--sensors", "200") as proc:
         seen = _read_until(proc, "ALERT", timeout=30)  # it runs and prints alerts
@@ -290,6 +346,52 @@ def test_a_second_demo_on_the_same_data_dir_fails_at_once(
         data = str(tmp_path / "d")
         assert main(["demo", "--sensors", "50", "--data-dir", data, "--events", "10"]) == 2
         assert "another process is running pipeline 'iot-demo-log'" in capsys.readouterr().err
+        # --reset refuses too, and deletes nothing
+        assert main(["demo", "--sensors", "50", "--data-dir", data, "--reset"]) == 2
+        assert "another process is running pipeline 'iot-demo-log'" in capsys.readouterr().err
+        assert (tmp_path / "d" / "log" / "demo-sensors").is_dir()
         first.send_signal(signal.SIGINT)
         _, err = first.communicate(timeout=30)
     assert first.returncode == 0, err  # the first one was not disturbed
+
+
+# -- tidal run --dead-letters ---------------------------------------------------------------
+DEAD_JOB = """
+import numpy as np
+import tidal
+from tidal.testing import MemorySink, MemorySource
+
+pipeline = tidal.Pipeline("dead")
+(pipeline.source("in", MemorySource({"x": [1.0, float("nan"), 3.0, float("nan")]}))
+    .validate("check", {"x must be a number": lambda b: np.isfinite(b["x"])})
+    .sink("out", MemorySink()))
+"""
+
+
+def test_run_dead_letters_to_a_jsonl_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job, dead = tmp_path / "job.py", tmp_path / "dead.jsonl"
+    job.write_text(DEAD_JOB)
+    assert main(["run", str(job), "--dead-letters", str(dead), "--json"]) == 0
+    assert _one_json(capsys.readouterr().out)["dead_letters"] == 2
+    letters = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert [(d["step"], d["reason"]) for d in letters] == [("check", "x must be a number")] * 2
+    assert [json.loads(d["position"]) for d in letters] == [{"offset": 1}, {"offset": 3}]
+    # the same from the environment, in a subprocess
+    proc = _tidal("run", str(job), cwd=tmp_path, env={"TIDAL_DEAD_LETTERS": "env.jsonl"})
+    assert proc.returncode == 0, proc.stderr
+    assert len((tmp_path / "env.jsonl").read_text().splitlines()) == 2
+
+
+def test_run_dead_letters_refuses_a_pipeline_that_has_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = tmp_path / "job.py"
+    own = DEAD_JOB.replace(
+        'tidal.Pipeline("dead")', 'tidal.Pipeline("dead", dead_letters=MemorySink())'
+    )
+    job.write_text(own)
+    assert main(["run", str(job), "--dead-letters", str(tmp_path / "d.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "already sends its dead letters to MemorySink" in err and err.count("\n") == 1

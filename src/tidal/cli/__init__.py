@@ -5,7 +5,8 @@
     tidal run FILE.py [--events N] [--max-batch N] [--max-wait 5ms] [--json]
                       [--checkpoint-interval 1s] [--data-dir .tidal]
                       [--from-offset N | --from-time 2024-01-01T00:00:00Z]
-    tidal demo [--events N] [--rate R] [--sensors N] [--out alerts.jsonl] [--json]
+                      [--dead-letters dead.jsonl]
+    tidal demo [--events N] [--rate R] [--sensors N] [--out alerts] [--json] [--reset]
                [--checkpoint-interval 1s] [--data-dir .tidal]
     tidal log topics | create TOPIC --partitions N [--retention-bytes B] [--retention 7d]
     tidal log describe TOPIC [--json]
@@ -28,9 +29,16 @@ option wins over the environment. ``--help`` names the variable of each option.
 the summary. With ``--json`` it prints exactly one JSON object on standard output (whatever
 the pipeline itself prints goes to standard error)::
 
-    {"events": 50000, "seconds": 0.08, "events_per_s": 610000.0,
+    {"events": 50000, "events_total": 50000, "seconds": 0.08, "events_per_s": 610000.0,
      "latency_ms": {"p50": 7.1, "p99": 9.0, "p999": 9.0}, "late": 0, "dead_letters": 4,
      "counts": {...}, "outputs": {...}, "alerts": 12, ...}
+
+Every figure of the summary is this run's; ``events_total`` counts the job's events since it
+began, across restarts from checkpoints, and is what ``--events N`` bounds (so a job killed
+and restarted with the same command ends where an uninterrupted one would). ``tidal demo
+--reset`` starts the demo afresh instead (its topic, checkpoints and alerts are deleted).
+``--dead-letters FILE`` writes each dead letter (step, reason, source position, raw record)
+as a line of JSON.
 
 Checkpoints are off unless ``--checkpoint-interval`` is given: then the run checkpoints under
 ``--data-dir`` (``$TIDAL_DATA_DIR``, default ``.tidal``), restores the newest checkpoint on
@@ -54,7 +62,7 @@ Example:
     >>> main(["demo", "--events", "2000", "--rate", "0", "--sensors", "50", "--out", "",
     ...       "--source", "generator", "--checkpoint-interval", "off", "--json"])
     ... # doctest: +ELLIPSIS
-    {"events":2000,...,"alerts":0,"sensors":50,"faults":0}
+    {"events":2000,...,"alerts":0,"sensors":50,"scorecard":{...}}
     0
 """
 
@@ -86,6 +94,7 @@ from tidal.cli.models import _add_models
 from tidal.cli.options import (
     _CHECKPOINT_INTERVAL,
     _DATA_DIR,
+    _DEAD_LETTERS,
     _DEMO_CHECKPOINT_INTERVAL,
     _EVENTS,
     _FROM_OFFSET,
@@ -96,6 +105,7 @@ from tidal.cli.options import (
     _OFF,
     _OUT,
     _RATE,
+    _RESET,
     _SENSORS,
     _SOURCE,
     ENV_PREFIX,
@@ -113,6 +123,7 @@ _RUN_OPTIONS = (
     _DATA_DIR,
     _FROM_OFFSET,
     _FROM_TIME,
+    _DEAD_LETTERS,
 )
 _DEMO_OPTIONS = (
     _EVENTS,
@@ -125,6 +136,7 @@ _DEMO_OPTIONS = (
     _JSON,
     _DEMO_CHECKPOINT_INTERVAL,
     _DATA_DIR,
+    _RESET,
 )
 
 
@@ -198,14 +210,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     module = _load(args.file)
     pipeline = _pipeline_of(module, args.file)
+    if args.dead_letters:
+        _dead_letters_to(pipeline, args)
     extra = getattr(module, "extra", None)
     return _execute(pipeline, args, extra=extra if callable(extra) else None)
+
+
+def _dead_letters_to(pipeline: Pipeline, args: argparse.Namespace) -> None:
+    """``--dead-letters FILE``: the pipeline's dead letters go to a JSON Lines file."""
+    from tidal.io.jsonl import JsonlSink
+
+    if pipeline.dead_letters is not None:
+        msg = (
+            f"pipeline {pipeline.name!r} already sends its dead letters to "
+            f"{type(pipeline.dead_letters).__name__}; drop --dead-letters "
+            f"({ENV_PREFIX}DEAD_LETTERS) or the pipeline's dead_letters="
+        )
+        raise ConfigError(msg)
+    resumes = args.checkpoint_interval != _OFF
+    pipeline.dead_letters = JsonlSink(args.dead_letters, append=resumes)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from tidal.demo import TOPIC, build_demo
+    from tidal.apps.demo import TOPIC, build_demo, reset_demo
     from tidal.observe.status import StatusLine
 
     hz = 10.0
@@ -222,7 +251,15 @@ def _demo(args: argparse.Namespace) -> int:
     if out is None:
         out = "alerts" if exactly_once else "alerts.jsonl"
     console = Console()
-    status = StatusLine(console, enabled=False if args.json else None, alerts=["alerts"])
+    say = (lambda line: console.print(line, highlight=False)) if not args.json else None
+    if args.reset:
+        deleted = reset_demo(args.data_dir, out or None)
+        if say is not None:
+            what = ", ".join(str(p) for p in deleted) if deleted else "nothing to delete"
+            say(f"tidal demo --reset: {what}")
+    status = StatusLine(
+        console, enabled=False if args.json else None, alerts=["alerts"], dead="dropouts"
+    )
     pipeline, handles = build_demo(
         sensors=args.sensors,
         rate=rate,
@@ -233,24 +270,23 @@ def _demo(args: argparse.Namespace) -> int:
         source=args.source,
         data_dir=args.data_dir,
     )
-    if not args.json:
+    if say is not None:
         pace = "as fast as possible" if rate is None else f"{rate:,.0f} events/s"
-        where = "alerts on screen only"
-        if out:
-            where = f"alerts -> {out}/ (exactly once)" if exactly_once else f"alerts -> {out}"
-        via = ""
+        say(f"tidal demo: {args.sensors:,} sensors at {hz:g} Hz, {pace}")
         if from_log and handles.feed is not None:
             at = handles.feed.next_seq
-            via = f" -> log topic {TOPIC} in {args.data_dir}" + (
-                f" (resuming after {at:,} readings)" if at else ""
-            )
-        console.print(
-            f"tidal demo: {args.sensors:,} sensors at {hz:g} Hz, {pace}{via}; {where}. "
-            "Detectors warm up for the first 20 s of event time; Ctrl-C stops, and a "
-            "restart continues where it stopped.",
-            highlight=False,
-            soft_wrap=True,
-        )
+            resume = f", resuming after {at:,} readings" if at else " (new)"
+            say(f"  readings: log topic {TOPIC} in {args.data_dir}{resume}")
+        where = "screen only"
+        if out:
+            where = f"{out}/ (exactly once)" if exactly_once else out
+        say(f"  alerts: {where}; each names the fault behind it")
+        say("  dropouts: readings a sensor lost (NaN), sent to the dead letters")
+        say("  detectors warm up for 20 s of event time; Ctrl-C stops, a rerun resumes")
+
+    def scorecard(summary: RunSummary) -> str:
+        return handles.scorecard_line(summary)
+
     return _execute(
         pipeline,
         args,
@@ -259,6 +295,7 @@ def _demo(args: argparse.Namespace) -> int:
         title="tidal demo",
         at_limit="stop" if exactly_once else "drain",
         around=lambda executor: handles.feeding(on_error=lambda _: executor.stop()),
+        closing=scorecard,
     )
 
 
@@ -271,6 +308,7 @@ def _execute(
     title: str = "tidal run",
     at_limit: Literal["drain", "stop"] = "drain",
     around: Callable[[Executor], AbstractContextManager[Any]] | None = None,
+    closing: Callable[[RunSummary], str] | None = None,
 ) -> int:
     from rich.console import Console
 
@@ -307,6 +345,8 @@ def _execute(
         sys.stdout.flush()
     else:
         status.console.print(summary_table(summary, title=title))
+        if closing is not None:
+            status.console.print(closing(summary), highlight=False)
     return 0
 
 

@@ -150,7 +150,13 @@ def _argtype(convert: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 _EVENTS = _Option(
-    "--events", _count, None, "stop after N events (a bounded run; default: unbounded)", "N"
+    "--events",
+    _count,
+    None,
+    "stop once the job has read N events since it began (a run resumed from a checkpoint "
+    "counts the events before it, so a restarted job ends where it would have; default: "
+    "unbounded)",
+    "N",
 )
 _MAX_BATCH = _Option("--max-batch", _positive, 8192, "most events per micro-batch", "N")
 _MAX_WAIT = _Option(
@@ -189,7 +195,7 @@ _SOURCE = _Option(
     "--source",
     _source,
     "log",
-    "'log': a feed thread writes the readings into the embedded log (topic demo-sensors "
+    "'log': a feed process writes the readings into the embedded log (topic demo-sensors "
     "under --data-dir) and the pipeline reads them there; 'generator': made in the pipeline",
     "log|generator",
 )
@@ -211,6 +217,23 @@ _DEMO_CHECKPOINT_INTERVAL = _Option(
 )
 _DATA_DIR = _Option(
     "--data-dir", _text, ".tidal", "where checkpoints (and the embedded log) live", "PATH"
+)
+_DEAD_LETTERS = _Option(
+    "--dead-letters",
+    _text,
+    None,
+    "write every dead letter (step, reason, position, raw record) to this JSON Lines file; "
+    "appended to with --checkpoint-interval (a resumed job keeps the earlier ones), "
+    "replaced otherwise",
+    "FILE",
+)
+_RESET = _Option(
+    "--reset",
+    _flag,
+    False,
+    "start afresh: delete the demo's topic, checkpoints and alerts output under --data-dir "
+    "first (refused while a demo runs there)",
+    is_flag=True,
 )
 _FROM_OFFSET = _Option(
     "--from-offset",

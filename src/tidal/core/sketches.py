@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import DTypeLike, NDArray
 
-from tidal.core.aggregations import (
+from tidal.core.aggstate import (
     AggState,
     Array,
     _array,

@@ -12,7 +12,7 @@ to a file or another program) or when the caller asks for JSON output.
 :func:`summary_table` renders a finished run's :class:`~tidal.runtime.executor.RunSummary`.
 
 Example:
-    >>> from tidal.runtime.executor import RunSummary
+    >>> from tidal.observe.summary import RunSummary
     >>> s = RunSummary(events=1500, seconds=1.0, latency_ms={"p50": 1.5, "p99": 4.0,
     ...                "p999": 9.0}, late=2, dead_letters=1, outputs={"alerts": 3})
     >>> status_text(s, rate=1500.0, alerts=3).plain
@@ -31,7 +31,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from tidal.runtime.executor import RunSummary
+from tidal.observe.summary import RunSummary
 
 __all__ = ["StatusLine", "status_text", "summary_table"]
 
@@ -40,27 +40,84 @@ def _ms(value: Any) -> str:
     return "-" if value is None else f"{float(value):.1f}ms"
 
 
-def status_text(summary: RunSummary, *, rate: float, alerts: int | None = None) -> Text:
+def _compact(n: float) -> str:
+    """Three digits: ``12,345,678`` as ``12.3M``, ``123,456`` as ``123k``; below 1,000 as is."""
+    for size, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= size:
+            return f"{n / size:.0f}{unit}" if abs(n) >= 100 * size else f"{n / size:.1f}{unit}"
+    return f"{n:,.0f}"
+
+
+def _ms_compact(value: Any) -> str:
+    """A latency in ms, as seconds from 1 s on."""
+    if value is not None and float(value) >= 1000:
+        return f"{float(value) / 1000:.1f}s"
+    return _ms(value)
+
+
+def status_text(
+    summary: RunSummary,
+    *,
+    rate: float,
+    alerts: int | None = None,
+    dead: str = "dead",
+    width: int | None = None,
+) -> Text:
     """The status line for a running summary; ``rate`` is the current events per second.
 
+    The line fits in ``width`` columns (when given): it first writes numbers compactly
+    (``12.3M``, latencies of a second or more in seconds), then leaves out the parts that
+    matter least (p50, then ``late`` while it is 0); at 80 columns that always fits, and a
+    narrower terminal cuts the rest.
+
+    Args:
+        summary: the running summary.
+        rate: the current events per second.
+        alerts: the alerts so far, shown when not ``None``.
+        dead: the label of the dead-letter count (the demo says ``dropouts``).
+        width: the columns the line may take (``None``: no limit).
+
     Example:
-        >>> from tidal.runtime.executor import RunSummary
+        >>> from tidal.observe.summary import RunSummary
         >>> s = RunSummary(0, 0.0, {"p50": None, "p99": None, "p999": None}, 0, 0)
         >>> status_text(s, rate=0.0).plain
         '● 0 events  0 ev/s  p50 -  p99 -  late 0  dead 0'
+        >>> s = RunSummary(123_456_789, 9.0, {"p50": 7.25, "p99": 19.5}, 0, 12_345)
+        >>> status_text(s, rate=1_234_567.0, alerts=4_321, dead="dropouts", width=60).plain
+        '● 123M events  1.2M ev/s  p99 19.5ms  dropouts 12.3k  alerts 4.3k'
     """
     lat = summary.latency_ms
+    for compact in (False, True):
+        num = _compact if compact else (lambda n: f"{n:,.0f}")
+        ms = _ms_compact if compact else _ms
+        # (text, style, may be left out: lower goes first; 0 = always shown)
+        parts: list[tuple[str, str, int]] = [
+            ("● ", "green", 0),
+            (num(summary.events), "bold", 0),
+            (" events  ", "", 0),
+            (num(rate), "bold", 0),
+            (" ev/s", "", 0),
+            (f"  p50 {ms(lat.get('p50'))}", "", 1),
+            (f"  p99 {ms(lat.get('p99'))}", "", 0),
+            (
+                f"  late {num(summary.late)}",
+                "yellow" if summary.late else "",
+                0 if summary.late else 2,
+            ),
+            (f"  {dead} {num(summary.dead_letters)}", "red" if summary.dead_letters else "", 0),
+        ]
+        if alerts is not None:
+            parts.append((f"  alerts {num(alerts)}", "bold magenta" if alerts else "", 0))
+        for drop in (None, 1, 2):
+            if drop is not None:
+                parts = [p for p in parts if p[2] != drop]
+            if width is None or sum(len(p[0]) for p in parts) < width:
+                break
+        if width is None or sum(len(p[0]) for p in parts) < width:
+            break
     text = Text(no_wrap=True, overflow="ellipsis")
-    text.append("● ", style="green")
-    text.append(f"{summary.events:,}", style="bold")
-    text.append(" events  ")
-    text.append(f"{rate:,.0f}", style="bold")
-    text.append(" ev/s  ")
-    text.append(f"p50 {_ms(lat.get('p50'))}  p99 {_ms(lat.get('p99'))}")
-    text.append(f"  late {summary.late:,}", style="yellow" if summary.late else "")
-    text.append(f"  dead {summary.dead_letters:,}", style="red" if summary.dead_letters else "")
-    if alerts is not None:
-        text.append(f"  alerts {alerts:,}", style="bold magenta" if alerts else "")
+    for part, style, _ in parts:
+        text.append(part, style=style)
     return text
 
 
@@ -74,12 +131,13 @@ class StatusLine:
         console: where to draw (default: a console on standard output).
         enabled: force the live line on or off; ``None``: on when the console is a terminal.
         alerts: names of sink steps whose output counts are shown as ``alerts``.
+        dead: the label of the dead-letter count (``dead``; the demo says ``dropouts``).
         clock: a ``time.monotonic``-like function, for the events-per-second figure.
 
     Example:
         >>> import io
         >>> from rich.console import Console
-        >>> from tidal.runtime.executor import RunSummary
+        >>> from tidal.observe.summary import RunSummary
         >>> out = io.StringIO()
         >>> with StatusLine(Console(file=out), alerts=["alerts"]) as status:
         ...     status.update(RunSummary(10, 1.0, {}, 0, 0, outputs={"alerts": 1}))
@@ -94,11 +152,13 @@ class StatusLine:
         *,
         enabled: bool | None = None,
         alerts: Iterable[str] = (),
+        dead: str = "dead",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.console = console if console is not None else Console()
         self.enabled = self.console.is_terminal if enabled is None else enabled
         self.alerts = tuple(alerts)
+        self.dead = dead
         self.clock = clock
         self.live: Live | None = None
         self._last: tuple[float, int] | None = None
@@ -144,7 +204,11 @@ class StatusLine:
         if self.live is None:
             return
         alerts = sum(summary.outputs.get(n, 0) for n in self.alerts) if self.alerts else None
-        self.live.update(status_text(summary, rate=self.rate, alerts=alerts))
+        self.live.update(
+            status_text(
+                summary, rate=self.rate, alerts=alerts, dead=self.dead, width=self.console.width
+            )
+        )
 
     def print(self, line: str) -> None:
         """Print a line above the status line (plainly when there is none)."""
@@ -157,7 +221,7 @@ def summary_table(summary: RunSummary, *, title: str = "run summary") -> Table:
     Example:
         >>> import io
         >>> from rich.console import Console
-        >>> from tidal.runtime.executor import RunSummary
+        >>> from tidal.observe.summary import RunSummary
         >>> s = RunSummary(20_000, 0.5, {"p50": 1.0, "p99": 2.0, "p999": 3.0}, 0, 4,
         ...                outputs={"alerts": 12})
         >>> console = Console(file=io.StringIO(), width=60)
@@ -186,5 +250,7 @@ def summary_table(summary: RunSummary, *, title: str = "run summary") -> Table:
     known = {"events", "seconds", "events_per_s", "latency_ms", "late", "dead_letters"}
     for name, value in data.items():
         if name not in known | {"counts", "outputs"}:
+            if isinstance(value, dict):
+                value = ", ".join(f"{k} {v}" for k, v in value.items())
             table.add_row(name, f"{value:,}" if isinstance(value, int) else str(value))
     return table

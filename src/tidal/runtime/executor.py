@@ -44,7 +44,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Literal
 
@@ -59,7 +58,7 @@ from tidal.core.watermark import MAX_TIME, MIN_TIME, WatermarkTracker
 from tidal.errors import ConfigError, PipelineError, StateError
 from tidal.io.base import Sink, TransactionalSink
 from tidal.observe.metrics import LatencyHistogram
-from tidal.pipeline import Node, Pipeline
+from tidal.observe.summary import RunSummary
 from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore, CrashHook
 from tidal.runtime.eventtime import (
     event_time_ms,
@@ -67,50 +66,18 @@ from tidal.runtime.eventtime import (
     future_rows,
     unreadable_reason,
 )
+from tidal.runtime.graph import Graph, Node
 from tidal.runtime.replay import StartFrom
 from tidal.runtime.snapshot import decode, encode
+
+__all__ = ["DEAD_LETTERS", "SNAPSHOT_VERSION", "Executor", "RunSummary"]
+
 
 SNAPSHOT_VERSION = 1
 DEAD_LETTERS = "<dead letters>"
 """The name under which a transactional dead-letter sink's transactions are checkpointed."""
 
 log = logging.getLogger("tidal.executor")
-
-
-@dataclass
-class RunSummary:
-    """What a run did: the JSON summary of ``tidal run --json``."""
-
-    events: int
-    seconds: float
-    latency_ms: dict[str, Any]
-    late: int
-    dead_letters: int
-    counts: dict[str, int] = field(default_factory=dict)
-    outputs: dict[str, int] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
-    restored_events: int = 0
-    """Of ``events``, those counted by the runs before a restored checkpoint."""
-
-    @property
-    def events_per_s(self) -> float:
-        """Throughput of this run (events since the restored checkpoint, if any)."""
-        done = self.events - self.restored_events
-        return done / self.seconds if self.seconds > 0 else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        """The summary as a JSON-ready dict."""
-        return {
-            "events": self.events,
-            "seconds": round(self.seconds, 4),
-            "events_per_s": round(self.events_per_s, 1),
-            "latency_ms": self.latency_ms,
-            "late": self.late,
-            "dead_letters": self.dead_letters,
-            "counts": self.counts,
-            "outputs": self.outputs,
-            **self.extra,
-        }
 
 
 class _SourceRun:
@@ -202,7 +169,8 @@ class Executor:
     """Runs a :class:`~tidal.pipeline.Pipeline` in this process.
 
     Args:
-        pipeline: what to run.
+        pipeline: what to run: a :class:`~tidal.pipeline.Pipeline`, or any
+            :class:`~tidal.runtime.graph.Graph`.
         max_batch: most events in one micro-batch.
         max_wait: the latency budget: how long to wait for more events after the first
             one of a batch arrived (e.g. ``"2ms"``).
@@ -226,7 +194,7 @@ class Executor:
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        pipeline: Graph,
         *,
         max_batch: int = 8192,
         max_wait: Duration = "5ms",
@@ -533,8 +501,8 @@ class Executor:
         With checkpoints, ``counts["checkpoints"]`` is how many this run took, and
         ``extra`` has ``checkpoint_ms`` (p50 and max duration of one, prepare to commit)
         ``restored_from`` (the checkpoint id the run started from, or ``None``) and
-        ``restored_events`` (the events that checkpoint had counted: ``events`` counts
-        from the start of the job, ``events_per_s`` only this run's).
+        ``restored_events`` (the events that checkpoint had counted; ``events`` and every
+        other figure are this run's, ``events_total`` the job's).
         """
         counts = {k: v for k, v in self.counters.items() if k != "late"}
         extra: dict[str, Any] = {}
@@ -548,7 +516,7 @@ class Executor:
             extra["restored_from"] = self.restored_from
             extra["restored_events"] = self.restored_events
         return RunSummary(
-            events=self.events,
+            events=self.events - self.restored_events,
             seconds=(time.perf_counter() - self._started) if not self.seconds else self.seconds,
             latency_ms=self.hist.summary_ms(),
             late=self.counters.get("late", 0),
