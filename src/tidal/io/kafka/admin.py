@@ -165,17 +165,23 @@ class KafkaAdmin:
     def check(self, timeout: float | None = None) -> None:
         """Fail with a clear message unless the cluster answers.
 
+        Args:
+            timeout: seconds to wait (default: the object's timeout, at most 5 s).
+
         Raises:
             ConnectorError: nothing answered at the bootstrap address in time.
         """
-        wait = self._timeout(timeout)
+        wait = min(self.timeout, 5.0) if timeout is None else timeout
         if not self.answers(wait):
-            msg = (
-                f"no Kafka broker answered at {self.bootstrap} within {wait:g} s; start one "
-                "with `tidal kafka up`, or point --bootstrap-servers (TIDAL_KAFKA) at your "
-                "cluster"
-            )
-            raise ConnectorError(msg)
+            self._unreachable(wait)
+
+    def _unreachable(self, waited: float) -> NoReturn:
+        msg = (
+            f"no Kafka broker answered at {self.bootstrap} within {waited:g} s; start one "
+            "with `tidal kafka up`, or point --bootstrap-servers (TIDAL_KAFKA) at your "
+            "cluster"
+        )
+        raise ConnectorError(msg)
 
     # -- topics -----------------------------------------------------------------------------
     def topics(self, *, internal: bool = False) -> list[str]:
@@ -328,19 +334,32 @@ class KafkaAdmin:
         return sorted(g.group_id for g in listing.valid)
 
     def committed(self, group: str, topic: str) -> dict[int, int]:
-        """``group``'s committed offsets in ``topic`` (partitions it never committed left out)."""
-        from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+        """``group``'s committed offsets in ``topic`` (partitions it never committed left out).
+
+        Asked through a consumer of the group (which does not join it), not the
+        AdminClient's ``list_consumer_group_offsets``: librdkafka 2.x crashes the process
+        on that call while the group coordinator is not available, e.g. on a new broker
+        (librdkafka issue 5040, confluent-kafka-python issue 1982).
+        """
+        from confluent_kafka import Consumer, KafkaException, TopicPartition
 
         parts = [TopicPartition(topic, p) for p in range(self.partitions(topic))]
-        futures = self._client.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(group, parts)], request_timeout=self.timeout
+        consumer = Consumer(
+            client_settings(self.config, **{"group.id": group, "enable.auto.commit": False})
         )
-        got = self._result(futures[group], f"reading group {group!r}'s offsets")
-        return {
-            tp.partition: int(tp.offset)
-            for tp in got.topic_partitions or []
-            if tp.error is None and tp.offset >= 0
-        }
+        deadline = time.monotonic() + self.timeout
+        try:
+            while True:
+                try:
+                    got = consumer.committed(parts, timeout=self.timeout)
+                    break
+                except KafkaException as exc:
+                    if _error_code(exc) not in _loading_codes() or time.monotonic() > deadline:
+                        self._raise(exc, f"reading group {group!r}'s offsets")
+                time.sleep(0.05)  # the offsets topic is being made or loaded (a new broker)
+        finally:
+            consumer.close()
+        return {tp.partition: int(tp.offset) for tp in got if tp.error is None and tp.offset >= 0}
 
     def describe(self, topic: str) -> TopicInfo:
         """Partitions (leaders, replicas, first and next offsets) and every group's lag."""
@@ -377,7 +396,7 @@ class KafkaAdmin:
             return self._client.list_topics(topic=topic, timeout=self.timeout)
         except KafkaException as exc:
             if not self.answers(min(self.timeout, 2.0)):
-                self.check(0.0)  # raises the "nothing answered" message
+                self._unreachable(self.timeout)
             self._raise(exc, "reading metadata")
 
     def _topic(self, topic: str) -> Any:
@@ -418,6 +437,7 @@ def _loading_codes() -> frozenset[int]:
             KafkaError.UNKNOWN_TOPIC_OR_PART,
             KafkaError.NOT_COORDINATOR,
             KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+            KafkaError.COORDINATOR_NOT_AVAILABLE,
             KafkaError.REPLICA_NOT_AVAILABLE,
         }
     )
