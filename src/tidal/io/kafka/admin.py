@@ -94,7 +94,11 @@ class PartitionInfo:
 
 @dataclass(frozen=True)
 class GroupLag:
-    """A consumer group's committed offsets in one topic and how far behind the end they are."""
+    """A consumer group's committed offsets in one topic and how far behind the end they are.
+
+    ``lag`` has every partition of the topic: for one the group never committed it counts
+    from the partition's first offset (where ``tidal kafka consume --group`` starts).
+    """
 
     group: str
     committed: dict[int, int]
@@ -102,7 +106,7 @@ class GroupLag:
 
     @property
     def total(self) -> int:
-        """The lag summed over the partitions the group has committed."""
+        """The lag summed over the partitions."""
         return sum(self.lag.values())
 
 
@@ -120,7 +124,10 @@ class TopicInfo:
             "topic": self.name,
             "partitions": [asdict(p) | {"records": p.records} for p in self.partitions],
             "groups": {
-                g.group: {str(p): {"committed": c, "lag": g.lag[p]} for p, c in g.committed.items()}
+                g.group: {
+                    str(p): {"committed": g.committed.get(p), "lag": lag}
+                    for p, lag in g.lag.items()
+                }
                 for g in self.groups
             },
         }
@@ -381,7 +388,7 @@ class KafkaAdmin:
         for group in self.groups():
             done = self.committed(group, topic)
             if done:
-                lag = {p: max(ends[p] - c, 0) for p, c in sorted(done.items())}
+                lag = {p: max(ends[p] - done.get(p, starts[p]), 0) for p in sorted(ends)}
                 lags.append(GroupLag(group, dict(sorted(done.items())), lag))
         return TopicInfo(topic, parts, lags)
 

@@ -93,7 +93,7 @@ def describe(config: KafkaConfig, topic: str, *, as_json: bool = False, out: IO[
         row = (p.partition, p.leader, p.start, p.end, p.records)
         print("  ".join(f"{v:>10}" for v in row), file=out)
     for g in info.groups:
-        shown = ", ".join(f"{p}: {c} (lag {g.lag[p]})" for p, c in g.committed.items())
+        shown = ", ".join(f"{p}: {g.committed.get(p, '-')} (lag {lag})" for p, lag in g.lag.items())
         print(f"group {g.group!r}: {shown}; total lag {g.total}", file=out)
     return 0
 
