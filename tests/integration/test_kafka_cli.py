@@ -130,7 +130,7 @@ def test_errors_are_one_line_and_status_2(
         s.bind(("127.0.0.1", 0))
         nowhere = f"127.0.0.1:{s.getsockname()[1]}"
     down = _one_line(tidal("topics", "--bootstrap-servers", nowhere))
-    assert f"no Kafka broker answered at {nowhere}" in down and "tidal kafka up" in down
+    assert f"no Kafka broker listens at {nowhere}" in down and "tidal kafka up" in down
     down = _one_line(tidal("consume", "x", env={"TIDAL_KAFKA": nowhere}))
     assert nowhere in down
 

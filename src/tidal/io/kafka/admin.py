@@ -18,6 +18,7 @@ Example (not run here: it needs a broker)::
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
@@ -172,13 +173,23 @@ class KafkaAdmin:
     def check(self, timeout: float | None = None) -> None:
         """Fail with a clear message unless the cluster answers.
 
+        Fails at once when every bootstrap address refuses the connection (nothing
+        listens there); otherwise waits for a metadata answer.
+
         Args:
-            timeout: seconds to wait (default: the object's timeout, at most 5 s).
+            timeout: seconds to wait (default: the object's timeout).
 
         Raises:
             ConnectorError: nothing answered at the bootstrap address in time.
         """
-        wait = min(self.timeout, 5.0) if timeout is None else timeout
+        if _all_refused(self.bootstrap):
+            msg = (
+                f"no Kafka broker listens at {self.bootstrap} (connection refused); start "
+                "one with `tidal kafka up`, or point --bootstrap-servers (TIDAL_KAFKA) at "
+                "your cluster"
+            )
+            raise ConnectorError(msg)
+        wait = self._timeout(timeout)
         if not self.answers(wait):
             self._unreachable(wait)
 
@@ -432,6 +443,31 @@ class KafkaAdmin:
         said = err.str() if hasattr(err, "str") else str(exc)
         msg = f"{what} at {self.bootstrap} failed: {said}"
         raise ConnectorError(msg) from exc
+
+
+def _all_refused(bootstrap: str) -> bool:
+    """Whether every ``host:port`` of ``bootstrap`` refuses a TCP connection right now.
+
+    Example:
+        >>> import socket
+        >>> with socket.socket() as s:
+        ...     s.bind(("127.0.0.1", 0))
+        ...     closed = f"127.0.0.1:{s.getsockname()[1]}"
+        >>> _all_refused(closed), _all_refused("not-an-address")
+        (True, False)
+    """
+    for item in bootstrap.split(","):
+        host, sep, port = item.strip().rpartition("://")[2].rpartition(":")
+        if not sep or not port.isdigit():
+            return False  # let librdkafka judge what this code cannot parse
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=2.0):
+                return False
+        except ConnectionRefusedError:
+            continue
+        except OSError:
+            return False  # a timeout or a name that does not resolve: not a plain "refused"
+    return True
 
 
 def _loading_codes() -> frozenset[int]:
