@@ -433,7 +433,7 @@ class Broker:
         tmp.replace(path)
 
     # -- start ------------------------------------------------------------------------------
-    def start(self, timeout: float = 90.0) -> None:
+    def start(self, timeout: float = 180.0) -> None:
         """Start the broker and return once it answers metadata requests.
 
         The first start in a directory formats its storage (a new cluster id); later ones
@@ -685,7 +685,7 @@ class Broker:
         if (self.data_dir / _STATE).is_file():
             self._write_state(pid=None)
 
-    def restart(self, timeout: float = 90.0) -> None:
+    def restart(self, timeout: float = 180.0) -> None:
         """Stop, then start again on the same ports with the same data."""
         self.stop()
         self.start(timeout)
