@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from tidal.errors import ConnectorError
 from tidal.io.kafka.admin import KafkaAdmin
 from tidal.io.kafka.broker import Broker
 
@@ -66,6 +67,10 @@ def test_starts_answers_restarts_with_its_data_and_stops(own_kafka_broker: Broke
     _produce(broker.bootstrap, "kept", 300)
     assert sum(admin.end_offsets("kept").values()) == 300
 
+    with pytest.raises(ConnectorError, match="already runs"):  # one broker per directory
+        Broker(broker.data_dir).start()
+    assert broker.running and broker.pid == pid
+
     broker.restart()
     assert broker.port == port and broker.pid != pid
     assert _gone_within(pid, 0)  # the old JVM is gone, not merely replaced
@@ -88,8 +93,8 @@ def test_broker_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
         import sys
-        from tidal.io.kafka.broker import Broker
-        broker = Broker({str(tmp_path / "kafka")!r})
+        from tidal.io.kafka.broker import FAST_START, Broker
+        broker = Broker({str(tmp_path / "kafka")!r}, jvm_options=FAST_START)
         broker.start()
         print(broker.pid, flush=True)
         sys.stdin.read()  # until the test kills this process
@@ -117,12 +122,3 @@ def test_broker_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
         for stream in (starter.stdin, starter.stdout, starter.stderr):
             if stream is not None:
                 stream.close()
-
-
-def test_a_second_broker_on_the_same_directory_is_refused(own_kafka_broker: Broker) -> None:
-    from tidal.errors import ConnectorError
-
-    other = Broker(own_kafka_broker.data_dir)
-    with pytest.raises(ConnectorError, match="already runs"):
-        other.start()
-    assert own_kafka_broker.running

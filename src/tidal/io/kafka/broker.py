@@ -39,6 +39,7 @@ import fcntl
 import functools
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -47,7 +48,7 @@ import sys
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -58,9 +59,15 @@ import orjson
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.kafka.config import KafkaConfig
 
-__all__ = ["KAFKA_VERSION", "Broker", "ensure_jars", "kafka_home"]
+__all__ = ["FAST_START", "KAFKA_VERSION", "Broker", "ensure_jars", "kafka_home"]
 
 KAFKA_VERSION = "4.4.0"
+FAST_START = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
+"""JVM options for a broker that starts on half the CPU time (C1 JIT only, serial GC).
+
+Measured on 2 busy cores: 3.6-4.4 s of JVM CPU time to ready instead of 6.8-7.7 s. For
+tests and short-lived brokers; a broker for benchmarks keeps the default JIT.
+"""
 _STATE = "broker.json"
 _HOST = "127.0.0.1"
 _INSTALL_JAVA = (
@@ -317,6 +324,9 @@ class Broker:
         heap: the JVM's maximum heap (``-Xmx``).
         detach: start a broker that outlives this process, in its own session (for
             ``tidal kafka up``); by default it dies with the process that started it.
+        jvm_options: more options for the broker's JVM, added last; default: the words of
+            ``$TIDAL_KAFKA_JVM_OPTIONS``. :data:`FAST_START` halves the CPU time a start
+            takes (the tests use it), at some cost in peak throughput.
 
     Example (not run here: it takes Java and a few seconds)::
 
@@ -336,12 +346,16 @@ class Broker:
         cache_dir: str | os.PathLike[str] | None = None,
         heap: str = "512m",
         detach: bool = False,
+        jvm_options: Sequence[str] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).absolute()
         self.version = version
         self.cache_dir = cache_dir
         self.heap = heap
         self.detach = detach
+        if jvm_options is None:
+            jvm_options = shlex.split(os.environ.get("TIDAL_KAFKA_JVM_OPTIONS", ""))
+        self.jvm_options = tuple(jvm_options)
         state = self._read_state()
         self._port: int | None = port or state.get("port")
         self._controller_port: int | None = state.get("controller_port")
@@ -518,6 +532,7 @@ class Broker:
         cmd = [
             java,
             "-Xmx256m",
+            *FAST_START,
             "-cp",
             f"{jars}/*",
             *self._log_flags(),
@@ -553,6 +568,7 @@ class Broker:
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
             *self._log_flags(),
+            *self.jvm_options,
             "-cp",
             f"{jars}/*",
             "kafka.Kafka",
