@@ -39,6 +39,7 @@ import fcntl
 import functools
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -243,7 +244,26 @@ def _is_broker(pid: int, properties: Path) -> bool:
     return b"kafka.Kafka" in cmdline and str(properties).encode() in cmdline
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def _free_port() -> int:
+    """A free port below the kernel's ephemeral range where it can.
+
+    A port in that range can be taken, while the broker is down for a restart, by any
+    outgoing connection's local end (its clients reconnecting, say); one below it cannot.
+    """
+    low, _ = _ephemeral_range()
+    if low > 20000:
+        for _ in range(200):
+            port = secrets.randbelow(low - 15000) + 15000
+            if _port_free(port):
+                return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((_HOST, 0))
         return int(s.getsockname()[1])
