@@ -66,7 +66,7 @@ KAFKA_VERSION = "4.4.0"
 FAST_START = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
 """JVM options for a broker that starts on half the CPU time (C1 JIT only, serial GC).
 
-Measured on 2 busy cores: 3.6-4.4 s of JVM CPU time to ready instead of 6.8-7.7 s. For
+Measured on 2 busy cores: 3.6-3.8 s of JVM CPU time to ready instead of 6.8-7.7 s. For
 tests and short-lived brokers; a broker for benchmarks keeps the default JIT.
 """
 _STATE = "broker.json"
