@@ -1,4 +1,9 @@
 # Two commands for a fresh machine: `make demo` and `make test`.
+# `make test` includes the Kafka tests (tests/integration): a session fixture resolves Apache
+# Kafka's jars from Maven Central (once, into ~/.cache/tidal/kafka), starts one broker on
+# free loopback ports and stops it at the end, so Java 17+ and Maven must be on PATH; with
+# TIDAL_KAFKA=host:port they use that cluster instead. Without Java or Maven they fail, saying
+# what to install. `make test ARGS='-m "not integration"'` leaves them out.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
