@@ -60,7 +60,7 @@ from tidal.errors import ConfigError, PipelineError, StateError
 from tidal.io.base import Sink, TransactionalSink
 from tidal.observe.metrics import LatencyHistogram
 from tidal.pipeline import Node, Pipeline
-from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore, CrashHook
+from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore, CommitsOutside, CrashHook
 from tidal.runtime.eventtime import event_time_ms
 from tidal.runtime.replay import StartFrom
 from tidal.runtime.snapshot import decode, encode
@@ -288,6 +288,23 @@ class Executor:
             self.transactional[DEAD_LETTERS] = dead
         elif dead is not None:
             self.plain_sinks.append(dead)
+        outside = [k for k, v in self.transactional.items() if isinstance(v, CommitsOutside)]
+        if len(outside) > 1:
+            msg = (
+                f"sinks {outside} of pipeline {self.pipeline.name!r} each commit in their own "
+                "transaction, which cannot be made atomic together; keep one of them "
+                "exactly-once and make the others at-least-once"
+            )
+            raise ConfigError(msg)
+        # the sink whose commit decides which checkpoint is restored commits first: if the
+        # process dies before the others commit, they commit in recover (see 0017)
+        self.transactional = {
+            **{k: self.transactional[k] for k in outside},
+            **{k: v for k, v in self.transactional.items() if k not in outside},
+        }
+        self._decider: CommitsOutside | None = (
+            self.transactional[outside[0]] if outside else None  # type: ignore[assignment]
+        )
         if self.transactional and config is None:
             names = ", ".join(f"{k!r} ({type(v).__name__})" for k, v in self.transactional.items())
             msg = (
@@ -403,7 +420,21 @@ class Executor:
     def _load_checkpoint(
         self, store: CheckpointStore
     ) -> tuple[Mapping[str, Any] | None, Mapping[str, Any]]:
-        found = store.load_latest()
+        found: tuple[Any, bytes] | None
+        if self._decider is not None:
+            cid = self._decider.committed_checkpoint()
+            gone = store.discard_after(cid or 0)
+            if gone:
+                log.warning(
+                    "pipeline %r: checkpoints %s were written but their output never committed "
+                    "(the process stopped first); resuming from %s",
+                    self.pipeline.name,
+                    gone,
+                    f"checkpoint {cid}" if cid else "the start",
+                )
+            found = None if cid is None else store.load(cid)
+        else:
+            found = store.load_latest()
         if found is None:
             return None, {}
         chk, data = found
