@@ -39,10 +39,10 @@ import orjson
 from tidal.core.batch import Array, Batch
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import BaseSink
-from tidal.io.jsonl import dumps_rows
+from tidal.io.formats import ValueFormat
 from tidal.io.kafka._confluent import Health, confluent, kafka_error
 from tidal.io.kafka.config import KafkaConfig
-from tidal.io.kafka.source import KafkaSource
+from tidal.io.kafka.source import KafkaSource, _format
 from tidal.io.log.sink import key_bytes
 
 __all__ = ["CRASH_ENV", "KafkaSink", "KafkaTransactionalSink"]
@@ -66,8 +66,10 @@ class KafkaSink(BaseSink):
         headers: the column of per-row headers (dict or ``(key, value)`` pairs, or ``None``).
         timestamp: the column of record timestamps (Unix ms); default ``Batch.time``, else
             the time of writing.
-        value_format: ``"json"`` (the user columns, less ``key``/``headers`` columns kept
-            as they are) or ``"raw"`` (the ``value`` column, bytes or text).
+        value_format: ``"json"`` (the user columns but ``headers``, as a JSON object),
+            ``"raw"`` (the ``value`` column, bytes or text), or any
+            :class:`~tidal.io.formats.ValueFormat`. A batched format (Arrow IPC) writes one
+            record per key (per batch without ``key``).
         producer_options: extra librdkafka producer settings (``linger.ms``,
             ``compression.type``, ...).
         name: the label in messages and logs (default ``kafka:<topic>``).
@@ -84,19 +86,16 @@ class KafkaSink(BaseSink):
         key: str | None = None,
         headers: str | None = None,
         timestamp: str | None = None,
-        value_format: Literal["json", "raw"] = "json",
+        value_format: Literal["json", "raw"] | ValueFormat = "json",
         producer_options: Mapping[str, Any] | None = None,
         name: str | None = None,
     ) -> None:
-        if value_format not in ("json", "raw"):
-            msg = f"KafkaSink: value_format must be 'json' or 'raw', got {value_format!r}"
-            raise ConfigError(msg)
+        self.format = _format(value_format, None, "KafkaSink")
         self.topic = topic
         self.config = config or KafkaConfig()
         self.key = key
         self.headers = headers
         self.timestamp = timestamp
-        self.value_format = value_format
         self.producer_options = dict(producer_options or {})
         self.label = name or f"kafka:{topic}"
         self.health = Health(self.label)
@@ -133,6 +132,9 @@ class KafkaSink(BaseSink):
         if n == 0:
             return
         self.open()
+        if self.format.batched:
+            batch = self._chunks(batch)
+            n = len(batch)
         values = self._values(batch)
         keys = (
             [key_bytes(k) for k in batch[self.key].tolist()] if self.key is not None else [None] * n
@@ -162,15 +164,32 @@ class KafkaSink(BaseSink):
         self._raise_failed()
 
     def _values(self, batch: Batch) -> list[bytes]:
-        if self.value_format == "json":
-            body = batch.drop([c for c in (self.headers,) if c is not None and c in batch])
-            lines = dumps_rows(body, self.label).split(b"\n")
-            lines.pop()
-            return lines
-        if "value" not in batch:
-            msg = f"{self.label}: value_format='raw' writes the column 'value'; the batch has {batch.names}"
-            raise ConnectorError(msg)
-        return [v.encode() if isinstance(v, str) else v for v in batch["value"].tolist()]
+        if self.format.batched:
+            return list(batch["__value__"].tolist())
+        body = batch.drop([c for c in (self.headers,) if c is not None and c in batch])
+        try:
+            return self.format.encode(body)
+        except ConnectorError as exc:
+            msg = f"{self.label}: {exc}"
+            raise ConnectorError(msg) from exc
+
+    def _chunks(self, batch: Batch) -> Batch:
+        """For a batched format: one row per key (or one row), holding the encoded chunk."""
+        body = batch.drop([c for c in (self.headers,) if c is not None and c in batch])
+        if self.key is None:
+            groups = [np.arange(len(batch))]
+        else:
+            _, inverse = np.unique(np.asarray(batch[self.key]).astype(str), return_inverse=True)
+            order = np.argsort(inverse, kind="stable")
+            cuts = np.flatnonzero(np.diff(inverse[order])) + 1
+            groups = np.split(order, cuts)
+        first = np.asarray([g[0] for g in groups], dtype=np.int64)
+        chunks = np.empty(len(groups), dtype=object)
+        chunks[:] = [self.format.encode(body.take(g))[0] for g in groups]
+        out = batch.take(first).with_columns(__value__=chunks)
+        if batch.time is not None:
+            out.time = np.asarray([batch.time[g].max() for g in groups], dtype=np.int64)
+        return out
 
     def _delivered(self, err: Any, msg: Any) -> None:
         if err is None:

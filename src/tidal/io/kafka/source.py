@@ -47,9 +47,9 @@ from tidal.core.batch import Array, Batch
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import BaseSource, DeadLetter
 from tidal.io.files import SchemaLike
+from tidal.io.formats import JsonFormat, RawFormat, ValueFormat
 from tidal.io.kafka._confluent import Health, confluent, kafka_error
 from tidal.io.kafka.config import KafkaConfig
-from tidal.io.log.source import _JsonValues
 
 __all__ = ["KafkaSource", "TopicPartition"]
 
@@ -57,7 +57,6 @@ TopicPartition = tuple[str, int]
 """A Kafka partition: ``(topic, partition)``."""
 
 Start = Literal["earliest", "latest"]
-ValueFormat = Literal["json", "raw"]
 
 _METADATA_TIMEOUT = 30.0
 
@@ -72,10 +71,11 @@ class KafkaSource(BaseSource):
         group: a consumer group: where no position is given a partition starts at the
             group's committed offset, and :meth:`commit` writes positions there. The
             exactly-once Kafka sink commits them inside its transactions.
-        value_format: ``"json"`` (objects, fields become columns) or ``"raw"`` (a
-            ``value`` column of bytes).
-        schema: for JSON, column -> ``"int"``/``"float"``/``"str"``/``"bool"``, checked
-            per record; a record that breaks it is a dead letter.
+        value_format: ``"json"`` (objects, fields become columns), ``"raw"`` (a ``value``
+            column of bytes), or any :class:`~tidal.io.formats.ValueFormat` (Avro,
+            Protobuf, Arrow IPC, ...).
+        schema: for ``"json"``, column -> ``"int"``/``"float"``/``"str"``/``"bool"``,
+            checked per record; a record that breaks it is a dead letter.
         start: where a partition without any other start begins.
         start_offsets: next offset per partition id, or per ``(topic, partition)``.
         start_time: start at the first record stamped at or after this time (Unix ms or
@@ -102,7 +102,7 @@ class KafkaSource(BaseSource):
         *,
         config: KafkaConfig | None = None,
         group: str | None = None,
-        value_format: ValueFormat = "json",
+        value_format: Literal["json", "raw"] | ValueFormat = "json",
         schema: SchemaLike | None = None,
         start: Start = "earliest",
         start_offsets: Mapping[Any, int] | None = None,
@@ -122,16 +122,13 @@ class KafkaSource(BaseSource):
         if not self.topics or not all(isinstance(t, str) and t for t in self.topics):
             msg = f"KafkaSource: give a topic name, several, or a '^pattern'; got {topics!r}"
             raise ConfigError(msg)
-        if value_format not in ("json", "raw"):
-            msg = f"KafkaSource: value_format must be 'json' or 'raw', got {value_format!r}"
-            raise ConfigError(msg)
+        self.format = _format(value_format, schema, "KafkaSource")
         if start not in ("earliest", "latest"):
             msg = f"KafkaSource: start must be 'earliest' or 'latest', got {start!r}"
             raise ConfigError(msg)
         self.config = config or KafkaConfig()
         self.name = name or f"kafka:{','.join(self.topics)}"
         self.group = group
-        self.value_format: ValueFormat = value_format
         self.start: Start = start
         self.start_offsets = dict(start_offsets or {})
         self.start_time = _ms(start_time) if start_time is not None else None
@@ -145,7 +142,6 @@ class KafkaSource(BaseSource):
         self.health = Health(self.name)
         self.dead_letters_produced = 0
         self._only = None if partitions is None else [int(p) for p in partitions]
-        self._json = _JsonValues(self.name, schema=schema, name=self.name)
         self._consumer: Any = None
         self._dlq: Any = None
         self._dlq_pending = 0
@@ -448,18 +444,14 @@ class KafkaSource(BaseSource):
         if (stamps < 0).any():
             stamps[stamps < 0] = time.time_ns() // 1_000_000
         self._advance(part, offsets)
-        values = [m.value() for m in msgs]
-        rows: Array | None = None
-        cols: dict[str, Array]
-        if self.value_format == "raw":
-            cols = {"value": _objects(values)}
-        else:
-            cols, rows, failed = self._decode(values)
-            for i, reason in failed:
-                self._reject(msgs[i], reason)
-            if failed:
-                offsets, stamps, part = offsets[rows], stamps[rows], part[rows]
-                msgs = [msgs[i] for i in rows.tolist()]
+        decoded = self.format.decode([m.value() for m in msgs])
+        for f in decoded.failures:
+            self._reject(msgs[f.index], f.reason)
+        cols = decoded.columns
+        rows = decoded.rows
+        if len(rows) != n or decoded.failures:
+            offsets, stamps, part = offsets[rows], stamps[rows], part[rows]
+            msgs = [msgs[i] for i in rows.tolist()]
         if self.key_column is not None:
             cols[self.key_column] = _objects(
                 [None if k is None else k.decode("utf-8", "replace") for k in (m.key() for m in msgs)]
@@ -473,15 +465,6 @@ class KafkaSource(BaseSource):
         return Batch(
             cols, ingest=stamps * 1_000_000, partition=part, offset=offsets, length=len(offsets)
         )
-
-    def _decode(self, values: list[bytes | None]) -> tuple[dict[str, Array], Array, list[tuple[int, str]]]:
-        if any(v is None for v in values):
-            keep = [i for i, v in enumerate(values) if v is not None]
-            cols, rows, failed = self._json.decode([values[i] for i in keep])  # type: ignore[misc]
-            at = np.asarray(keep, dtype=np.int64)
-            nulls = [(i, "null value (a tombstone), expected a JSON object") for i, v in enumerate(values) if v is None]
-            return cols, at[rows], sorted(nulls + [(int(at[i]), r) for i, r in failed])
-        return self._json.decode(values)  # type: ignore[arg-type]
 
     def _advance(self, part: Array, offsets: Array) -> None:
         nxt = self._next
@@ -556,6 +539,23 @@ class KafkaSource(BaseSource):
             self._consumer.close()
             self._consumer = None
             self._tps = []
+
+
+def _format(value_format: Any, schema: SchemaLike | None, who: str) -> ValueFormat:
+    if value_format == "json":
+        return JsonFormat(schema)
+    if schema is not None:
+        msg = f"{who}: schema= applies to value_format='json'; give the schema to the format"
+        raise ConfigError(msg)
+    if value_format == "raw":
+        return RawFormat()
+    if isinstance(value_format, ValueFormat):
+        return value_format
+    msg = (
+        f"{who}: value_format must be 'json', 'raw' or a tidal.io.formats format "
+        f"(JsonFormat, AvroFormat, ...), got {value_format!r}"
+    )
+    raise ConfigError(msg)
 
 
 def _pos(topic: str, partition: int, offset: int) -> dict[str, Any]:
