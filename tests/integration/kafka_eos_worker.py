@@ -45,7 +45,9 @@ def produce(bootstrap: str, topic: str, total: int) -> None:
     for a, b, c in zip(k, v, ts, strict=True):
         while True:
             try:
-                producer.produce(topic, orjson.dumps({"k": a, "v": b, "ts": c}), partition=0, timestamp=c)
+                producer.produce(
+                    topic, orjson.dumps({"k": a, "v": b, "ts": c}), partition=0, timestamp=c
+                )
                 break
             except BufferError:
                 producer.poll(0.05)

@@ -8,6 +8,9 @@ a restored source continues exactly where it left off; several topics and patter
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import orjson
 import pytest
 from kafka_helpers import new_topic, produce, read_all
@@ -75,7 +78,12 @@ def test_event_time_from_record_timestamps_through_a_pipeline(kafka_config: Kafk
 def test_tidal_to_plain_consumer_keeps_keys_headers_timestamps(kafka_config: KafkaConfig) -> None:
     topic = new_topic(kafka_config, "interop-out", 3)
     rows = [
-        {"user": f"u{i % 5}", "n": i, "h": {"trace": f"t{i}", "v": "1"}, "ts": 1_700_000_000_000 + i}
+        {
+            "user": f"u{i % 5}",
+            "n": i,
+            "h": {"trace": f"t{i}", "v": "1"},
+            "ts": 1_700_000_000_000 + i,
+        }
         for i in range(60)
     ]
     p = Pipeline("to-kafka")
@@ -89,14 +97,22 @@ def test_tidal_to_plain_consumer_keeps_keys_headers_timestamps(kafka_config: Kaf
     partition_of_user: dict[bytes | None, int] = {}
     for i in range(60):
         r = by_n[i]
-        assert orjson.loads(r.value or b"") == {"user": f"u{i % 5}", "n": i, "ts": 1_700_000_000_000 + i}
+        assert orjson.loads(r.value or b"") == {
+            "user": f"u{i % 5}",
+            "n": i,
+            "ts": 1_700_000_000_000 + i,
+        }
         assert r.key == f"u{i % 5}".encode()
         assert r.headers == [("trace", f"t{i}".encode()), ("v", b"1")]
         assert r.timestamp == 1_700_000_000_000 + i
         assert partition_of_user.setdefault(r.key, r.partition) == r.partition  # by key
     assert len(set(partition_of_user.values())) > 1
     for part in {r.partition for r in got}:  # a key's records stay in order
-        ns = [orjson.loads(r.value or b"")["n"] for r in sorted(got, key=lambda r: r.offset) if r.partition == part]
+        ns = [
+            orjson.loads(r.value or b"")["n"]
+            for r in sorted(got, key=lambda r: r.offset)
+            if r.partition == part
+        ]
         for user in {r.key for r in got if r.partition == part}:
             mine = [n for n in ns if f"u{n % 5}".encode() == user]
             assert mine == sorted(mine)
@@ -162,7 +178,9 @@ def test_start_positions(kafka_config: KafkaConfig) -> None:
 
     assert read() == every
     assert read(start="latest") == []
-    assert read(start_offsets={0: 7, 1: 2}) == [(0, 7), (0, 8), (0, 9)] + [(1, i) for i in range(2, 10)]
+    assert read(start_offsets={0: 7, 1: 2}) == [(0, 7), (0, 8), (0, 9)] + [
+        (1, i) for i in range(2, 10)
+    ]
     assert read(start_offsets={(topic, 1): 9}) == [(0, i) for i in range(10)] + [(1, 9)]
     assert read(start_time=1_000_000 + 100 * 6) == [(p, i) for p in (0, 1) for i in range(6, 10)]
     assert read(start_time=9_999_999_999) == []
@@ -198,7 +216,9 @@ def test_group_offsets_and_a_restored_source_continue_where_they_left(
     while (b := again.poll(100, 1.0)) is not None:
         rest += b.to_records()
     again.close()
-    assert sorted(_pairs(first.to_records()) + _pairs(rest)) == [(p, i) for p in (0, 1) for i in range(10)]
+    assert sorted(_pairs(first.to_records()) + _pairs(rest)) == [
+        (p, i) for p in (0, 1) for i in range(10)
+    ]
 
     grouped = KafkaSource(topic, config=kafka_config, group=group, bounded=True)
     assert _pairs(_drain(grouped)) == _pairs(rest)  # the group's committed offsets
@@ -251,3 +271,20 @@ def test_a_missing_topic_is_a_clear_error(kafka_config: KafkaConfig) -> None:
     with pytest.raises(ConnectorError, match="does not exist"):
         src.partitions()
     src.close()
+
+
+def test_kafka_source_keeps_the_source_contract(kafka_config: KafkaConfig) -> None:
+    spec = importlib.util.spec_from_file_location(
+        "connector_contract", Path(__file__).parents[1] / "conformance" / "connector_contract.py"
+    )
+    assert spec is not None and spec.loader is not None
+    contract = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(contract)
+    topic = _seq_topic(kafka_config, 15)
+
+    def fingerprint() -> object:
+        return [(r.partition, r.offset, r.value) for r in read_all(kafka_config, topic)]
+
+    contract.check_source(
+        lambda: KafkaSource(topic, config=kafka_config, bounded=True), fingerprint
+    )

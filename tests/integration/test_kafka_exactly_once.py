@@ -26,14 +26,13 @@ from pathlib import Path
 
 import orjson
 import pytest
+from kafka_eos_worker import produce
+from kafka_helpers import new_topic, read_all
 
 from tidal.io.kafka import KafkaConfig
 from tidal.io.kafka.sink import CRASH_ENV as KAFKA_CRASH_ENV
 from tidal.io.parts import read_committed
 from tidal.runtime.checkpoint import CRASH_ENV, CRASH_POINTS
-
-from kafka_eos_worker import produce
-from kafka_helpers import new_topic, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +43,12 @@ SEED = int(os.environ.get("TIDAL_FAULT_SEED", "20240101"))
 
 
 def _start(
-    sink: str, config: KafkaConfig, topics: tuple[str, str], tmp: Path, rate: int, env_add: dict[str, str]
+    sink: str,
+    config: KafkaConfig,
+    topics: tuple[str, str],
+    tmp: Path,
+    rate: int,
+    env_add: dict[str, str],
 ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDAL_")}
     env.update(env_add)
@@ -65,9 +69,7 @@ def _output(config: KafkaConfig, topic: str, tmp: Path) -> tuple[Counter[bytes],
     return main, late
 
 
-def _run_to_end(
-    sink: str, config: KafkaConfig, topics: tuple[str, str], tmp: Path
-) -> int | None:
+def _run_to_end(sink: str, config: KafkaConfig, topics: tuple[str, str], tmp: Path) -> int | None:
     proc = _start(sink, config, topics, tmp, 0, {})
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr.decode()[-3000:]

@@ -66,7 +66,7 @@ class Health:
         return {"error_cb": self.on_error, "logger": _LibrdkafkaLog(self)}
 
     def on_error(self, err: Any) -> None:
-        """librdkafka's ``error_cb``: count, and warn once per outage."""
+        """Librdkafka's ``error_cb``: count, and warn once per outage."""
         with self._lock:
             self.errors += 1
             name = err.name() if hasattr(err, "name") else str(err)

@@ -1,5 +1,6 @@
-"""Apache Kafka as a pipeline sink: at-least-once :class:`KafkaSink`, exactly-once
-:class:`KafkaTransactionalSink`.
+"""Apache Kafka as a pipeline sink: :class:`KafkaSink` and :class:`KafkaTransactionalSink`.
+
+:class:`KafkaSink` writes at least once, :class:`KafkaTransactionalSink` exactly once.
 
 Each row becomes one record: the user columns as a JSON object (the whole batch encoded in
 one orjson call), or the ``value`` column as it is (``value_format="raw"``); the ``key``
@@ -36,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from tidal.core.batch import Array, Batch
+from tidal.core.batch import Batch
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import BaseSink
 from tidal.io.formats import ValueFormat
@@ -422,7 +423,11 @@ class KafkaTransactionalSink(KafkaSink):
                     self.health.on_error(err)
                     time.sleep(0.1)
                     continue
-                if err is not None and hasattr(err, "txn_requires_abort") and err.txn_requires_abort():
+                if (
+                    err is not None
+                    and hasattr(err, "txn_requires_abort")
+                    and err.txn_requires_abort()
+                ):
                     raise _Abortable(str(err)) from exc
                 raise kafka_error(self.label, what, exc) from exc
 

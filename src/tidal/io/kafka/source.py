@@ -59,6 +59,7 @@ TopicPartition = tuple[str, int]
 Start = Literal["earliest", "latest"]
 
 _METADATA_TIMEOUT = 30.0
+_PARTITION_EOF = -191  # librdkafka's RD_KAFKA_RESP_ERR__PARTITION_EOF
 
 
 class KafkaSource(BaseSource):
@@ -207,7 +208,10 @@ class KafkaSource(BaseSource):
         if self._only is not None:
             missing = set(self._only) - set(ids.values())
             if missing:
-                msg = f"{self.name}: no partition ids {sorted(missing)}; it has {sorted(ids.values())}"
+                msg = (
+                    f"{self.name}: no partition ids {sorted(missing)}; "
+                    f"it has {sorted(ids.values())}"
+                )
                 raise ConfigError(msg)
             tps = [tp for tp in tps if ids[tp] in self._only]
         self._tps = tps
@@ -240,7 +244,11 @@ class KafkaSource(BaseSource):
         given = self._given(positions)
         starts: dict[int, int] = {}
         for key, off in self.start_offsets.items():
-            tp = (str(key[0]), int(key[1])) if isinstance(key, tuple) else self.topic_partition(int(key))
+            tp = (
+                (str(key[0]), int(key[1]))
+                if isinstance(key, tuple)
+                else self.topic_partition(int(key))
+            )
             if tp in self._ids:
                 starts[self._ids[tp]] = int(off)
         if self.group:
@@ -279,7 +287,10 @@ class KafkaSource(BaseSource):
                     msg = f"{self.name}: a position for partition id {i}, which it does not have"
                     raise ConnectorError(msg)
             if isinstance(at, bool) or not isinstance(at, int | np.integer) or at < 0:
-                msg = f"{self.name}: the position of partition {key} must be an offset >= 0, got {value!r}"
+                msg = (
+                    f"{self.name}: the position of partition {key} must be an offset >= 0, "
+                    f"got {value!r}"
+                )
                 raise ConnectorError(msg)
             out[i] = int(at)
         return out
@@ -414,7 +425,7 @@ class KafkaSource(BaseSource):
             err = m.error()
             if err is None:
                 good.append(m)
-            elif err.code() == ck.KafkaError._PARTITION_EOF:
+            elif err.code() == _PARTITION_EOF:
                 continue
             elif err.fatal() or err.code() in (
                 ck.KafkaError.UNKNOWN_TOPIC_OR_PART,
@@ -454,7 +465,10 @@ class KafkaSource(BaseSource):
             msgs = [msgs[i] for i in rows.tolist()]
         if self.key_column is not None:
             cols[self.key_column] = _objects(
-                [None if k is None else k.decode("utf-8", "replace") for k in (m.key() for m in msgs)]
+                [
+                    None if k is None else k.decode("utf-8", "replace")
+                    for k in (m.key() for m in msgs)
+                ]
             )
         if self.timestamp_column is not None:
             cols[self.timestamp_column] = stamps
@@ -527,7 +541,10 @@ class KafkaSource(BaseSource):
         err = getattr(self, "_dlq_error", None)
         if err is not None:
             self._dlq_error = None
-            msg = f"{self.name}: producing to the dead-letter topic {self.dead_letter_topic!r} failed: {err}"
+            msg = (
+                f"{self.name}: producing to the dead-letter topic "
+                f"{self.dead_letter_topic!r} failed: {err}"
+            )
             raise ConnectorError(msg)
 
     def close(self) -> None:
