@@ -68,7 +68,11 @@ def test_broker_down_for_10_s_mid_run(
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    _wait_for("the first half", lambda: executor.events >= HALF and executor.checkpoints > 0)
+    _wait_for(
+        "the first half",
+        lambda: bool(failure) or (executor.events >= HALF and executor.checkpoints > 0),
+    )
+    assert not failure, failure
 
     own_kafka_broker.stop()
     time.sleep(DOWN_S)  # the outage itself (the scenario), not a wait for something
@@ -78,7 +82,7 @@ def test_broker_down_for_10_s_mid_run(
 
     own_kafka_broker.start()
     produce(config, src_topic, [orjson.dumps({"n": i}) for i in range(HALF, 2 * HALF)])
-    _wait_for("every record", lambda: executor.events >= 2 * HALF or bool(failure))
+    _wait_for("every record", lambda: executor.events >= 2 * HALF or bool(failure), 240.0)
     done = executor.checkpoints
     _wait_for("a checkpoint after the last record", lambda: executor.checkpoints > done + 1)
     executor.stop()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -39,7 +40,7 @@ import orjson
 
 from tidal.core.batch import Batch
 from tidal.errors import ConfigError, ConnectorError
-from tidal.io.base import BaseSink
+from tidal.io.base import BaseSink, TransactionAborted
 from tidal.io.formats import ValueFormat
 from tidal.io.kafka._confluent import Health, confluent, kafka_error
 from tidal.io.kafka.config import KafkaConfig
@@ -54,7 +55,7 @@ CRASH_ENV = "TIDAL_TEST_KAFKA_CRASH"
 """Tests only: ``in_commit[:n]`` SIGKILLs the process the n-th time a transaction's offsets
 were sent and its commit was not (the middle of :meth:`KafkaTransactionalSink.commit`)."""
 
-_CALL_TIMEOUT = 30.0
+_CALL_TIMEOUT = 20.0
 
 
 class KafkaSink(BaseSink):
@@ -346,8 +347,9 @@ class KafkaTransactionalSink(KafkaSink):
         A repeated call (the transaction already committed) changes nothing.
 
         Raises:
-            ConnectorError: if the broker aborted the transaction (e.g. it timed out while
-                the broker was away); restarting resumes from the previous checkpoint.
+            TransactionAborted: if the broker aborted the transaction (e.g. its coordinator
+                moved while the broker was away); the runtime rewinds to the previous
+                checkpoint and writes that output again.
         """
         if not self._in_txn:
             return
@@ -355,10 +357,13 @@ class KafkaTransactionalSink(KafkaSink):
         meta = orjson.dumps({"checkpoint": checkpoint_id}).decode()
         marker = [ck.TopicPartition(self.topic, 0, int(checkpoint_id), metadata=meta)]
         group = self._marker_consumer().consumer_group_metadata()
+        self._wait_for_broker()
         try:
             self._retry(
                 "sending the checkpoint marker",
-                lambda: self._producer.send_offsets_to_transaction(marker, group, _CALL_TIMEOUT),
+                lambda: _watched(
+                    lambda: self._producer.send_offsets_to_transaction(marker, group, _CALL_TIMEOUT)
+                ),
             )
             if self.source is not None and self._source_offsets:
                 offsets = [
@@ -367,23 +372,60 @@ class KafkaTransactionalSink(KafkaSink):
                 source_group = self.source.group_metadata()
                 self._retry(
                     "sending the source offsets",
-                    lambda: self._producer.send_offsets_to_transaction(
-                        offsets, source_group, _CALL_TIMEOUT
+                    lambda: _watched(
+                        lambda: self._producer.send_offsets_to_transaction(
+                            offsets, source_group, _CALL_TIMEOUT
+                        )
                     ),
                 )
             self._crash.hit()
             self._retry(
-                "commit_transaction", lambda: self._producer.commit_transaction(_CALL_TIMEOUT)
+                "commit_transaction",
+                lambda: _watched(lambda: self._producer.commit_transaction(_CALL_TIMEOUT)),
             )
+        except _Hung as exc:
+            log.warning(
+                "%s: %s did not return in %.0f s (a librdkafka hang after a coordinator "
+                "outage); replacing the producer, which fences the old one and aborts its "
+                "transaction",
+                self.label,
+                exc,
+                _HUNG_AFTER,
+            )
+            self._producer, self._ready, self._in_txn = None, False, False
+            self.open()
+            msg = (
+                f"{self.label}: the transaction of checkpoint {checkpoint_id} was abandoned "
+                "(its producer hung); its output is discarded and will be written again from "
+                "the previous checkpoint"
+            )
+            raise TransactionAborted(msg) from None
         except _Abortable as exc:
             self._abort()
             msg = (
                 f"{self.label}: the broker aborted the transaction of checkpoint "
-                f"{checkpoint_id} ({exc}); its output is discarded. Restart the pipeline: it "
-                "resumes from the previous checkpoint and writes that output again"
+                f"{checkpoint_id} ({exc}); its output is discarded and will be written again "
+                "from the previous checkpoint"
             )
-            raise ConnectorError(msg) from exc.__cause__
+            raise TransactionAborted(msg) from exc.__cause__
         self._in_txn = False
+
+    def _wait_for_broker(self) -> None:
+        """Return once a broker answers a metadata request.
+
+        librdkafka's ``send_offsets_to_transaction`` can block for good, past its timeout,
+        when it is called while the group coordinator is down (librdkafka issues 5456 and
+        5511); so the sink calls it only after the cluster answered. A transaction with
+        records has just been flushed, so this costs one round trip.
+        """
+        ck = confluent()
+        while True:
+            try:
+                self._producer.list_topics(self.topic, timeout=5.0)
+                return
+            except ck.KafkaException as exc:
+                err = exc.args[0] if exc.args else exc
+                self.health.on_error(err)
 
     def recover(self, pending: Sequence[dict[str, Any]]) -> None:
         """Fence the crashed producer (its open transaction is aborted); nothing else is staged.
@@ -414,6 +456,7 @@ class KafkaTransactionalSink(KafkaSink):
     def _retry(self, what: str, call: Any) -> Any:
         """Run a transactional call, retrying while librdkafka says it may."""
         ck = confluent()
+        tries = 0
         while True:
             try:
                 return call()
@@ -421,6 +464,11 @@ class KafkaTransactionalSink(KafkaSink):
                 err = exc.args[0] if exc.args else None
                 if err is not None and hasattr(err, "retriable") and err.retriable():
                     self.health.on_error(err)
+                    if tries % 10 == 0:
+                        log.warning(
+                            "%s: %s: %s %s; retrying", self.label, what, err.name(), err.str()
+                        )
+                    tries += 1
                     time.sleep(0.1)
                     continue
                 if (
@@ -430,6 +478,38 @@ class KafkaTransactionalSink(KafkaSink):
                 ):
                     raise _Abortable(str(err)) from exc
                 raise kafka_error(self.label, what, exc) from exc
+
+
+_HUNG_AFTER = 2 * _CALL_TIMEOUT
+
+
+def _watched(call: Any) -> Any:
+    """Run a blocking librdkafka call in a thread; raise :class:`_Hung` past its time.
+
+    ``send_offsets_to_transaction`` may ignore its timeout and block for good when the
+    coordinator goes down during the call (librdkafka issues 5456, 5511). The thread of a
+    hung call is left behind (a daemon); its producer is replaced.
+    """
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["ok"] = call()
+        except BaseException as exc:  # handed to the caller's thread
+            box["err"] = exc
+
+    thread = threading.Thread(target=run, name="tidal-kafka-txn", daemon=True)
+    thread.start()
+    thread.join(_HUNG_AFTER)
+    if thread.is_alive():
+        raise _Hung(getattr(call, "__name__", "a transactional call"))
+    if "err" in box:
+        raise box["err"]
+    return box.get("ok")
+
+
+class _Hung(Exception):
+    """A transactional call that did not return in time."""
 
 
 class _Abortable(Exception):

@@ -392,8 +392,10 @@ class KafkaSource(BaseSource):
     def poll(self, max_records: int, timeout: float) -> Batch | None:
         """Up to ``max_records`` records from one batched ``consume`` call.
 
-        Returns an empty batch when nothing came within ``timeout`` seconds (also while
-        the broker is unreachable), and ``None`` once a bounded source reached its ends.
+        It never waits longer than for the first record: what librdkafka has fetched
+        already comes at once. Returns an empty batch when nothing came within ``timeout``
+        seconds (also while the broker is unreachable), and ``None`` once a bounded source
+        reached its ends.
         """
         if max_records < 1:
             msg = f"{self.name}: max_records must be >= 1, got {max_records}"
@@ -403,8 +405,17 @@ class KafkaSource(BaseSource):
         if self.bounded and self._done():
             return None
         ck = confluent()
+        consumer = self._consumer
         try:
-            msgs = self._consumer.consume(num_messages=max_records, timeout=max(timeout, 0.0))
+            # consume(n, t) waits for all n or the whole timeout: take what is fetched
+            # already, else wait for one record only, then take what came with it
+            msgs = consumer.consume(num_messages=max_records, timeout=0)
+            if not msgs and timeout > 0:
+                first = consumer.poll(timeout)
+                if first is not None:
+                    msgs = [first]
+                    if max_records > 1:
+                        msgs += consumer.consume(num_messages=max_records - 1, timeout=0)
         except ck.KafkaException as exc:
             raise kafka_error(self.name, "consume", exc) from exc
         if self._dlq is not None:
