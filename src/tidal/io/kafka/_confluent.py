@@ -19,7 +19,7 @@ from typing import Any
 
 from tidal.errors import ConnectorError
 
-__all__ = ["Health", "confluent", "kafka_error"]
+__all__ = ["Health", "confluent", "kafka_error", "transient"]
 
 log = logging.getLogger("tidal.kafka")
 
@@ -38,6 +38,25 @@ def confluent() -> Any:
         msg = "Kafka sources and sinks need the 'kafka' extra: pip install 'tidal-stream[kafka]'"
         raise ImportError(msg, name=exc.name) from exc
     return confluent_kafka
+
+
+_COORDINATOR_CODES = {
+    14,  # COORDINATOR_LOAD_IN_PROGRESS
+    15,  # COORDINATOR_NOT_AVAILABLE
+    16,  # NOT_COORDINATOR
+}
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether a client error will pass by itself (retriable, or a coordinator moving/loading).
+
+    librdkafka does not mark a coordinator that is still loading (a broker that just
+    started) as retriable for ``committed()``; callers retry those too.
+    """
+    err = exc.args[0] if exc.args else None
+    if err is None or not hasattr(err, "code"):
+        return False
+    return bool(err.retriable()) or err.code() in _COORDINATOR_CODES or err.name() in _OUTAGE
 
 
 def kafka_error(where: str, what: str, exc: BaseException) -> ConnectorError:
@@ -82,6 +101,20 @@ class Health:
                     )
                 return
         log.warning("%s: Kafka client error %s", self.label, err)
+
+    def waiting(self, what: str, seconds: float) -> None:
+        """A call has waited ``seconds`` for the cluster: report it as an outage, once."""
+        with self._lock:
+            if self.down_since is not None:
+                return
+            self.down_since = time.monotonic() - seconds
+            self.outages += 1
+        log.warning(
+            "%s: broker unreachable: %s has waited %.0f s for an answer; waiting on",
+            self.label,
+            what,
+            seconds,
+        )
 
     def ok(self) -> None:
         """Called after a successful round trip: end the current outage, if any."""

@@ -42,7 +42,7 @@ from tidal.core.batch import Batch
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import BaseSink, TransactionAborted
 from tidal.io.formats import ValueFormat
-from tidal.io.kafka._confluent import Health, confluent, kafka_error
+from tidal.io.kafka._confluent import Health, confluent, kafka_error, transient
 from tidal.io.kafka.config import KafkaConfig
 from tidal.io.kafka.source import KafkaSource, _format
 from tidal.io.log.sink import key_bytes
@@ -375,13 +375,21 @@ class KafkaTransactionalSink(KafkaSink):
                     lambda: _watched(
                         lambda: self._producer.send_offsets_to_transaction(
                             offsets, source_group, _CALL_TIMEOUT
-                        )
+                        ),
+                        self._serve,
+                        "send_offsets_to_transaction",
+                        self.health,
                     ),
                 )
             self._crash.hit()
             self._retry(
                 "commit_transaction",
-                lambda: _watched(lambda: self._producer.commit_transaction(_CALL_TIMEOUT)),
+                lambda: _watched(
+                    lambda: self._producer.commit_transaction(_CALL_TIMEOUT),
+                    self._serve,
+                    "commit_transaction",
+                    self.health,
+                ),
             )
         except _Hung as exc:
             log.warning(
@@ -409,6 +417,12 @@ class KafkaTransactionalSink(KafkaSink):
             )
             raise TransactionAborted(msg) from exc.__cause__
         self._in_txn = False
+
+    def _serve(self) -> None:
+        """Serve the clients' callbacks (errors, deliveries) while a call blocks."""
+        self._producer.poll(0)
+        if self.source is not None:
+            self.source.serve()
 
     def _wait_for_broker(self) -> None:
         """Return once a broker answers a metadata request.
@@ -462,7 +476,7 @@ class KafkaTransactionalSink(KafkaSink):
                 return call()
             except ck.KafkaException as exc:
                 err = exc.args[0] if exc.args else None
-                if err is not None and hasattr(err, "retriable") and err.retriable():
+                if err is not None and transient(exc) and not _requires_abort(err):
                     self.health.on_error(err)
                     if tries % 10 == 0:
                         log.warning(
@@ -481,14 +495,16 @@ class KafkaTransactionalSink(KafkaSink):
 
 
 _HUNG_AFTER = 2 * _CALL_TIMEOUT
+_SLOW_AFTER = 3.0
 
 
-def _watched(call: Any) -> Any:
+def _watched(call: Any, serve: Any = None, what: str = "", health: Health | None = None) -> Any:
     """Run a blocking librdkafka call in a thread; raise :class:`_Hung` past its time.
 
     ``send_offsets_to_transaction`` may ignore its timeout and block for good when the
     coordinator goes down during the call (librdkafka issues 5456, 5511). The thread of a
-    hung call is left behind (a daemon); its producer is replaced.
+    hung call is left behind (a daemon); its producer is replaced. ``serve`` is called
+    every half second while the call waits.
     """
     box: dict[str, Any] = {}
 
@@ -500,12 +516,26 @@ def _watched(call: Any) -> Any:
 
     thread = threading.Thread(target=run, name="tidal-kafka-txn", daemon=True)
     thread.start()
-    thread.join(_HUNG_AFTER)
+    started = time.monotonic()
+    while thread.is_alive() and time.monotonic() < started + _HUNG_AFTER:
+        thread.join(0.5)
+        if thread.is_alive():
+            if serve is not None:
+                serve()  # error callbacks (e.g. "broker unreachable") while the call waits
+            waited = time.monotonic() - started
+            if health is not None and waited >= _SLOW_AFTER:
+                health.waiting(what, waited)
     if thread.is_alive():
         raise _Hung(getattr(call, "__name__", "a transactional call"))
     if "err" in box:
         raise box["err"]
+    if health is not None:
+        health.ok()
     return box.get("ok")
+
+
+def _requires_abort(err: Any) -> bool:
+    return bool(hasattr(err, "txn_requires_abort") and err.txn_requires_abort())
 
 
 class _Hung(Exception):

@@ -48,7 +48,7 @@ from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import BaseSource, DeadLetter
 from tidal.io.files import SchemaLike
 from tidal.io.formats import JsonFormat, RawFormat, ValueFormat
-from tidal.io.kafka._confluent import Health, confluent, kafka_error
+from tidal.io.kafka._confluent import Health, confluent, kafka_error, transient
 from tidal.io.kafka.config import KafkaConfig
 
 __all__ = ["KafkaSource", "TopicPartition"]
@@ -311,12 +311,18 @@ class KafkaSource(BaseSource):
 
     def _committed(self) -> dict[int, int]:
         ck = confluent()
-        try:
-            got = self._client().committed(
-                [ck.TopicPartition(t, p) for t, p in self._tps], timeout=_METADATA_TIMEOUT
-            )
-        except ck.KafkaException as exc:
-            raise kafka_error(self.name, f"reading group {self.group!r}'s offsets", exc) from exc
+        query = [ck.TopicPartition(t, p) for t, p in self._tps]
+        deadline = time.monotonic() + _METADATA_TIMEOUT
+        while True:
+            try:
+                got = self._client().committed(query, timeout=_METADATA_TIMEOUT)
+                break
+            except ck.KafkaException as exc:
+                if transient(exc) and time.monotonic() < deadline:
+                    time.sleep(0.1)  # the group coordinator is still loading
+                    continue
+                what = f"reading group {self.group!r}'s offsets"
+                raise kafka_error(self.name, what, exc) from exc
         return {self._ids[(tp.topic, tp.partition)]: tp.offset for tp in got if tp.offset >= 0}
 
     def positions_for_time(self, time_ms: int) -> dict[int, Any]:
@@ -388,6 +394,11 @@ class KafkaSource(BaseSource):
             self._client().commit(offsets=offsets, asynchronous=False)
         except ck.KafkaException as exc:
             raise kafka_error(self.name, f"committing group {self.group!r}'s offsets", exc) from exc
+
+    def serve(self) -> None:
+        """Serve the error callbacks of the clients without taking records (thread-safe)."""
+        if self._dlq is not None:
+            self._dlq.poll(0)
 
     def poll(self, max_records: int, timeout: float) -> Batch | None:
         """Up to ``max_records`` records from one batched ``consume`` call.
