@@ -64,7 +64,8 @@ def create(config: KafkaConfig, prefix: str, partitions: int) -> str:
 
     name = f"{prefix}-{uuid.uuid4().hex[:8]}"
     admin = AdminClient(config.client())
-    for f in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+    topic = NewTopic(name, partitions, 1, config={"retention.ms": "-1"})  # old timestamps
+    for f in admin.create_topics([topic]).values():
         f.result(60)
     return name
 

@@ -18,10 +18,15 @@ from tidal.io.kafka import KafkaConfig
 
 
 def new_topic(config: KafkaConfig, prefix: str, partitions: int = 1) -> str:
-    """Create a fresh topic named ``<prefix>-<random>`` and return its name."""
+    """Create a fresh topic named ``<prefix>-<random>`` and return its name.
+
+    Retention by time is off: the tests write records stamped in the past (event time in
+    2024), which the broker's default 7-day retention would delete under the reader.
+    """
     name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     admin = AdminClient(config.client())
-    futures = admin.create_topics([NewTopic(name, partitions, 1)], operation_timeout=30)
+    topic = NewTopic(name, partitions, 1, config={"retention.ms": "-1"})
+    futures = admin.create_topics([topic], operation_timeout=30)
     for f in futures.values():
         f.result(timeout=60)
     return name

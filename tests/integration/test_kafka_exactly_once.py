@@ -38,7 +38,7 @@ pytestmark = pytest.mark.integration
 
 WORKER = Path(__file__).with_name("kafka_eos_worker.py")
 TOTAL = 100_000
-RATE = 20_000  # events per second while kills happen: 5 s of input
+RATE = 8_000  # events per second while kills happen: 12.5 s of input, more than kills eat
 SEED = int(os.environ.get("TIDAL_FAULT_SEED", "20240101"))
 
 
