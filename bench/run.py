@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:
 
 
 def main(argv: list[str]) -> int:
-    from bench import checkpoint, compression, formats, latency, log, models, w1
+    from bench import checkpoint, compression, formats, kafka, latency, log, models, w1
 
     benches = {
         "w1": w1.cli,
@@ -25,6 +25,7 @@ def main(argv: list[str]) -> int:
         "models": models.cli,
         "compression": compression.cli,
         "formats": formats.cli,
+        "kafka": kafka.cli,
     }
     if any(a in ("-h", "--help") for a in argv[:1]):
         print(__doc__)

@@ -16,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from tidal.core.batch import Batch
 from tidal.core.deadletter import DeadLetter
+from tidal.errors import ConnectorError
 
 __all__ = [
     "BaseSink",
@@ -23,6 +24,7 @@ __all__ = [
     "DeadLetter",
     "Sink",
     "Source",
+    "TransactionAborted",
     "TransactionalSink",
 ]
 
@@ -109,6 +111,16 @@ class TransactionalSink(Sink, Protocol):
     def recover(self, pending: Sequence[dict[str, Any]]) -> None:
         """On restore: commit ``pending`` idempotently; discard all other staged output."""
         ...
+
+
+class TransactionAborted(ConnectorError):
+    """A transactional sink's ``commit`` failed for good: the prepared output is gone.
+
+    Raised by sinks whose system may abort a prepared transaction (Kafka's coordinator does,
+    e.g. after an outage). A runtime that knows which checkpoint committed last (decision
+    0017) rewinds to it and processes the input again; otherwise the run stops, and a
+    restart resumes from that checkpoint.
+    """
 
 
 class BaseSource:

@@ -48,7 +48,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol, runtime_checkable
 
 import orjson
 
@@ -61,6 +61,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointConfig",
     "CheckpointStore",
+    "CommitsOutside",
     "CrashHook",
     "default_data_dir",
 ]
@@ -178,6 +179,22 @@ class Checkpoint:
     def state_path(self) -> Path:
         """The ``state.npz`` file."""
         return self.path / _STATE
+
+
+@runtime_checkable
+class CommitsOutside(Protocol):
+    """A transactional sink whose commits are recorded outside the checkpoint store.
+
+    A Kafka transaction left open by a crashed process cannot be committed by the next one
+    (decision 0017), so after a crash the newest checkpoint's output may be gone. Such a
+    sink records, inside each transaction, the id of the checkpoint it commits; on start
+    the runtime restores exactly the checkpoint it names (and deletes newer ones, whose
+    output was aborted) instead of the newest one.
+    """
+
+    def committed_checkpoint(self) -> int | None:
+        """The id of the last checkpoint whose output committed (``None``: none yet)."""
+        ...
 
 
 class CrashHook:
@@ -355,6 +372,32 @@ class CheckpointStore:
             except StateError as exc:
                 log.warning("%s; using an older checkpoint", exc)
         return None
+
+    def load(self, checkpoint_id: int) -> tuple[Checkpoint, bytes]:
+        """Checkpoint ``checkpoint_id`` and its verified ``state.npz`` bytes.
+
+        Raises:
+            StateError: if it is missing, torn or damaged.
+        """
+        chk = self.manifest(checkpoint_id)
+        if chk is None:
+            msg = (
+                f"checkpoint {checkpoint_id} of pipeline {self.pipeline!r} is not in "
+                f"'{self.path}' (or is incomplete), but the sink's output says it committed; "
+                "was the data directory changed or deleted? Run with the data directory the "
+                "output was written with, or replay (--from-offset / --from-time) to new output"
+            )
+            raise StateError(msg)
+        return chk, self.read(chk)
+
+    def discard_after(self, checkpoint_id: int) -> list[int]:
+        """Delete every checkpoint newer than ``checkpoint_id``; returns their ids."""
+        gone = [c for c in self.ids() if c > checkpoint_id]
+        for cid in gone:
+            shutil.rmtree(self.dir_of(cid), ignore_errors=True)
+        if gone:
+            _fsync_dir(self.path)
+        return gone
 
     # -- writing ---------------------------------------------------------------------------
     def write(self, checkpoint_id: int, state: bytes, *, final: bool = False) -> Checkpoint:

@@ -56,10 +56,10 @@ from tidal.core.operator import Context
 from tidal.core.operators import position_of, raw_of
 from tidal.core.watermark import MAX_TIME, MIN_TIME, WatermarkTracker
 from tidal.errors import ConfigError, PipelineError, StateError
-from tidal.io.base import Sink, TransactionalSink
+from tidal.io.base import Sink, TransactionAborted, TransactionalSink
 from tidal.observe.metrics import LatencyHistogram
 from tidal.observe.summary import RunSummary
-from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore, CrashHook
+from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore, CommitsOutside, CrashHook
 from tidal.runtime.eventtime import (
     event_time_ms,
     future_reason,
@@ -270,6 +270,23 @@ class Executor:
             self.transactional[DEAD_LETTERS] = dead
         elif dead is not None:
             self.plain_sinks.append(dead)
+        outside = [k for k, v in self.transactional.items() if isinstance(v, CommitsOutside)]
+        if len(outside) > 1:
+            msg = (
+                f"sinks {outside} of pipeline {self.pipeline.name!r} each commit in their own "
+                "transaction, which cannot be made atomic together; keep one of them "
+                "exactly-once and make the others at-least-once"
+            )
+            raise ConfigError(msg)
+        # the sink whose commit decides which checkpoint is restored commits first: if the
+        # process dies before the others commit, they commit in recover (see 0017)
+        self.transactional = {
+            **{k: self.transactional[k] for k in outside},
+            **{k: v for k, v in self.transactional.items() if k not in outside},
+        }
+        self._decider: CommitsOutside | None = (
+            self.transactional[outside[0]] if outside else None  # type: ignore[assignment]
+        )
         if self.transactional and config is None:
             names = ", ".join(f"{k!r} ({type(v).__name__})" for k, v in self.transactional.items())
             msg = (
@@ -283,6 +300,7 @@ class Executor:
         if config is not None:
             self.store = CheckpointStore(config, self.pipeline.name, crash=CrashHook())
         self.restored_from: int | None = None
+        self.rewinds = 0
         self.checkpoints = 0
         self.checkpoint_ms: list[float] = []
         self._next_id = 1
@@ -392,7 +410,21 @@ class Executor:
     def _load_checkpoint(
         self, store: CheckpointStore
     ) -> tuple[Mapping[str, Any] | None, Mapping[str, Any]]:
-        found = store.load_latest()
+        found: tuple[Any, bytes] | None
+        if self._decider is not None:
+            cid = self._decider.committed_checkpoint()
+            gone = store.discard_after(cid or 0)
+            if gone:
+                log.warning(
+                    "pipeline %r: checkpoints %s were written but their output never committed "
+                    "(the process stopped first); resuming from %s",
+                    self.pipeline.name,
+                    gone,
+                    f"checkpoint {cid}" if cid else "the start",
+                )
+            found = None if cid is None else store.load(cid)
+        else:
+            found = store.load_latest()
         if found is None:
             return None, {}
         chk, data = found
@@ -562,7 +594,13 @@ class Executor:
         self._next_id = cid + 1
         store.crash.hit("after_manifest")
         for i, (name, sink) in enumerate(self.transactional.items()):
-            sink.commit(cid, pending[name])
+            try:
+                sink.commit(cid, pending[name])
+            except TransactionAborted as exc:
+                if i > 0 or self._decider is None:
+                    raise
+                self._rewind(cid, exc)
+                return cid
             if i == 0:
                 store.crash.hit("mid_commit")
         store.crash.hit("after_commit")
@@ -571,6 +609,32 @@ class Executor:
         self.checkpoint_ms.append((time.perf_counter() - t0) * 1000.0)
         self._last_at, self._last_events = time.monotonic(), self.events
         return cid
+
+    def _rewind(self, cid: int, exc: TransactionAborted) -> None:
+        """The deciding sink's commit of checkpoint ``cid`` was aborted: go back in process.
+
+        Restore the checkpoint its last commit names (``cid`` is discarded), let the sinks
+        recover, and reopen the sources there, so the lost output is produced again.
+
+        Raises:
+            TransactionAborted: when no checkpoint committed yet (the run stops; a restart
+                begins from the start).
+        """
+        assert self.store is not None
+        log.warning(
+            "pipeline %r: %s; rewinding to the last committed checkpoint", self.pipeline.name, exc
+        )
+        snapshot, pending = self._load_checkpoint(self.store)
+        if snapshot is None:
+            raise exc
+        drop = () if self.checkpoint_config is None else self.checkpoint_config.drop_state
+        positions = self._restore(snapshot, drop)
+        for name, sink in self.transactional.items():
+            info = pending.get(name)
+            sink.recover([info] if info is not None else [])
+        for s in self.sources:
+            s.source.open(positions.get(s.node.name, {}))
+        self.rewinds += 1
 
     def _install_signals(self) -> Callable[[], None]:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():

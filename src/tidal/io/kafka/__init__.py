@@ -5,5 +5,7 @@ to a broker; :class:`KafkaConfig` itself has no dependency.
 """
 
 from tidal.io.kafka.config import KafkaConfig
+from tidal.io.kafka.sink import KafkaSink, KafkaTransactionalSink
+from tidal.io.kafka.source import KafkaSource
 
-__all__ = ["KafkaConfig"]
+__all__ = ["KafkaConfig", "KafkaSink", "KafkaSource", "KafkaTransactionalSink"]
