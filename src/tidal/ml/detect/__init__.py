@@ -1,0 +1,1 @@
+"""Anomaly detectors (placeholder, filled below)."""
