@@ -81,6 +81,7 @@ from tidal.runtime.replay import StartFrom
 if TYPE_CHECKING:
     from tidal.observe.status import StatusLine
 
+from tidal.cli.detect import _add_detect
 from tidal.cli.log import _add_log
 from tidal.cli.models import _add_models
 from tidal.cli.options import (
@@ -160,6 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo, options=_DEMO_OPTIONS)
     _add_log(commands)
     _add_models(commands)
+    _add_detect(commands)
     return parser
 
 

@@ -10,11 +10,10 @@ name            what                                                catches
 ``seasonal``    same phase of earlier seasons (learned period)      wrong-time values
 ``hst``         Half-Space Trees, vectorized (multivariate)         unusual regions, jumps
 ``iforest``     isolation forest refit on a sliding window          unusual regions (few keys)
-``ensemble``    the largest deviation of median_mad, seasonal and   all of the above
-                changepoint
+``ensemble``    the mean deviation of hst and seasonal              both, fewer false alerts
 ==============  ==================================================  ==========================
 
-``auto`` is the ensemble: it had the best early-detection score on the evaluation set
+``auto`` is ``hst``: it had the best early-detection score on the evaluation set
 (``python bench/run.py detect --quality``; the table is in the README). Every detector
 follows :class:`~tidal.ml.detect.base.Detector`; :class:`~tidal.ml.detect.step.DetectStep`
 (``stream.detect(...)``) runs one in a pipeline, with alerts (hysteresis) and explanations.
@@ -23,7 +22,7 @@ Example:
     >>> sorted(DETECTORS)
     ['changepoint', 'ensemble', 'ewma', 'hst', 'iforest', 'median_mad', 'rolling_z', 'seasonal']
     >>> make("auto").kind
-    'ensemble'
+    'hst'
 """
 
 from __future__ import annotations
@@ -62,9 +61,10 @@ __all__ = [
 
 
 def default_ensemble(features: int = 1, seed: int = 0) -> Ensemble:
-    """The ``ensemble`` (and ``auto``) detector: median/MAD, seasonal and change points."""
-    del features, seed
-    return Ensemble([MedianMAD(), Seasonal(), ChangePoint()])
+    """The ``ensemble`` detector: the mean deviation of Half-Space Trees and seasonal."""
+    if features > 1:
+        return Ensemble([HalfSpaceTrees(features=features, seed=seed)])
+    return Ensemble([HalfSpaceTrees(seed=seed), Seasonal()], combine="mean")
 
 
 DETECTORS: dict[str, Callable[[int, int], Detector]] = {
@@ -79,7 +79,7 @@ DETECTORS: dict[str, Callable[[int, int], Detector]] = {
 }
 """Detector name -> factory ``(value columns, seed) -> Detector`` with default parameters."""
 
-AUTO = "ensemble"
+AUTO = "hst"
 """What ``"auto"`` means: the detector the evaluation supports (see the README's table)."""
 
 

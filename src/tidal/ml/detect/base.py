@@ -173,7 +173,7 @@ def to_score(deviation: Array) -> Array:
     d = np.abs(np.asarray(deviation, dtype=np.float64)) / np.sqrt(2.0)
     t = 1.0 / (1.0 + 0.3275911 * d)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    out: Array = 1.0 - poly * np.exp(-d * d)
+    out: Array = np.where(d > 0, 1.0 - poly * np.exp(-d * d), np.where(d == 0, 0.0, d))
     return np.clip(out, 0.0, 1.0)
 
 

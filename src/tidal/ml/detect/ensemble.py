@@ -28,7 +28,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -40,10 +40,14 @@ __all__ = ["Ensemble", "Hysteresis"]
 
 
 class Ensemble:
-    """The maximum deviation of several detectors, with the member that gave it.
+    """The maximum (or mean) deviation of several detectors, and the member that led it.
+
+    ``combine="max"`` alerts when any member is sure; ``"mean"`` needs the members to
+    agree more, which trades a little sensitivity for fewer false alerts.
 
     Args:
         members: the detectors (all fed the same value columns).
+        combine: ``"max"`` or ``"mean"`` of the members' deviations.
 
     Example:
         >>> from tidal.ml.detect import MedianMAD, Seasonal
@@ -55,10 +59,16 @@ class Ensemble:
 
     kind = "ensemble"
 
-    def __init__(self, members: Sequence[Detector]) -> None:
+    def __init__(
+        self, members: Sequence[Detector], *, combine: Literal["max", "mean"] = "max"
+    ) -> None:
         if not members:
             msg = "an Ensemble needs at least one member detector"
             raise ConfigError(msg)
+        if combine not in ("max", "mean"):
+            msg = f"an Ensemble combines by 'max' or 'mean', got {combine!r}"
+            raise ConfigError(msg)
+        self.combine = combine
         self.members = list(members)
         self.multivariate = all(m.multivariate for m in self.members)
         self.missing = any(getattr(m, "missing", False) for m in self.members)
@@ -91,20 +101,27 @@ class Ensemble:
         missing = ~np.isfinite(low) & ranged.any(axis=0)
         low[missing] = lows[fallback, rows][missing]
         high[missing] = highs[fallback, rows][missing]
-        return Scored(devs[best, rows], low, high, best.astype(np.int64))
+        dev = devs[best, rows] if self.combine == "max" else devs.mean(axis=0)
+        return Scored(dev, low, high, best.astype(np.int64))
 
     def params(self) -> dict[str, Any]:
         """Members' kinds and parameters."""
-        return {"members": [{"kind": m.kind, **m.params()} for m in self.members]}
+        members = [{"kind": m.kind, **m.params()} for m in self.members]
+        return {"combine": self.combine, "members": members}
 
     def snapshot(self) -> dict[str, Any]:
         """Every member's snapshot, in order."""
-        return {"kind": self.kind, "members": [m.snapshot() for m in self.members]}
+        members = [m.snapshot() for m in self.members]
+        return {"kind": self.kind, "combine": self.combine, "members": members}
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Restore every member."""
         got = snap.get("members", [])
-        if snap.get("kind") != self.kind or len(got) != len(self.members):
+        if (
+            snap.get("kind") != self.kind
+            or len(got) != len(self.members)
+            or snap.get("combine", "max") != self.combine
+        ):
             msg = f"not a snapshot of this {len(self.members)}-member ensemble"
             raise StateError(msg)
         for m, s in zip(self.members, got, strict=True):
