@@ -34,7 +34,7 @@ from tidal.core.batch import Batch  # noqa: E402
 from tidal.ml.detect import AUTO, DETECTORS, DetectStep, Hysteresis, make  # noqa: E402
 from tidal.ml.detect.evalset import Result, Series, evaluation_set, score_alerts  # noqa: E402
 
-RIVER_THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+RIVER_THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.993, 0.995, 0.997, 0.998, 0.999)
 
 
 def run_detector(name: str, series: Series, batch: int = 500) -> np.ndarray:

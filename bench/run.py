@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:
 
 
 def main(argv: list[str]) -> int:
-    from bench import checkpoint, compression, latency, log, models, w1
+    from bench import checkpoint, compression, detect, latency, log, models, w1
 
     benches = {
         "w1": w1.cli,
@@ -24,6 +24,7 @@ def main(argv: list[str]) -> int:
         "log": log.cli,
         "models": models.cli,
         "compression": compression.cli,
+        "detect": detect.cli,
     }
     if any(a in ("-h", "--help") for a in argv[:1]):
         print(__doc__)

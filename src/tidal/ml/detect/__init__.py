@@ -13,8 +13,9 @@ name            what                                                catches
 ``ensemble``    the mean deviation of hst and seasonal              both, fewer false alerts
 ==============  ==================================================  ==========================
 
-``auto`` is ``hst``: it had the best early-detection score on the evaluation set
-(``python bench/run.py detect --quality``; the table is in the README). Every detector
+``auto`` is the ensemble: it had the best early-detection score on the evaluation set, in
+NAB's standard and low-false-positive profiles (``python bench/run.py detect --quality``;
+the table is in the README). Every detector
 follows :class:`~tidal.ml.detect.base.Detector`; :class:`~tidal.ml.detect.step.DetectStep`
 (``stream.detect(...)``) runs one in a pipeline, with alerts (hysteresis) and explanations.
 
@@ -22,7 +23,7 @@ Example:
     >>> sorted(DETECTORS)
     ['changepoint', 'ensemble', 'ewma', 'hst', 'iforest', 'median_mad', 'rolling_z', 'seasonal']
     >>> make("auto").kind
-    'hst'
+    'ensemble'
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ DETECTORS: dict[str, Callable[[int, int], Detector]] = {
 }
 """Detector name -> factory ``(value columns, seed) -> Detector`` with default parameters."""
 
-AUTO = "hst"
+AUTO = "ensemble"
 """What ``"auto"`` means: the detector the evaluation supports (see the README's table)."""
 
 

@@ -217,6 +217,14 @@ def _check_univariate(kind: str, x: Array) -> None:
         raise ConfigError(msg)
 
 
+def _weighted(a: Array, w: Array) -> Array:
+    """``a @ w`` column by column: the same bits whatever the number of rows (BLAS is not)."""
+    out = a[:, 0] * w[0]
+    for j in range(1, len(w)):
+        out = out + a[:, j] * w[j]
+    return out
+
+
 class RollingZ(_BlockDetector):
     """Rolling z-score: mean and standard deviation of the last ``block * blocks`` values.
 
@@ -281,9 +289,9 @@ class EWMA(_BlockDetector):
     def level_scale(self, window: Array) -> tuple[Array, Array]:
         """Weighted mean and variance."""
         means = window[:, :, _MEAN]
-        level = means @ self.weights
+        level = _weighted(means, self.weights)
         spread = (means - level[:, None]) ** 2 + window[:, :, _STD] ** 2
-        return level, np.sqrt(spread @ self.weights)
+        return level, np.sqrt(_weighted(spread, self.weights))
 
     def params(self) -> dict[str, Any]:
         """Parameters (JSON)."""
