@@ -208,8 +208,9 @@ def learn_period(values: Array, max_period: int, min_acf: float = 0.3) -> int:
     """The season length of ``values`` from their autocorrelation, or 0 if there is none.
 
     The values are detrended (least-squares line); the period is the first local maximum
-    of the autocorrelation between 2 and ``max_period`` that reaches 90% of the highest
-    one, if that is at least ``min_acf``. NaN values are filled with the mean.
+    of the autocorrelation, after it first drops below zero and up to ``max_period``, that
+    reaches 90% of the highest such maximum, if that is at least ``min_acf``. NaN values
+    are filled with the mean.
 
     Example:
         >>> t = np.arange(600)
@@ -233,7 +234,13 @@ def learn_period(values: Array, max_period: int, min_acf: float = 0.3) -> int:
     if acf[0] <= 0:
         return 0
     acf = acf / acf[0] * n / (n - np.arange(len(acf)))
-    lags = np.arange(2, min(max_period, n // 2) + 1)
+    top = min(max_period, n // 2)
+    below = np.flatnonzero(acf[1 : top + 1] < 0)
+    if len(below) == 0:  # never uncorrelated: a trend or noise, no season
+        return 0
+    lags = np.arange(max(2, int(below[0]) + 1), top + 1)
+    if len(lags) == 0:
+        return 0
     inner = acf[lags]
     peak = (inner > acf[lags - 1]) & (inner >= acf[np.minimum(lags + 1, len(acf) - 1)])
     if not peak.any():
