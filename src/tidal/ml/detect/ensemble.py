@@ -160,9 +160,10 @@ class Hysteresis:
         noisy = ~(d < self.off)  # NaN is quiet
         noisy &= np.isfinite(d)
         idx = np.arange(n)
-        big = n + int(self.calm[k].max()) + 2
+        floor = -(self.quiet + 2)  # below any carried mark (calm runs are capped at quiet)
+        big = n + self.quiet + 3
         # last noisy row at or before each row (carried calm run before the batch)
-        mark = np.where(noisy, idx, -1)
+        mark = np.where(noisy, idx, floor)
         first = lay.starts
         carried = first - 1 - self.calm[k]
         mark[first] = np.where(noisy[first], first, carried)
