@@ -19,7 +19,7 @@ Example:
     >>> rows = [f"{i},{(i % 7) * 0.1}" for i in range(600)] + ["600,9.0", "601,oops"]
     >>> _ = (d / "in.csv").write_text("ts,v\\n" + "\\n".join(rows) + "\\n")
     >>> detect_csv(d / "in.csv", d / "out.csv", time="ts", values=["v"], detector="median_mad",
-    ...            err=None)["dead_letters"]
+    ...            quiet=True)["dead_letters"]
     1
     >>> (d / "out.csv").read_text().splitlines()[-2:]
     ['600,9,1', '601,,']
@@ -124,9 +124,12 @@ def detect_csv(
     batch: int = 65536,
     alert_on: float = 5.0,
     explain_columns: bool = False,
-    err: IO[str] | None = sys.stderr,
+    err: IO[str] | None = None,
+    quiet: bool = False,
 ) -> dict[str, Any]:
     """Score ``src`` into ``dst`` (``None``: standard output); return the summary.
+
+    The summary is also printed to ``err`` (default: standard error) unless ``quiet``.
 
     Raises:
         ConfigError: if the file cannot be read or lacks a named column.
@@ -191,8 +194,8 @@ def detect_csv(
         "alerts": stats["alerts"],
         "detector": step.detector.kind,
     }
-    if err is not None:
-        _report(err, src, summary, dead, bad_lines, top)
+    if not quiet:
+        _report(err or sys.stderr, src, summary, dead, bad_lines, top)
     return summary
 
 
