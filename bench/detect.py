@@ -77,18 +77,24 @@ def quality(batch: int = 500, seed: int = 12) -> dict[str, Result]:
     for name in DETECTORS:
         runs = [(s, run_detector(name, s, batch)) for s in data]
         results[name] = score_alerts(runs)
-        per_series[name] = [score_alerts([r]).nab if r[0].windows else -0.11 * int(r[1].sum()) for r in runs]
+        per_series[name] = [
+            score_alerts([r]).nab if r[0].windows else -0.11 * int(r[1].sum()) for r in runs
+        ]
     t0 = time.perf_counter()
     scores = [river_scores(s) for s in data]
     river_rate = sum(len(s.x) for s in data) / (time.perf_counter() - t0)
     best = max(
         RIVER_THRESHOLDS,
-        key=lambda th: score_alerts((s, river_alerts(sc, th)) for s, sc in zip(data, scores, strict=True)).nab,
+        key=lambda th: (
+            score_alerts((s, river_alerts(sc, th)) for s, sc in zip(data, scores, strict=True)).nab
+        ),
     )
     river_runs = [(s, river_alerts(sc, best)) for s, sc in zip(data, scores, strict=True)]
     label = f"river HST (threshold {best}, tuned here)"
     results[label] = score_alerts(river_runs)
-    per_series[label] = [score_alerts([r]).nab if r[0].windows else -0.11 * int(r[1].sum()) for r in river_runs]
+    per_series[label] = [
+        score_alerts([r]).nab if r[0].windows else -0.11 * int(r[1].sum()) for r in river_runs
+    ]
     rows = [
         (
             name + (" (auto)" if name == AUTO else ""),
@@ -105,8 +111,16 @@ def quality(batch: int = 500, seed: int = 12) -> dict[str, Result]:
     n_points = sum(len(s.x) for s in data)
     table(
         f"Detectors on the evaluation set ({len(data)} series, {n_points:,} points, seed {seed})",
-        ["detector", "NAB score", "NAB, low-FP profile", "alert precision", "alert recall", "windows found",
-         "false alerts", "mean delay (points)"],
+        [
+            "detector",
+            "NAB score",
+            "NAB, low-FP profile",
+            "alert precision",
+            "alert recall",
+            "windows found",
+            "false alerts",
+            "mean delay (points)",
+        ],
         rows,
     )
     short = {n: n.split(" ")[0] + (" HST" if n.startswith("river") else "") for n in per_series}
@@ -133,8 +147,9 @@ def _time(det: Any, x: np.ndarray, keys: np.ndarray, batch: int) -> float:
     return len(x) / (time.perf_counter() - t0)
 
 
-def speed(points: int = 1_000_000, keys: int = 10_000, batch: int = 100_000,
-          river_points: int = 20_000) -> dict[str, tuple[float, float]]:
+def speed(
+    points: int = 1_000_000, keys: int = 10_000, batch: int = 100_000, river_points: int = 20_000
+) -> dict[str, tuple[float, float]]:
     """Points/s per detector on one series and on ``keys`` keys; River's HST on one series."""
     rng = np.random.default_rng(0)
     x = (np.sin(np.arange(points) / 30.0) * 3 + rng.normal(size=points))[:, None]

@@ -23,7 +23,9 @@ def _series(n: int = 1500) -> list[str]:
     v = 50 + rng.normal(0, 1, n)
     if n > 1200:
         v[1200] = 90.0
-    return [f"2024-05-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z,{v[i]:.4f}" for i in range(n)]
+    return [
+        f"2024-05-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z,{v[i]:.4f}" for i in range(n)
+    ]
 
 
 def _read(path: Path) -> list[dict[str, str]]:
@@ -54,8 +56,18 @@ def test_bad_rows_become_dead_letters(tmp_path: Path, capsys: pytest.CaptureFixt
     src = _write(tmp_path / "in.csv", "t,v", rows)
     out = tmp_path / "out.csv"
     code = main(
-        ["detect", str(src), "--time", "t", "--value", "v", "--detector", "median_mad",
-         "--out", str(out)]
+        [
+            "detect",
+            str(src),
+            "--time",
+            "t",
+            "--value",
+            "v",
+            "--detector",
+            "median_mad",
+            "--out",
+            str(out),
+        ]
     )
     assert code == 0
     got = _read(out)
@@ -79,8 +91,21 @@ def test_keys_and_explanations(tmp_path: Path) -> None:
             lines.append(f"{i},{host},{v:.3f}")
     src = _write(tmp_path / "in.csv", "ts,host,ms", lines)
     out = tmp_path / "out.csv"
-    args = ["detect", str(src), "--time", "ts", "--value", "ms", "--key", "host",
-            "--detector", "median_mad", "--explain", "--out", str(out)]
+    args = [
+        "detect",
+        str(src),
+        "--time",
+        "ts",
+        "--value",
+        "ms",
+        "--key",
+        "host",
+        "--detector",
+        "median_mad",
+        "--explain",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     got = _read(out)
     assert list(got[0])[:4] == ["timestamp", "key", "value", "anomaly_score"]
@@ -103,9 +128,23 @@ def test_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_the_command_runs_as_a_program(tmp_path: Path) -> None:
     src = _write(tmp_path / "in.csv", "t,v", _series(600))
     proc = subprocess.run(
-        [sys.executable, "-m", "tidal", "detect", str(src), "--time", "t", "--value", "v",
-         "--detector", "median_mad"],
-        capture_output=True, text=True, check=False, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "tidal",
+            "detect",
+            str(src),
+            "--time",
+            "t",
+            "--value",
+            "v",
+            "--detector",
+            "median_mad",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == 601

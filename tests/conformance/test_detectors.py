@@ -59,7 +59,8 @@ def test_every_exported_detector_is_registered() -> None:
     exported = {
         obj.kind
         for name in detect.__all__
-        if inspect.isclass(obj := getattr(detect, name)) and hasattr(obj, "kind")
+        if inspect.isclass(obj := getattr(detect, name))
+        and hasattr(obj, "kind")
         and hasattr(obj, "score")
     }
     assert exported <= kinds, f"exported detectors without a registry entry: {exported - kinds}"

@@ -1,4 +1,4 @@
-"""``tidal detect IN.csv --time COL --value COL [--key COL] [--detector NAME] --out OUT.csv``.
+r"""``tidal detect IN.csv --time COL --value COL [--key COL] [--detector NAME] --out OUT.csv``.
 
 Streams a CSV through a detector (:mod:`tidal.ml.detect`) and writes one row per input row,
 in input order: ``timestamp,value,anomaly_score`` (with ``--key``, the key after the
@@ -17,7 +17,7 @@ Example:
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> rows = [f"{i},{(i % 7) * 0.1}" for i in range(600)] + ["600,9.0", "601,oops"]
-    >>> _ = (d / "in.csv").write_text("ts,v\\n" + "\\n".join(rows) + "\\n")
+    >>> _ = (d / "in.csv").write_text("ts,v\n" + "\n".join(rows) + "\n")
     >>> detect_csv(d / "in.csv", d / "out.csv", time="ts", values=["v"], detector="median_mad",
     ...            quiet=True)["dead_letters"]
     1
@@ -31,7 +31,7 @@ import argparse
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -139,8 +139,10 @@ def detect_csv(
         raise ConfigError(msg)
     bad_lines: list[tuple[int | None, str]] = []
 
-    def on_invalid(row: Any) -> str:
-        bad_lines.append((row.number, f"{row.actual_columns} fields, expected {row.expected_columns}"))
+    def on_invalid(row: pacsv.InvalidRow) -> Literal["skip", "error"]:
+        bad_lines.append(
+            (row.number, f"{row.actual_columns} fields, expected {row.expected_columns}")
+        )
         return "skip"
 
     wanted = [time, *([key] if key else []), *values]
@@ -161,14 +163,21 @@ def detect_csv(
     if absent:
         msg = f"tidal detect: {str(src)!r} has no column {absent[0]!r}; its columns are {names}"
         raise ConfigError(msg)
-    step = DetectStep("detect", detector, value=values, key="__key__" if key else None, alert_on=alert_on)
+    step = DetectStep(
+        "detect", detector, value=values, key="__key__" if key else None, alert_on=alert_on
+    )
     stats: Counter[str] = Counter()
     dead: list[tuple[int, str]] = []
     top: list[tuple[float, str]] = []
     row0 = 0
     out = open(dst, "w", encoding="utf-8", newline="") if dst else sys.stdout  # noqa: SIM115
     try:
-        header = ["timestamp", *(["key"] if key else []), *(["value"] if len(values) == 1 else values), "anomaly_score"]
+        header = [
+            "timestamp",
+            *(["key"] if key else []),
+            *(["value"] if len(values) == 1 else values),
+            "anomaly_score",
+        ]
         if explain_columns:
             header += ["deviation", "expected_low", "expected_high", "detector", "alert"]
         out.write(",".join(header) + "\n")
@@ -182,7 +191,9 @@ def detect_csv(
                 raise ConfigError(msg) from exc
             for start in range(0, rb.num_rows, batch):
                 part = rb.slice(start, batch)
-                row0 = _chunk(part, step, time, key, values, row0, out, stats, dead, top, explain_columns)
+                row0 = _chunk(
+                    part, step, time, key, values, row0, out, stats, dead, top, explain_columns
+                )
     finally:
         if dst:
             out.close()
@@ -268,13 +279,14 @@ def _chunk(
     return row0 + n
 
 
-def _parse(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def _parse(col: Any) -> tuple[np.ndarray, np.ndarray]:
     """Floats from strings; NaN for missing; ``bad`` where the text is not a number."""
     text = col.to_numpy(zero_copy_only=False).astype(object)
     norm = pc.utf8_lower(pc.utf8_trim_whitespace(col))
     absent = pc.is_in(norm, value_set=pa.array(sorted(_MISSING)))
     try:
-        x = pc.cast(pc.if_else(absent, pa.scalar(None, pa.string()), col), pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+        cast: Any = pc.cast(pc.if_else(absent, pa.scalar(None, pa.string()), col), pa.float64())
+        x = cast.to_numpy(zero_copy_only=False).astype(np.float64)
         return x, np.zeros(len(text), dtype=bool)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
@@ -297,11 +309,12 @@ def _write(out: IO[str], table: dict[str, Any]) -> None:
         arr = pa.array(v, from_pandas=True)
         arrays[name] = arr
     t = pa.table(arrays)
-    quote = "none"
+    quote: Literal["needed", "none"] = "none"
     for arr in arrays.values():
-        if pa.types.is_string(arr.type) and pc.any(
-            pc.match_substring_regex(arr, r'[,"\r\n]')
-        ).as_py():
+        if (
+            pa.types.is_string(arr.type)
+            and pc.any(pc.match_substring_regex(arr, r'[,"\r\n]')).as_py()
+        ):
             quote = "needed"  # Arrow then quotes every string; only when a value needs it
     sink = pa.BufferOutputStream()
     pacsv.write_csv(
@@ -326,8 +339,8 @@ def _report(
     )
     for row, why in dead[:10]:
         print(f"  dead letter: data row {row}: {why}", file=err)
-    for line, why in bad_lines[:10]:
-        where = f"line {line}" if line is not None else "a line"
+    for number, why in bad_lines[:10]:
+        where = f"line {number}" if number is not None else "a line"
         print(f"  dead letter: {where}: {why} (skipped, not in the output)", file=err)
     more = len(dead) + len(bad_lines) - min(len(dead), 10) - min(len(bad_lines), 10)
     if more > 0:

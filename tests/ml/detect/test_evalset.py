@@ -35,5 +35,7 @@ def test_early_beats_late_and_false_alerts_cost() -> None:
     assert 100 > early > late > 0
     assert _one([100, 500, 800], w) < 100.0
     assert _one([100, 150, 500], w) == 100.0  # a second alert in a window is not penalized
-    r = score_alerts([(Series("s", np.arange(10), np.zeros(10), [(2, 5)]), np.eye(1, 10, 7, dtype=bool)[0])])
+    r = score_alerts(
+        [(Series("s", np.arange(10), np.zeros(10), [(2, 5)]), np.eye(1, 10, 7, dtype=bool)[0])]
+    )
     assert r.precision == 0.0 and r.recall == 0.0 and r.false_alerts == 1

@@ -65,9 +65,7 @@ def test_snapshot_mid_run_restores_in_a_fresh_pipeline() -> None:
     want = out.records()
     assert len(got) == len(want) == 3000
     assert [r["alert"] for r in got] == [r["alert"] for r in want]
-    np.testing.assert_array_equal(
-        [r["deviation"] for r in got], [r["deviation"] for r in want]
-    )
+    np.testing.assert_array_equal([r["deviation"] for r in got], [r["deviation"] for r in want])
 
 
 def test_bad_configuration_and_input() -> None:

@@ -135,7 +135,9 @@ def layout(keys: Array) -> Layout:
     if n and keys[0] == keys[-1] and (n < 2 or bool((keys == keys[0]).all())):
         order = np.arange(n)
         z = np.zeros(1, dtype=np.int64)
-        return Layout(order, keys[:1].astype(np.int64), z, np.array([n]), np.zeros(n, np.int64), order)
+        return Layout(
+            order, keys[:1].astype(np.int64), z, np.array([n]), np.zeros(n, np.int64), order
+        )
     order = np.argsort(keys, kind="stable")
     ks = keys[order]
     head = np.ones(n, dtype=bool)
@@ -151,7 +153,8 @@ def seg_cumsum(values: Array, lay: Layout) -> Array:
     """Cumulative sums restarting at every key's first sorted row (``values`` sorted)."""
     c = np.cumsum(values, axis=0)
     base = c[lay.starts] - values[lay.starts]
-    return c - base[lay.seg]
+    out: Array = c - base[lay.seg]
+    return out
 
 
 def seg_running_min(values: Array, lay: Layout) -> Array:
@@ -172,7 +175,9 @@ def to_score(deviation: Array) -> Array:
     """
     d = np.abs(np.asarray(deviation, dtype=np.float64)) / np.sqrt(2.0)
     t = 1.0 / (1.0 + 0.3275911 * d)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    poly = t * (
+        0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))
+    )
     out: Array = np.where(d > 0, 1.0 - poly * np.exp(-d * d), np.where(d == 0, 0.0, d))
     return np.clip(out, 0.0, 1.0)
 

@@ -210,16 +210,17 @@ class _BlockDetector:
 
 def _check_univariate(kind: str, x: Array) -> None:
     if x.ndim != 2 or x.shape[1] != 1:
+        got = x.shape[1] if x.ndim == 2 else x.ndim
         msg = (
-            f"detector {kind!r} scores one value column, got {x.shape[1] if x.ndim == 2 else x.ndim}"
-            "; use 'hst' or 'iforest' for several columns, or one detect step per column"
+            f"detector {kind!r} scores one value column, got {got}; use 'hst' or 'iforest' "
+            "for several columns, or one detect step per column"
         )
         raise ConfigError(msg)
 
 
 def _weighted(a: Array, w: Array) -> Array:
     """``a @ w`` column by column: the same bits whatever the number of rows (BLAS is not)."""
-    out = a[:, 0] * w[0]
+    out: Array = a[:, 0] * w[0]
     for j in range(1, len(w)):
         out = out + a[:, j] * w[j]
     return out

@@ -134,7 +134,12 @@ class ChangePoint:
         base = self.base.snapshot()
         base.pop("kind")
         base.pop("params")
-        return {"kind": self.kind, "params": self.params(), "base": base, "charts": self.charts.copy()}
+        return {
+            "kind": self.kind,
+            "params": self.params(),
+            "base": base,
+            "charts": self.charts.copy(),
+        }
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Load :meth:`snapshot`."""

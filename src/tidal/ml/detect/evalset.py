@@ -90,7 +90,9 @@ def _noise(rng: np.random.Generator, n: int = N, phi: float = 0.5) -> Array:
 def _positions(rng: np.random.Generator, k: int, lo: int = 700, gap: int = 250) -> list[int]:
     """``k`` sorted positions after ``lo``, at least ``gap`` apart."""
     slots = np.arange(lo, N - gap, gap)
-    return sorted(int(p) + int(rng.integers(0, gap // 3)) for p in rng.choice(slots, k, replace=False))
+    return sorted(
+        int(p) + int(rng.integers(0, gap // 3)) for p in rng.choice(slots, k, replace=False)
+    )
 
 
 def _regular(n: int = N) -> Array:

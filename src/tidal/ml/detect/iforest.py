@@ -37,7 +37,7 @@ from tidal.errors import ConfigError
 from tidal.ml.detect.base import Scored, check_params, grow, layout
 
 if TYPE_CHECKING:
-    from sklearn.ensemble import IsolationForest as _Forest
+    from sklearn.ensemble import IsolationForest as _Forest  # type: ignore[import-untyped]
 
 __all__ = ["IsolationForest"]
 
@@ -71,7 +71,9 @@ class IsolationForest:
         range: float = 4.0,
     ) -> None:
         try:
-            from sklearn.ensemble import IsolationForest as forest
+            from sklearn.ensemble import (  # type: ignore[import-untyped]
+                IsolationForest as forest,
+            )
         except ImportError as exc:  # pragma: no cover - the extra is installed in CI
             msg = "the iforest detector needs scikit-learn: pip install 'tidal[sklearn]'"
             raise ConfigError(msg) from exc
@@ -142,7 +144,8 @@ class IsolationForest:
 
     def _recent(self, key: int) -> Array:
         """The key's last ``window`` values, oldest first."""
-        return self.ring[key].copy()
+        recent: Array = self.ring[key].copy()
+        return recent
 
     def _remember(self, key: int, chunk: Array) -> None:
         """Keep the key's last ``window`` values in order (oldest first) in its ring."""

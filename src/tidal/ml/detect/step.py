@@ -123,7 +123,7 @@ class DetectStep(Operator):
             out = self.detector.score(x, ids)
             sel: Array | slice = slice(None)
         else:
-            sel = finite
+            sel = np.flatnonzero(finite)
             out = self.detector.score(x[finite], ids[finite])
         dev[sel], low[sel], high[sel] = out.deviation, out.low, out.high
         if out.member is not None:
@@ -147,7 +147,10 @@ class DetectStep(Operator):
         need = [*self.values, *([self.key] if self.key else [])]
         missing = [c for c in need if c not in batch]
         if missing:
-            msg = f"step {self.name!r}: columns {missing} are needed to detect, the batch has {batch.names}"
+            msg = (
+                f"step {self.name!r}: columns {missing} are needed to detect, "
+                f"the batch has {batch.names}"
+            )
             raise PipelineError(msg)
         cols = []
         for c in self.values:
@@ -203,23 +206,22 @@ def explain(row: Mapping[str, Any], value: str | None = None) -> str:
         ...          "expected_low": float("nan"), "expected_high": float("nan")})
         'hst: 3 is unusual (6.1 sigmas)'
     """
-    if value is not None:
-        value = row.get(value)
-    else:  # the first numeric column that is not a detection output
-        value = row.get("value")
+    found: Any = row.get(value) if value is not None else row.get("value")
+    if value is None and found is None:  # the first numeric column not a detection output
         for name, v in row.items():
-            if name not in OUTPUTS and isinstance(v, float | int) and value is None:
-                value = v
+            if name not in OUTPUTS and isinstance(v, float | int) and found is None:
+                found = v
     det, d = row.get("detector"), float(row.get("deviation") or 0.0)
     lo, hi = row.get("expected_low"), row.get("expected_high")
-    shown = f"{value:.4g}" if isinstance(value, float | int) else str(value)
+    shown = f"{found:.4g}" if isinstance(found, float | int) else str(found)
     if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
         return f"{det}: {shown} is unusual ({d:.1f} sigmas)"
-    v = float(value) if isinstance(value, float | int) else float("nan")
+    v = float(found) if isinstance(found, float | int) else float("nan")
     if v > hi:
         where, by = "above", v - hi
     elif v < lo:
         where, by = "below", lo - v
     else:
         return f"{det}: {shown} is inside the expected range [{lo:.3g}, {hi:.3g}] ({d:.1f} sigmas)"
-    return f"{det}: {shown} is {where} the expected range [{lo:.3g}, {hi:.3g}] by {by:.3g} ({d:.1f} sigmas)"
+    span = f"[{lo:.3g}, {hi:.3g}]"
+    return f"{det}: {shown} is {where} the expected range {span} by {by:.3g} ({d:.1f} sigmas)"

@@ -166,9 +166,7 @@ class HalfSpaceTrees:
         np.minimum.at(self.lo, kw, fw)
         np.maximum.at(self.hi, kw, fw)
 
-    def _score_live(
-        self, f: Array, pos: Array, lay: Layout, live: Array, seen: Array
-    ) -> Array:
+    def _score_live(self, f: Array, pos: Array, lay: Layout, live: Array, seen: Array) -> Array:
         t_n, leaves = self.trees, self.leaves
         kl = lay.keys[live]
         lo, hi = self.lo[kl], self.hi[kl]
