@@ -75,7 +75,6 @@ class BlockWindow:
         k = lay.ukeys
         seen = self.seen[k]
         first = seen // b
-        pos = seen[lay.seg] + lay.rank
         end = seen + lay.counts
         nblk = (end - 1) // b - first + 1
         boff = np.concatenate(([0], np.cumsum(nblk)[:-1])).astype(np.int64)
@@ -83,13 +82,19 @@ class BlockWindow:
         vals = np.full((n_b, b), np.nan)
         filled = (seen % b)[:, None] > np.arange(b)[None, :]
         vals[boff] = np.where(filled, self.open[k], np.nan)
-        row_block = boff[lay.seg] + pos // b - first[lay.seg]
-        vals[row_block, pos % b] = x
+        # each key's rows are consecutive cells of `vals` from its open block's first gap
+        flat_start = boff * b + seen % b
+        if len(k) == 1:
+            at = int(flat_start[0])
+            vals.reshape(-1)[at : at + len(x)] = x
+            row_block = (at + lay.rank) // b
+        else:
+            cell = flat_start[lay.seg] + lay.rank
+            vals.reshape(-1)[cell] = x
+            row_block = cell // b
         closed_last = end % b == 0
-        complete = np.ones(n_b, dtype=bool)
-        complete[boff + nblk - 1] = closed_last
-        stats = np.full((n_b, 4), np.nan)
-        stats[complete] = block_stats(vals[complete])
+        stats = block_stats(vals)
+        stats[(boff + nblk - 1)[~closed_last]] = np.nan  # open blocks are not summarised
         # per key: its ring of `blocks` older blocks, then its blocks in this batch
         u = len(k)
         ext_first = boff + kb * (np.arange(u) + 1)
@@ -120,7 +125,7 @@ class BlockWindow:
 
 
 def block_stats(vals: Array) -> Array:
-    """Mean, standard deviation, median and MAD of each row of ``vals`` (no NaN)."""
+    """Mean, standard deviation, median and MAD of each row of ``vals`` (NaN: meaningless)."""
     out = np.empty((len(vals), 4))
     if len(vals) == 0:
         return out
