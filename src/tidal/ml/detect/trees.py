@@ -240,10 +240,14 @@ class HalfSpaceTrees:
             m = levels[-1]
             levels.append(m.reshape(g_n, t_n, -1, 2).sum(axis=3))
         levels.reverse()  # levels[k]: masses of the 2**k nodes at depth k
-        table = levels[depth] * float(leaves)
-        for k in range(depth - 1, -1, -1):  # the shallowest node below the limit wins
-            mass = np.repeat(levels[k], 1 << (depth - k), axis=2)
-            table = np.where(mass < self.size_limit, mass * float(1 << k), table)
+        # top down, node by node: the shallowest node below the limit ends the walk
+        # (-1: the walk goes on); children inherit their parent's value
+        value = np.where(levels[0] < self.size_limit, levels[0], np.float32(-1.0))
+        for k in range(1, depth + 1):
+            value = np.repeat(value, 2, axis=2)
+            stop = (value < 0) & ((levels[k] < self.size_limit) | (k == depth))
+            value = np.where(stop, levels[k] * np.float32(1 << k), value)
+        table = value
         mean = (counts * table).sum(axis=(1, 2), dtype=np.float64) / self.window
         return table, mean
 
