@@ -168,58 +168,64 @@ class HalfSpaceTrees:
 
     def _score_live(self, f: Array, pos: Array, lay: Layout, live: Array, seen: Array) -> Array:
         t_n, leaves = self.trees, self.leaves
+        size = t_n * leaves
         kl = lay.keys[live]
         lo, hi = self.lo[kl], self.hi[kl]
         width = np.maximum(hi - lo, 1e-12)
         pad = 0.1 * width
         u = (f - (lo - pad)) / (width + 2 * pad)
-        leaf = self._leaves(u)
-        # (key, window) groups, in sorted order
+        leaf = self._leaves(u)  # tree * leaves + leaf
+        # (key, window) groups, in sorted order; a key's first group may continue the
+        # window its state is counting ("same"), every other group opens a new window
         epoch = pos // self.window
         seg = lay.seg[live]
-        new_group = np.ones(len(f), dtype=bool)
-        new_group[1:] = (seg[1:] != seg[:-1]) | (epoch[1:] != epoch[:-1])
-        gid = np.cumsum(new_group) - 1
-        heads = np.flatnonzero(new_group)
-        g_n = len(heads)
-        g_key = kl[heads]
-        g_epoch = epoch[heads]
-        flat = leaf
-        flat += (gid * (t_n * leaves)).astype(leaf.dtype)[:, None]
-        counts = np.bincount(flat.ravel(), minlength=g_n * t_n * leaves)
-        counts = counts.reshape(g_n, t_n, leaves).astype(np.int32)
-        first_of_key = np.ones(g_n, dtype=bool)
+        head = np.ones(len(f), dtype=bool)
+        head[1:] = (seg[1:] != seg[:-1]) | (epoch[1:] != epoch[:-1])
+        gid = np.cumsum(head) - 1
+        heads = np.flatnonzero(head)
+        g_key, g_epoch = kl[heads], epoch[heads]
+        first_of_key = np.ones(len(heads), dtype=bool)
         first_of_key[1:] = g_key[1:] != g_key[:-1]
-        state_epoch = np.maximum(seen - 1, 0) // self.window
-        g_state_epoch = state_epoch[lay.seg[live][heads]]
-        same = first_of_key & (g_epoch == g_state_epoch)
-        counts[same] += self.latest[g_key[same]]
-        # reference tables: previous group of the key, or the state
-        tables = np.empty((g_n, t_n, leaves), dtype=np.float32)
-        means = np.empty(g_n)
-        prev_counts = np.empty_like(counts)
-        prev_counts[1:] = counts[:-1]
-        from_state = first_of_key & same
-        tables[from_state] = self.table[g_key[from_state]]
-        means[from_state] = self.mean[g_key[from_state]]
-        build = ~from_state
-        prev_counts[first_of_key & build] = self.latest[g_key[first_of_key & build]]
-        if build.any():
-            tables[build], means[build] = self._tables(prev_counts[build])
-        ready = g_epoch >= 2
-        raw = np.take(tables.reshape(-1), flat)
-        raw_sum = raw.sum(axis=1, dtype=np.float64)
-        ratio = raw_sum / np.maximum(means[gid], 1e-12)
+        state_epoch = np.maximum(seen[seg[heads]] - 1, 0) // self.window
+        same = first_of_key & (g_epoch == state_epoch)
+        raw = np.empty(len(f))
+        means = np.empty(len(heads))
+        # continuing rows: score with the key's table, count into its state (sparse)
+        cont = same[gid]
+        if cont.any():
+            kc = kl[cont]
+            at = leaf[cont] + (kc * size)[:, None]
+            raw[cont] = np.take(self.table.reshape(-1), at).sum(axis=1, dtype=np.float64)
+            means[same] = self.mean[g_key[same]]
+            np.add.at(self.latest.reshape(-1), at.ravel(), np.int32(1))  # same dtype: fast path
+        # rows of new windows: dense counts and tables for those groups only
+        fresh = ~cont
+        if fresh.any():
+            gsel = np.flatnonzero(~same)
+            local = np.cumsum(~same) - 1  # group -> index among the new groups
+            g_n = len(gsel)
+            flat = leaf[fresh] + (local[gid[fresh]] * size)[:, None]
+            counts = np.bincount(flat.ravel(), minlength=g_n * size)
+            counts = counts.reshape(g_n, t_n, leaves).astype(np.int32)
+            # the window before each new group: the previous new group of the key, or the
+            # key's state (complete by now: it holds the continuing rows too)
+            first_new = np.ones(g_n, dtype=bool)
+            first_new[1:] = g_key[gsel][1:] != g_key[gsel][:-1]
+            prev = np.empty_like(counts)
+            prev[1:] = counts[:-1]
+            prev[first_new] = self.latest[g_key[gsel][first_new]]
+            tables, g_means = self._tables(prev)
+            raw[fresh] = np.take(tables.reshape(-1), flat).sum(axis=1, dtype=np.float64)
+            means[gsel] = g_means
+            last_new = np.ones(g_n, dtype=bool)
+            last_new[:-1] = g_key[gsel][:-1] != g_key[gsel][1:]
+            lk = g_key[gsel][last_new]
+            self.latest[lk] = counts[last_new]
+            self.table[lk] = tables[last_new]
+            self.mean[lk] = g_means[last_new]
+        ratio = raw / np.maximum(means[gid], 1e-12)
         d = -np.log2(np.maximum(ratio, _FLOOR))
-        d = np.where(ready[gid], np.maximum(d, 0.0), 0.0)
-        # carry the last group of each key
-        last_of_key = np.ones(g_n, dtype=bool)
-        last_of_key[:-1] = g_key[:-1] != g_key[1:]
-        lk = g_key[last_of_key]
-        self.latest[lk] = counts[last_of_key]
-        self.table[lk] = tables[last_of_key]
-        self.mean[lk] = means[last_of_key]
-        out: Array = d
+        out: Array = np.where(g_epoch[gid] >= 2, np.maximum(d, 0.0), 0.0)
         return out
 
     def _leaves(self, u: Array) -> Array:
