@@ -12,6 +12,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import detect  # noqa: E402 - bench/ is not a package on the default path
+
 from tidal.ml.detect import DETECTORS  # noqa: E402
 
 
