@@ -190,21 +190,26 @@ class HalfSpaceTrees:
         same = first_of_key & (g_epoch == state_epoch)
         raw = np.empty(len(f))
         means = np.empty(len(heads))
-        # continuing rows: score with the key's table, count into its state (sparse)
+        # continuing rows: score with the key's table, count into its state (sparse);
+        # table entries are whole numbers below 2**24 / trees, so float32 sums are exact
         cont = same[gid]
-        if cont.any():
-            kc = kl[cont]
-            at = leaf[cont] + (kc * size)[:, None]
-            raw[cont] = np.take(self.table.reshape(-1), at).sum(axis=1, dtype=np.float64)
+        n_cont = int(cont.sum())
+        # one key: the continuing rows are a prefix, the rest a suffix (slices, no masks)
+        prefix = len(g_key) == 1 or bool(g_key[0] == g_key[-1])
+        cont_sel: Array | slice = slice(0, n_cont) if prefix else cont
+        fresh_sel: Array | slice = slice(n_cont, None) if prefix else ~cont
+        if n_cont:
+            kc = kl[cont_sel]
+            at = leaf[cont_sel] + (kc * size)[:, None]
+            raw[cont_sel] = np.take(self.table.reshape(-1), at).sum(axis=1)
             means[same] = self.mean[g_key[same]]
             np.add.at(self.latest.reshape(-1), at.ravel(), np.int32(1))  # same dtype: fast path
         # rows of new windows: dense counts and tables for those groups only
-        fresh = ~cont
-        if fresh.any():
+        if n_cont < len(f):
             gsel = np.flatnonzero(~same)
             local = np.cumsum(~same) - 1  # group -> index among the new groups
             g_n = len(gsel)
-            flat = leaf[fresh] + (local[gid[fresh]] * size)[:, None]
+            flat = leaf[fresh_sel] + (local[gid[fresh_sel]] * size)[:, None]
             counts = np.bincount(flat.ravel(), minlength=g_n * size)
             counts = counts.reshape(g_n, t_n, leaves).astype(np.int32)
             # the window before each new group: the previous new group of the key, or the
@@ -215,7 +220,7 @@ class HalfSpaceTrees:
             prev[1:] = counts[:-1]
             prev[first_new] = self.latest[g_key[gsel][first_new]]
             tables, g_means = self._tables(prev)
-            raw[fresh] = np.take(tables.reshape(-1), flat).sum(axis=1, dtype=np.float64)
+            raw[fresh_sel] = np.take(tables.reshape(-1), flat).sum(axis=1)
             means[gsel] = g_means
             last_new = np.ones(g_n, dtype=bool)
             last_new[:-1] = g_key[gsel][:-1] != g_key[gsel][1:]
