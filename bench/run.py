@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:
 
 
 def main(argv: list[str]) -> int:
-    from bench import checkpoint, compression, formats, kafka, latency, log, models, w1
+    from bench import checkpoint, compression, detect, formats, kafka, latency, log, models, w1
 
     benches = {
         "w1": w1.cli,
@@ -24,6 +24,7 @@ def main(argv: list[str]) -> int:
         "log": log.cli,
         "models": models.cli,
         "compression": compression.cli,
+        "detect": detect.cli,
         "formats": formats.cli,
         "kafka": kafka.cli,
     }

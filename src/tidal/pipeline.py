@@ -47,6 +47,7 @@ from tidal.runtime.graph import Node, TimeUnit
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from tidal.ml.detect import Detector
     from tidal.ml.handler import ModelHandler
     from tidal.runtime.executor import RunSummary
 
@@ -337,6 +338,34 @@ class Stream:
             max_latency=max_latency,
             max_batch=max_batch,
         )
+        return self._then(op, self.key)
+
+    def detect(
+        self,
+        name: str,
+        detector: Detector | str = "auto",
+        *,
+        value: str | Sequence[str],
+        **options: Any,
+    ) -> Stream:
+        """Score every row for anomalies, per key (``key_by``), causally; alert once per incident.
+
+        Adds ``anomaly_score`` (0-1), ``deviation``, ``expected_low``/``expected_high``,
+        ``detector`` and ``alert``; ``options`` go to :class:`~tidal.ml.detect.DetectStep`
+        (``alert_on``, ``alert_off``, ``quiet``, ``seed``). See :mod:`tidal.ml.detect`.
+
+        Example:
+            >>> from tidal.testing import MemorySource, collect, run
+            >>> p = Pipeline("d")
+            >>> s = p.source("in", MemorySource({"v": [1.0, 2.0] * 200 + [40.0]}))
+            >>> out = collect(s.detect("anomalies", "median_mad", value="v"))
+            >>> _ = run(p)
+            >>> [i for i, r in enumerate(out.records()) if r["alert"]]
+            [400]
+        """
+        from tidal.ml.detect import DetectStep
+
+        op = DetectStep(name, detector, value=value, key=self.key, **options)
         return self._then(op, self.key)
 
     def sink(self, name: str, sink: Sink) -> None:

@@ -89,6 +89,7 @@ from tidal.runtime.replay import StartFrom
 if TYPE_CHECKING:
     from tidal.observe.status import StatusLine
 
+from tidal.cli.detect import _add_detect
 from tidal.cli.kafka import _add_kafka
 from tidal.cli.log import _add_log
 from tidal.cli.models import _add_models
@@ -174,6 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_log(commands)
     _add_models(commands)
     _add_kafka(commands)
+    _add_detect(commands)
     return parser
 
 

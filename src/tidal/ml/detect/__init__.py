@@ -1,0 +1,99 @@
+"""Anomaly detectors for streams: keyed, causal, vectorized, with state in checkpoints.
+
+==============  ==================================================  ==========================
+name            what                                                catches
+==============  ==================================================  ==========================
+``median_mad``  median / MAD of a block window (robust baseline)    spikes, dips
+``rolling_z``   mean / std of a block window                        spikes, dips
+``ewma``        exponentially weighted mean / std of block means    spikes, dips
+``changepoint`` CUSUM of level and variance on robust z-scores      shifts, variance changes
+``seasonal``    same phase of earlier seasons (learned period)      wrong-time values
+``hst``         Half-Space Trees, vectorized (multivariate)         unusual regions, jumps
+``iforest``     isolation forest refit on a sliding window          unusual regions (few keys)
+``ensemble``    the mean deviation of hst and seasonal              both, fewer false alerts
+==============  ==================================================  ==========================
+
+``auto`` is the ensemble: it had the best early-detection score on the evaluation set, in
+NAB's standard and low-false-positive profiles (``python bench/run.py detect --quality``;
+the table is in the README). Every detector
+follows :class:`~tidal.ml.detect.base.Detector`; :class:`~tidal.ml.detect.step.DetectStep`
+(``stream.detect(...)``) runs one in a pipeline, with alerts (hysteresis) and explanations.
+
+Example:
+    >>> sorted(DETECTORS)
+    ['changepoint', 'ensemble', 'ewma', 'hst', 'iforest', 'median_mad', 'rolling_z', 'seasonal']
+    >>> make("auto").kind
+    'ensemble'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tidal.errors import ConfigError
+from tidal.ml.detect.base import Detector, Scored, to_score
+from tidal.ml.detect.baseline import EWMA, MedianMAD, RollingZ
+from tidal.ml.detect.changepoint import ChangePoint
+from tidal.ml.detect.ensemble import Ensemble, Hysteresis
+from tidal.ml.detect.iforest import IsolationForest
+from tidal.ml.detect.seasonal import Seasonal
+from tidal.ml.detect.step import DetectStep, explain
+from tidal.ml.detect.trees import HalfSpaceTrees
+
+__all__ = [
+    "AUTO",
+    "DETECTORS",
+    "EWMA",
+    "ChangePoint",
+    "DetectStep",
+    "Detector",
+    "Ensemble",
+    "HalfSpaceTrees",
+    "Hysteresis",
+    "IsolationForest",
+    "MedianMAD",
+    "RollingZ",
+    "Scored",
+    "Seasonal",
+    "explain",
+    "make",
+    "to_score",
+]
+
+
+def default_ensemble(features: int = 1, seed: int = 0) -> Ensemble:
+    """The ``ensemble`` detector: the mean deviation of Half-Space Trees and seasonal."""
+    if features > 1:
+        return Ensemble([HalfSpaceTrees(features=features, seed=seed)])
+    return Ensemble([HalfSpaceTrees(seed=seed), Seasonal()], combine="mean")
+
+
+DETECTORS: dict[str, Callable[[int, int], Detector]] = {
+    "median_mad": lambda f, s: MedianMAD(),
+    "rolling_z": lambda f, s: RollingZ(),
+    "ewma": lambda f, s: EWMA(),
+    "changepoint": lambda f, s: ChangePoint(),
+    "seasonal": lambda f, s: Seasonal(),
+    "hst": lambda f, s: HalfSpaceTrees(features=f, seed=s),
+    "iforest": lambda f, s: IsolationForest(features=f, seed=s),
+    "ensemble": default_ensemble,
+}
+"""Detector name -> factory ``(value columns, seed) -> Detector`` with default parameters."""
+
+AUTO = "ensemble"
+"""What ``"auto"`` means: the detector the evaluation supports (see the README's table)."""
+
+
+def make(name: str, *, features: int = 1, seed: int = 0) -> Detector:
+    """A detector with default parameters by name (``"auto"`` is :data:`AUTO`).
+
+    Raises:
+        ConfigError: for an unknown name.
+    """
+    key = AUTO if name == "auto" else name
+    try:
+        factory = DETECTORS[key]
+    except KeyError:
+        msg = f"unknown detector {name!r}; choose one of auto, {', '.join(sorted(DETECTORS))}"
+        raise ConfigError(msg) from None
+    return factory(features, seed)

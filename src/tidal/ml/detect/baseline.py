@@ -1,0 +1,334 @@
+"""Robust baselines: rolling z-score, EWMA and median/MAD over block-granular windows.
+
+All three score a value against a window of the key's recent values, but a window made of
+*blocks*: each key's values are cut into consecutive blocks of ``block`` values (by the
+key's own count, so batch boundaries do not matter), and each complete block is summarised
+once (mean, standard deviation, median, MAD). A value is scored against the ``blocks``
+complete blocks before its own block::
+
+    values  | b0 b0 b0 b0 | b1 b1 b1 b1 | b2 b2 b2 b2 | b3 b3 x  .
+    window                  <------ blocks=2 ------>     ^ scored against b1, b2
+
+The window therefore lags by at most ``block - 1`` values, which buys two things: the
+statistics of a block are computed once for ``block`` values (numpy over ``(n/block,
+block)`` arrays, no per-row median), and an outlier never sits in the window of its own
+neighbours (a burst of anomalies does not mask itself). A value is not scored (deviation
+0) until the key has ``blocks`` complete blocks.
+
+* :class:`RollingZ`: mean and pooled standard deviation of the window.
+* :class:`EWMA`: exponentially weighted mean/variance of the block means (half-life in
+  blocks), truncated to the window.
+* :class:`MedianMAD`: median of the block medians; scale ``1.4826 * sqrt(median(block
+  MAD)^2 + MAD(block medians)^2)`` (noise within blocks plus movement between them). The
+  most robust of the three: the default robust baseline.
+
+Example:
+    >>> import numpy as np
+    >>> det = MedianMAD(block=4, blocks=4)
+    >>> x = np.r_[np.sin(np.arange(40) / 3.0), 9.0]
+    >>> out = det.score(x[:, None], np.zeros(41, dtype=np.int64))
+    >>> float(out.deviation[:16].max()), bool(out.deviation[-1] > 4)
+    (0.0, True)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from tidal.core.batch import Array
+from tidal.errors import ConfigError
+from tidal.ml.detect.base import Layout, Scored, check_params, grow, layout
+
+__all__ = ["EWMA", "BlockWindow", "MedianMAD", "RollingZ"]
+
+_MEAN, _STD, _MED, _MAD = range(4)
+_MAD_SIGMA = 1.4826
+
+
+class BlockWindow:
+    """Per-key state of the last ``blocks`` complete blocks' statistics, and the open block.
+
+    :meth:`advance` takes a batch's values grouped by key and returns, for every block the
+    batch touches, the statistics of the ``blocks`` complete blocks before it (NaN where the
+    key has fewer), and for every row the index of its block.
+    """
+
+    def __init__(self, block: int, blocks: int) -> None:
+        if block < 2 or blocks < 1:
+            msg = f"block must be >= 2 and blocks >= 1, got block={block}, blocks={blocks}"
+            raise ConfigError(msg)
+        self.block = int(block)
+        self.blocks = int(blocks)
+        self.seen: Array = np.zeros(0, dtype=np.int64)
+        self.open: Array = np.zeros((0, block), dtype=np.float64)
+        self.ring: Array = np.full((0, blocks, 4), np.nan)
+
+    def advance(self, x: Array, lay: Layout) -> tuple[Array, Array]:
+        """``(window (n_blocks, blocks, 4), block index per sorted row)``; then learn."""
+        b, kb = self.block, self.blocks
+        cap = int(lay.ukeys.max()) + 1 if len(lay.ukeys) else 0
+        self.seen = grow(self.seen, cap)
+        self.open = grow(self.open, cap)
+        self.ring = grow(self.ring, cap, np.nan)
+        k = lay.ukeys
+        seen = self.seen[k]
+        first = seen // b
+        end = seen + lay.counts
+        nblk = (end - 1) // b - first + 1
+        boff = np.concatenate(([0], np.cumsum(nblk)[:-1])).astype(np.int64)
+        n_b = int(nblk.sum())
+        vals = np.full((n_b, b), np.nan)
+        filled = (seen % b)[:, None] > np.arange(b)[None, :]
+        vals[boff] = np.where(filled, self.open[k], np.nan)
+        # each key's rows are consecutive cells of `vals` from its open block's first gap
+        flat_start = boff * b + seen % b
+        if len(k) == 1:
+            at = int(flat_start[0])
+            vals.reshape(-1)[at : at + len(x)] = x
+            row_block = (at + lay.rank) // b
+        else:
+            cell = flat_start[lay.seg] + lay.rank
+            vals.reshape(-1)[cell] = x
+            row_block = cell // b
+        closed_last = end % b == 0
+        stats = block_stats(vals)
+        stats[(boff + nblk - 1)[~closed_last]] = np.nan  # open blocks are not summarised
+        # per key: its ring of `blocks` older blocks, then its blocks in this batch
+        u = len(k)
+        ext_first = boff + kb * (np.arange(u) + 1)
+        ext = np.empty((n_b + u * kb, 4))
+        ring_pos = (ext_first - kb)[:, None] + np.arange(kb)[None, :]
+        ext[ring_pos] = self.ring[k]
+        block_key = np.repeat(np.arange(u), nblk)
+        ext_pos = ext_first[block_key] + np.arange(n_b) - boff[block_key]
+        ext[ext_pos] = stats
+        window = ext[ext_pos[:, None] - kb + np.arange(kb)[None, :]]
+        # learn: the newest `blocks` complete blocks, and the open block's values
+        last_ext = ext_first + nblk - 1 - (~closed_last)
+        self.ring[k] = ext[last_ext[:, None] - kb + 1 + np.arange(kb)[None, :]]
+        last_vals = vals[boff + nblk - 1]
+        self.open[k] = np.where(closed_last[:, None], 0.0, np.nan_to_num(last_vals))
+        self.seen[k] = end
+        return window, row_block
+
+    def snapshot(self) -> dict[str, Any]:
+        """Arrays of the per-key state."""
+        return {"seen": self.seen.copy(), "open": self.open.copy(), "ring": self.ring.copy()}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Load :meth:`snapshot`."""
+        self.seen = np.asarray(snap["seen"], dtype=np.int64).copy()
+        self.open = np.asarray(snap["open"], dtype=np.float64).reshape(-1, self.block).copy()
+        self.ring = np.asarray(snap["ring"], dtype=np.float64).reshape(-1, self.blocks, 4).copy()
+
+
+def block_stats(vals: Array) -> Array:
+    """Mean, standard deviation, median and MAD of each row of ``vals`` (NaN: meaningless)."""
+    out = np.empty((len(vals), 4))
+    if len(vals) == 0:
+        return out
+    b = vals.shape[1]
+    s = np.sort(vals, axis=1)
+    med = 0.5 * (s[:, (b - 1) // 2] + s[:, b // 2])
+    dev = np.sort(np.abs(vals - med[:, None]), axis=1)
+    out[:, _MEAN] = vals.mean(axis=1)
+    out[:, _STD] = vals.std(axis=1)
+    out[:, _MED] = med
+    out[:, _MAD] = 0.5 * (dev[:, (b - 1) // 2] + dev[:, b // 2])
+    return out
+
+
+def _median_cols(a: Array) -> Array:
+    k = a.shape[1]
+    s = np.sort(a, axis=1)
+    out: Array = 0.5 * (s[:, (k - 1) // 2] + s[:, k // 2])
+    return out
+
+
+class _BlockDetector:
+    """Shared body of the block-window detectors: subclasses turn windows into level/scale."""
+
+    kind = "block"
+    multivariate = False
+
+    def __init__(self, *, block: int, blocks: int, range_: float, min_scale: float) -> None:
+        if not range_ > 0:
+            msg = f"{self.kind}: range must be > 0 standard deviations, got {range_!r}"
+            raise ConfigError(msg)
+        if not min_scale > 0:
+            msg = f"{self.kind}: min_scale must be > 0, got {min_scale!r}"
+            raise ConfigError(msg)
+        self.win = BlockWindow(block, blocks)
+        self.range = float(range_)
+        self.min_scale = float(min_scale)
+
+    def level_scale(self, window: Array) -> tuple[Array, Array]:
+        """Expected level and scale per block from its window (NaN in warm-up)."""
+        raise NotImplementedError
+
+    def baseline(self, x: Array, keys: Array) -> tuple[Layout, Array, Array]:
+        """Group rows; per sorted row: expected level and scale (NaN during warm-up)."""
+        lay = layout(keys)
+        xs = x[lay.order, 0]
+        window, row_block = self.win.advance(xs, lay)
+        with np.errstate(invalid="ignore"):
+            level, scale = self.level_scale(window)
+        warm = np.isnan(window[:, :, _MEAN]).any(axis=1)
+        level[warm] = np.nan
+        scale = np.maximum(scale, self.min_scale + 1e-9 * np.abs(level))
+        return lay, level[row_block], scale[row_block]
+
+    def score(self, x: Array, keys: Array) -> Scored:
+        """Deviation ``|x - level| / scale`` per row; expected range ``level +- range*scale``."""
+        _check_univariate(self.kind, x)
+        n = len(keys)
+        dev, low, high = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan)
+        if n:
+            lay, level, scale = self.baseline(x, keys)
+            xs = x[lay.order, 0]
+            d = np.abs(xs - level) / scale
+            dev[lay.order] = np.nan_to_num(d, nan=0.0)
+            low[lay.order] = level - self.range * scale
+            high[lay.order] = level + self.range * scale
+        return Scored(dev, low, high)
+
+    def params(self) -> dict[str, Any]:
+        """Parameters (JSON)."""
+        return {
+            "block": self.win.block,
+            "blocks": self.win.blocks,
+            "range": self.range,
+            "min_scale": self.min_scale,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        """State arrays and parameters."""
+        return {"kind": self.kind, "params": self.params(), **self.win.snapshot()}
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        """Load :meth:`snapshot` (raises :class:`~tidal.errors.StateError` on a mismatch)."""
+        check_params(self.kind, snap, self.params())
+        self.win.restore(snap)
+
+
+def _check_univariate(kind: str, x: Array) -> None:
+    if x.ndim != 2 or x.shape[1] != 1:
+        got = x.shape[1] if x.ndim == 2 else x.ndim
+        msg = (
+            f"detector {kind!r} scores one value column, got {got}; use 'hst' or 'iforest' "
+            "for several columns, or one detect step per column"
+        )
+        raise ConfigError(msg)
+
+
+def _weighted(a: Array, w: Array) -> Array:
+    """``a @ w`` column by column: the same bits whatever the number of rows (BLAS is not)."""
+    out: Array = a[:, 0] * w[0]
+    for j in range(1, len(w)):
+        out = out + a[:, j] * w[j]
+    return out
+
+
+class RollingZ(_BlockDetector):
+    """Rolling z-score: mean and standard deviation of the last ``block * blocks`` values.
+
+    The variance is pooled over blocks (within-block variance plus the variance of the
+    block means), so it equals the variance of all values in the window.
+
+    Example:
+        >>> det = RollingZ(block=4, blocks=2)
+        >>> out = det.score(np.array([[1.0], [2.0]] * 6 + [[9.0]]), np.zeros(13, np.int64))
+        >>> round(float(out.deviation[-1]), 1), float(out.low[-1]), float(out.high[-1])
+        (15.0, -0.5, 3.5)
+    """
+
+    kind = "rolling_z"
+
+    def __init__(
+        self, *, block: int = 8, blocks: int = 16, range: float = 4.0, min_scale: float = 1e-9
+    ) -> None:
+        super().__init__(block=block, blocks=blocks, range_=range, min_scale=min_scale)
+
+    def level_scale(self, window: Array) -> tuple[Array, Array]:
+        """Pooled mean and standard deviation."""
+        means = window[:, :, _MEAN]
+        level = means.mean(axis=1)
+        var = (window[:, :, _STD] ** 2).mean(axis=1) + means.var(axis=1)
+        return level, np.sqrt(var)
+
+
+class EWMA(_BlockDetector):
+    """Exponentially weighted mean and variance of the recent blocks (newest weighs most).
+
+    Block ``j`` blocks back has weight ``0.5 ** (j / half_life)``; the variance is the
+    weighted within-block variance plus the weighted spread of block means.
+
+    Example:
+        >>> det = EWMA(block=4, blocks=4, half_life=1.0)
+        >>> out = det.score(np.arange(20.0)[:, None], np.zeros(20, np.int64))
+        >>> round(float(out.low[-1] + out.high[-1]) / 2, 2)     # plain mean 7.5: leans new
+        10.57
+    """
+
+    kind = "ewma"
+
+    def __init__(
+        self,
+        *,
+        block: int = 8,
+        blocks: int = 16,
+        half_life: float = 4.0,
+        range: float = 4.0,
+        min_scale: float = 1e-9,
+    ) -> None:
+        if not half_life > 0:
+            msg = f"ewma: half_life must be > 0 blocks, got {half_life!r}"
+            raise ConfigError(msg)
+        super().__init__(block=block, blocks=blocks, range_=range, min_scale=min_scale)
+        self.half_life = float(half_life)
+        ages = np.arange(blocks)[::-1]
+        w = 0.5 ** (ages / self.half_life)
+        self.weights: Array = w / w.sum()
+
+    def level_scale(self, window: Array) -> tuple[Array, Array]:
+        """Weighted mean and variance."""
+        means = window[:, :, _MEAN]
+        level = _weighted(means, self.weights)
+        spread = (means - level[:, None]) ** 2 + window[:, :, _STD] ** 2
+        return level, np.sqrt(_weighted(spread, self.weights))
+
+    def params(self) -> dict[str, Any]:
+        """Parameters (JSON)."""
+        return {**super().params(), "half_life": self.half_life}
+
+
+class MedianMAD(_BlockDetector):
+    """Median of the block medians, with a MAD-based scale: robust to outliers in the window.
+
+    Example:
+        >>> det = MedianMAD(block=4, blocks=3)
+        >>> x = np.array([10.0, 11, 9, 10, 50, 10, 11, 9, 10, 10, 11, 9, 10, 10, 12])
+        >>> out = det.score(x[:, None], np.zeros(15, np.int64))
+        >>> round(float(out.low[-1] + out.high[-1]) / 2, 1)   # the 50 does not move it
+        10.0
+        >>> bool(out.deviation[-1] > 1.0), bool(out.deviation[-2] < 1.0)
+        (True, True)
+    """
+
+    kind = "median_mad"
+
+    def __init__(
+        self, *, block: int = 8, blocks: int = 16, range: float = 4.0, min_scale: float = 1e-9
+    ) -> None:
+        super().__init__(block=block, blocks=blocks, range_=range, min_scale=min_scale)
+        self.small_sample = block / (block - 0.8)  # Croux & Rousseeuw's MAD correction
+
+    def level_scale(self, window: Array) -> tuple[Array, Array]:
+        """Median of medians; combined within/between-block MAD scale."""
+        meds = window[:, :, _MED]
+        level = _median_cols(meds)
+        within = _median_cols(window[:, :, _MAD]) * self.small_sample
+        between = _median_cols(np.abs(meds - level[:, None]))
+        return level, _MAD_SIGMA * np.sqrt(within**2 + between**2)
