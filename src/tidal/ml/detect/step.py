@@ -80,7 +80,7 @@ class DetectStep(Operator):
         quiet: int = 16,
         seed: int = 0,
     ) -> None:
-        from tidal.ml.detect import make
+        from tidal.ml.detect.catalog import make
 
         super().__init__(name)
         self.values = [value] if isinstance(value, str) else list(value)
