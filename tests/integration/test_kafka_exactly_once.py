@@ -74,7 +74,7 @@ def _run_to_end(sink: str, config: KafkaConfig, topics: tuple[str, str], tmp: Pa
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr.decode()[-3000:]
     summary = orjson.loads(stdout.splitlines()[-1])
-    assert summary["events"] == TOTAL, summary
+    assert summary["events_total"] == TOTAL, summary
     restored: int | None = orjson.loads(stdout.splitlines()[0])["restored_from"]
     return restored
 

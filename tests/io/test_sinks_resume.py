@@ -42,7 +42,7 @@ def _twice(tmp: Path, make: Any, between: Any = None) -> None:
     if between is not None:
         between()
     second = _run(tmp, *make())
-    assert second.restored_events == 400 and second.events == TOTAL
+    assert second.restored_events == 400 and second.events_total == TOTAL
 
 
 WANT = {i for i in range(TOTAL) if i % 100 != 7}
