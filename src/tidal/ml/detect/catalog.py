@@ -13,12 +13,15 @@ from tidal.errors import ConfigError
 from tidal.ml.detect.base import Detector
 from tidal.ml.detect.baseline import EWMA, MedianMAD, RollingZ
 from tidal.ml.detect.changepoint import ChangePoint
+from tidal.ml.detect.drift import DriftDetector
+from tidal.ml.detect.drift_dist import KSWIN, PSI
+from tidal.ml.detect.drift_mean import ADWIN, CUSUM, PageHinkley
 from tidal.ml.detect.ensemble import Ensemble
 from tidal.ml.detect.iforest import IsolationForest
 from tidal.ml.detect.seasonal import Seasonal
 from tidal.ml.detect.trees import HalfSpaceTrees
 
-__all__ = ["AUTO", "DETECTORS", "default_ensemble", "make"]
+__all__ = ["AUTO", "DETECTORS", "DRIFT_DETECTORS", "default_ensemble", "make", "make_drift"]
 
 
 def default_ensemble(features: int = 1, seed: int = 0) -> Ensemble:
@@ -57,3 +60,31 @@ def make(name: str, *, features: int = 1, seed: int = 0) -> Detector:
         msg = f"unknown detector {name!r}; choose one of auto, {', '.join(sorted(DETECTORS))}"
         raise ConfigError(msg) from None
     return factory(features, seed)
+
+
+DRIFT_DETECTORS: dict[str, Callable[[int], DriftDetector]] = {
+    "adwin": lambda s: ADWIN(),
+    "ph": lambda s: PageHinkley(),
+    "cusum": lambda s: CUSUM(),
+    "kswin": lambda s: KSWIN(seed=s),
+    "psi": lambda s: PSI(),
+}
+"""Drift detector name -> factory ``(seed) -> DriftDetector`` with default parameters."""
+
+
+def make_drift(name: str, *, seed: int = 0) -> DriftDetector:
+    """A drift detector with default parameters by name (see :mod:`tidal.ml.detect.drift`).
+
+    Raises:
+        ConfigError: for an unknown name.
+
+    Example:
+        >>> make_drift("kswin").kind
+        'kswin'
+    """
+    try:
+        factory = DRIFT_DETECTORS[name]
+    except KeyError:
+        msg = f"unknown drift detector {name!r}; choose one of {', '.join(sorted(DRIFT_DETECTORS))}"
+        raise ConfigError(msg) from None
+    return factory(seed)

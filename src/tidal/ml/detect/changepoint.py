@@ -41,9 +41,11 @@ from tidal.errors import ConfigError
 from tidal.ml.detect.base import Layout, Scored, check_params, grow, seg_cumsum, seg_running_min
 from tidal.ml.detect.baseline import MedianMAD, _check_univariate
 
-__all__ = ["ChangePoint"]
+__all__ = ["GRID", "ChangePoint", "cusum_path"]
 
 _GRID = 2.0**20
+GRID = _GRID
+"""Chart steps are rounded to multiples of ``1 / GRID``, so their running sums are exact."""
 
 
 class ChangePoint:
@@ -153,4 +155,16 @@ def _lindley(start: Array, steps: Array, lay: Layout) -> Array:
     c = start[lay.seg] + seg_cumsum(steps, lay)
     low = np.minimum(seg_running_min(c, lay), 0.0)
     out: Array = c - low
+    return out
+
+
+def cusum_path(start: float, steps: Array) -> Array:
+    """``S_t = max(0, S_{t-1} + a_t)`` for one series from ``S_0 = start`` (Lindley form).
+
+    Example:
+        >>> cusum_path(1.0, np.array([-2.0, 3.0, -1.0, -5.0])).tolist()
+        [0.0, 3.0, 2.0, 0.0]
+    """
+    c = start + np.cumsum(steps)
+    out: Array = c - np.minimum(np.minimum.accumulate(c), 0.0)
     return out
