@@ -47,7 +47,7 @@ from tidal.runtime.graph import Node, TimeUnit
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from tidal.ml.detect import Detector
+    from tidal.ml.detect import Detector, DriftDetector
     from tidal.ml.handler import ModelHandler
     from tidal.runtime.executor import RunSummary
 
@@ -366,6 +366,38 @@ class Stream:
         from tidal.ml.detect import DetectStep
 
         op = DetectStep(name, detector, value=value, key=self.key, **options)
+        return self._then(op, self.key)
+
+    def drift(
+        self,
+        name: str,
+        detector: DriftDetector | str = "adwin",
+        *,
+        column: str,
+        output: str = "drift",
+        seed: int = 0,
+    ) -> Stream:
+        """Watch ``column`` for drift, per key (``key_by``); drift events on ``.side("events")``.
+
+        Adds ``drift`` (True at the row where a drift was found) and ``drift_score`` (the
+        test statistic over its threshold); ``output`` renames them. Detectors: ``adwin``,
+        ``ph``, ``cusum``, ``kswin``, ``psi`` (see :mod:`tidal.ml.detect.drift`). Drifts
+        are counted as ``<name>.drifts`` in the run summary. See
+        :class:`~tidal.ml.detect.DriftStep`.
+
+        Example:
+            >>> from tidal.testing import MemorySource, collect, run
+            >>> p = Pipeline("d")
+            >>> s = p.source("in", MemorySource({"err": [0.0, 1.0] * 150 + [1.0] * 40}))
+            >>> checked = s.drift("err_drift", "cusum", column="err")
+            >>> events = collect(checked.side("events"))
+            >>> summary = run(p)
+            >>> summary.counts["err_drift.drifts"], events.records()[0]["detector"]
+            (1, 'cusum')
+        """
+        from tidal.ml.detect import DriftStep
+
+        op = DriftStep(name, detector, column=column, key=self.key, output=output, seed=seed)
         return self._then(op, self.key)
 
     def sink(self, name: str, sink: Sink) -> None:

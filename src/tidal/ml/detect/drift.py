@@ -148,7 +148,7 @@ class SeriesDrift:
             order = np.argsort(keys, kind="stable")
             ks = keys[order]
             cuts = np.flatnonzero(ks[1:] != ks[:-1]) + 1
-            groups = [(int(ks[g[0]]), g) for g in np.split(order, cuts)]
+            groups = [(int(keys[g[0]]), g) for g in np.split(order, cuts)]
         for key, rows in groups:
             state = self.states.get(key)
             if state is None:
