@@ -297,6 +297,47 @@ class Stream:
             raise PipelineError(msg)
         return self._then(Dedupe(name, self.key, to_millis(within)), self.key)
 
+    def join_labels(
+        self,
+        name: str,
+        labels: Stream,
+        *,
+        on: str,
+        ttl: Duration,
+        label_on: str | None = None,
+        suffix: str = "_label",
+    ) -> Stream:
+        """Join this stream's feature rows to labels that arrive later on ``labels``, by id.
+
+        A label joins the feature row with the same ``on`` value (``label_on`` on the
+        labels stream) when their event times are within ``ttl``; the first such label
+        wins, later ones are counted as ``<name>.duplicate_labels``. Labels may arrive
+        before their features. The result has the feature columns, the label columns and
+        ``label_delay_ms``. Side outputs: ``"unlabeled"`` (feature rows whose label did not
+        come within ``ttl``, counted ``<name>.unlabeled``), ``"orphans"`` (labels that
+        joined nothing) and ``"late"``. Both sources need event time. See
+        :mod:`tidal.core.labels`.
+
+        Example:
+            >>> from tidal.testing import MemorySource, collect, run
+            >>> p = Pipeline("fraud")
+            >>> tx = p.source("tx", MemorySource({"id": [1, 2], "amount": [9.5, 120.0],
+            ...                                   "ts": [0, 1_000]}), time="ts")
+            >>> fraud = p.source("fraud", MemorySource({"id": [2], "fraud": [True],
+            ...                                         "at": [60_000]}), time="at")
+            >>> joined = tx.join_labels("labelled", fraud, on="id", ttl="1h")
+            >>> out, unlabeled = collect(joined), collect(joined.side("unlabeled"))
+            >>> summary = run(p)
+            >>> out.records()
+            [{'id': 2, 'amount': 120.0, 'ts': 1000, 'fraud': True, 'at': 60000, 'label_delay_ms': 59000}]
+            >>> [r["id"] for r in unlabeled.records()], summary.counts["labelled.unlabeled"]
+            ([1], 1)
+        """  # noqa: E501
+        from tidal.core.labels import LabelJoin
+
+        op = LabelJoin(name, on=on, ttl_ms=to_millis(ttl), label_on=label_on, suffix=suffix)
+        return self._then(op, self.key, labels)
+
     # -- models -------------------------------------------------------------------------
     def predict(
         self,
