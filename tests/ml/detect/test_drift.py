@@ -66,7 +66,7 @@ def test_psi_by_hand() -> None:
 def test_kswin_counts_the_new_values_above_the_old() -> None:
     # the window holds 0..6 repeated; once the k new 50s dominate, D = k/30; D_crit is 17/30
     x = np.r_[np.arange(100.0) % 7, np.full(40, 50.0)]
-    det = KSWIN()
+    det = KSWIN(window=100, stat_size=30)
     assert det.d_crit == pytest.approx(17 / 30)
     out = det.update(x, one(140))
     np.testing.assert_allclose(out.score[104:117], np.arange(5, 18) / 17)
