@@ -338,6 +338,39 @@ class Stream:
         op = LabelJoin(name, on=on, ttl_ms=to_millis(ttl), label_on=label_on, suffix=suffix)
         return self._then(op, self.key, labels)
 
+    def resample(
+        self,
+        name: str,
+        *,
+        by: str,
+        rates: Mapping[Any, float] | None = None,
+        weights: Mapping[Any, float] | None = None,
+        reweight: bool = True,
+        seed: int = 0,
+    ) -> Stream:
+        """Keep rows of each class of ``by`` at ``rates[class]``; add a ``weight`` column.
+
+        The weight is ``weights[class]`` (default 1), divided by the keep rate when
+        ``reweight`` is on (inverse-probability weights). Dropped rows are counted as
+        ``<name>.dropped``. Seeded and independent of batching. See :mod:`tidal.core.sample`.
+
+        Example:
+            >>> from tidal.testing import MemorySource, collect, run
+            >>> p = Pipeline("imbalanced")
+            >>> s = p.source("in", MemorySource({"y": [0] * 1000 + [1] * 10}))
+            >>> out = collect(s.resample("balance", by="y", rates={0: 0.1}))
+            >>> summary = run(p)
+            >>> rows = out.records()
+            >>> sum(r["y"] == 1 for r in rows), 60 < sum(r["y"] == 0 for r in rows) < 140
+            (10, True)
+            >>> sorted({r["weight"] for r in rows})
+            [1.0, 10.0]
+        """
+        from tidal.core.sample import Resample
+
+        op = Resample(name, by=by, rates=rates, weights=weights, reweight=reweight, seed=seed)
+        return self._then(op, self.key)
+
     # -- models -------------------------------------------------------------------------
     def predict(
         self,
