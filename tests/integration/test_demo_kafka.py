@@ -26,7 +26,7 @@ import pytest
 from kafka_helpers import read_all
 
 from tidal.apps.demo import EPOCH_MS, build_demo
-from tidal.apps.demo.pipeline import ALERTS_TOPIC, KAFKA_PIPELINE, TOPIC
+from tidal.apps.demo.pipeline import ALERTS_TOPIC, KAFKA_PIPELINE, TOPIC, reset_demo
 from tidal.io.kafka import KafkaConfig
 from tidal.io.kafka.admin import KafkaAdmin
 from tidal.io.parts import read_committed
@@ -127,3 +127,9 @@ def test_demo_on_kafka_killed_and_restarted_commits_each_alert_once(
     extra = set(counts) - set(reference)
     assert not lost, f"{len(lost)} alerts lost, e.g. {sorted(lost)[:3]}"
     assert not extra, f"{len(extra)} alerts the uninterrupted run did not raise"
+
+    # --reset deletes the topics and the transactions' checkpoint group as well
+    deleted = reset_demo(data, out, kafka=kafka_config)
+    assert out in deleted and not (data / "checkpoints" / KAFKA_PIPELINE).exists()
+    assert {TOPIC, ALERTS_TOPIC}.isdisjoint(admin.topics())
+    assert f"{KAFKA_PIPELINE}.checkpoints" not in admin.groups()
