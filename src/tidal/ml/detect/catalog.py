@@ -17,6 +17,7 @@ from tidal.ml.detect.drift import DriftDetector
 from tidal.ml.detect.drift_dist import KSWIN, PSI
 from tidal.ml.detect.drift_mean import ADWIN, CUSUM, PageHinkley
 from tidal.ml.detect.ensemble import Ensemble
+from tidal.ml.detect.gated import GatedZ
 from tidal.ml.detect.iforest import IsolationForest
 from tidal.ml.detect.seasonal import Seasonal
 from tidal.ml.detect.trees import HalfSpaceTrees
@@ -35,6 +36,7 @@ DETECTORS: dict[str, Callable[[int, int], Detector]] = {
     "median_mad": lambda f, s: MedianMAD(),
     "rolling_z": lambda f, s: RollingZ(),
     "ewma": lambda f, s: EWMA(),
+    "gated_z": lambda f, s: GatedZ(),
     "changepoint": lambda f, s: ChangePoint(),
     "seasonal": lambda f, s: Seasonal(),
     "hst": lambda f, s: HalfSpaceTrees(features=f, seed=s),
