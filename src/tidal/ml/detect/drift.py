@@ -24,10 +24,11 @@ sub-window, the others start afresh), so one change is one drift event.
 **How they are vectorized.** :class:`SeriesDrift` runs a detector one key at a time (a Python
 step per *distinct key* of a batch, not per row); within a key, the rows are processed with
 numpy over time: cumulative sums and running minima (Page-Hinkley, CUSUM), prefix sums over
-blocks of 32 values tested at every block end at once (ADWIN), one sorted ``(rows, 60)``
-array for all KS tests (KSWIN), one ``bincount`` per window (PSI). Drifts reset the state, so
-the work loops over *drifts*, never over rows. The state of each key is a few numeric arrays
-(no pickle), and the result does not depend on where the batches are cut.
+blocks of 32 values tested at every block end at once (ADWIN), one sorted
+``(tests, 2 * stat_size)`` array for all KS tests (KSWIN), one ``bincount`` per window
+(PSI). Drifts reset the state, so the work loops over *drifts*, never over rows. The state
+of each key is a few numeric arrays (no pickle), and the result does not depend on where
+the batches are cut.
 
 Example:
     >>> import numpy as np

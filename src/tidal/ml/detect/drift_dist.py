@@ -24,8 +24,9 @@ next ``reference`` values), over the reference's ``bins`` quantile bins::
     PSI = sum_i (p_i - q_i) * ln((p_i + eps) / (q_i + eps))
 
 A drift is ``PSI > threshold``. The rule of thumb reads PSI < 0.1 as "no change" and > 0.25
-as "a large change"; ``threshold=0.1`` with 1,000 reference and 500 window values gives no
-false alarm per 10,000 stationary values in ``bench/drift.py``. ``score`` is ``PSI /
+as "a large change"; ``threshold=0.1`` with 1,000 reference and 500 window values gave no
+false alarm in 200,000 stationary values of each of a Gaussian, a uniform and two Bernoulli
+streams (the null PSI is about ``(bins - 1) * (1/1000 + 1/500) = 0.027``). ``score`` is ``PSI /
 threshold`` at each window's last row (NaN at the others).
 
 Example:
