@@ -77,7 +77,8 @@ def ips(rewards: Array, propensity: Array, target: Array) -> Estimate:
     """Inverse propensity scoring; ``target`` is ``pi(a_logged | x)`` per row."""
     r, w = _weights(rewards, propensity, target)
     v = w * r
-    return _estimate(float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0, len(v))
+    stderr = float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+    return _estimate(float(v.mean()), stderr, len(v))
 
 
 def snips(rewards: Array, propensity: Array, target: Array) -> Estimate:

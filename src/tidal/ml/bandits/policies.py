@@ -142,7 +142,8 @@ class LinearPolicy:
     def _widths(self, x: Array) -> Array:
         """``sqrt(x^T A_k^-1 x)`` per row and arm."""
         q = np.einsum("nd,kde,ne->nk", x, self.A_inv, x, optimize=True)
-        return np.sqrt(np.maximum(q, 0.0))
+        out: Array = np.sqrt(np.maximum(q, 0.0))
+        return out
 
     def choose(self, X: Array) -> Decisions:  # pragma: no cover - every policy overrides
         """An arm for every row of ``X``, with its propensity."""
@@ -153,14 +154,15 @@ class LinearPolicy:
         raise NotImplementedError
 
     def snapshot(self) -> dict[str, Any]:
-        """Per-arm sums and the random generator's state (arrays + JSON)."""
+        """Per-arm sums, inverses, weights and the generator's state (arrays + JSON)."""
         return {
             "kind": self.kind, "params": self.params(), "A": self.A.copy(), "b": self.b.copy(),
+            "A_inv": self.A_inv.copy(), "theta": self.theta.copy(),
             "plays": self.plays.copy(), "rng": self.rng.bit_generator.state,
         }  # fmt: skip
 
     def restore(self, snap: dict[str, Any]) -> None:
-        """Restore from :meth:`snapshot` (the inverses are recomputed).
+        """Restore from :meth:`snapshot`.
 
         Raises:
             StateError: if the snapshot is of another policy or other parameters.
@@ -175,8 +177,8 @@ class LinearPolicy:
         self.A = np.asarray(snap["A"], np.float64).reshape(k, d, d).copy()
         self.b = np.asarray(snap["b"], np.float64).reshape(k, d).copy()
         self.plays = np.asarray(snap["plays"], np.int64).copy()
-        self.A_inv = np.linalg.inv(self.A)
-        self.theta = np.einsum("kde,ke->kd", self.A_inv, self.b)
+        self.A_inv = np.asarray(snap["A_inv"], np.float64).reshape(k, d, d).copy()
+        self.theta = np.asarray(snap["theta"], np.float64).reshape(k, d).copy()
         self.rng.bit_generator.state = snap["rng"]
 
 
@@ -259,7 +261,7 @@ class LinUCB(LinearPolicy):
         """The arm of the highest bound per row (propensity 1: the choice is deterministic)."""
         scores = self.ucb(X)
         actions = _argmax(scores)
-        return Decisions(actions, np.ones(len(actions)), scores)
+        return Decisions(actions, np.ones(len(actions), dtype=np.float64), scores)
 
     def probabilities(self, X: Array) -> Array:
         """One-hot on the chosen arm."""

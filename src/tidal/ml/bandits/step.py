@@ -91,16 +91,17 @@ class DecideStep(Operator):
             raise ConfigError(msg)
         if n_arms is None and arms is not None:
             n_arms = len(arms)
+        chosen: Any = policy
         if isinstance(policy, str):
             if n_arms is None:
                 msg = f"step {name!r}: a policy built by name needs n_arms (or arms=[...])"
                 raise ConfigError(msg)
-            policy = make(policy, n_arms=n_arms, n_features=len(self.features), seed=seed,
+            chosen = make(policy, n_arms=n_arms, n_features=len(self.features), seed=seed,
                           **params)  # fmt: skip
-        if arms is not None and len(arms) != policy.n_arms:
-            msg = f"step {name!r}: {len(arms)} arm labels for a policy of {policy.n_arms} arms"
+        if arms is not None and len(arms) != chosen.n_arms:
+            msg = f"step {name!r}: {len(arms)} arm labels for a policy of {chosen.n_arms} arms"
             raise ConfigError(msg)
-        self.policy = policy
+        self.policy: Any = chosen
         self.arms = None if arms is None else np.asarray(list(arms))
         self.action, self.reward, self.done = action, reward, done
         self.next_features = None if next_features is None else list(next_features)
@@ -154,7 +155,7 @@ class DecideStep(Operator):
         x = self._matrix(batch, self.features, "feature")
         fb = self._matrix(batch, [self.action, self.reward], "feedback")
         actions, rewards = fb[:, 0].astype(np.int64), fb[:, 1]
-        update: Any = self.policy.update  # type: ignore[attr-defined]
+        update = self.policy.update
         try:
             if self.next_features is not None:
                 x2 = self._matrix(batch, self.next_features, "next-state")

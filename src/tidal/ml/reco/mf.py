@@ -212,7 +212,9 @@ class OnlineMF:
         err = y - 1.0 / (1.0 + np.exp(-np.clip(s, -30, 30)))
         self._step(uu, ii, err, pu, qi, user_bias=False)
 
-    def _step(self, u: Array, i: Array, err: Array, pu: Array, qi: Array, *, user_bias: bool) -> None:
+    def _step(
+        self, u: Array, i: Array, err: Array, pu: Array, qi: Array, *, user_bias: bool
+    ) -> None:
         lr, reg = self.lr, self.reg
         e = err[:, None]
         np.add.at(self.P, u, lr * (e * qi - reg * pu))
@@ -282,7 +284,8 @@ class OnlineMF:
     def popularity(self, now: float | None = None) -> Array:
         """Decayed popularity per item id at time ``now`` (default: the latest time seen)."""
         now = self.clock if now is None else now
-        return self.pop * np.exp(-self.decay * (now - self.pop_time))
+        out: Array = self.pop * np.exp(-self.decay * (now - self.pop_time))
+        return out
 
     def recommend(self, user: Any, k: int = 10) -> list[tuple[Any, float]]:
         """Top-``k`` ``(item, score)`` for one user, best first, without items it has seen.
@@ -354,7 +357,8 @@ class OnlineMF:
         ids, _ = self._top_ids(np.asarray(users), k)
         target = self.items.lookup(np.asarray(items)) if self.n_items else np.full(len(ids), -1)
         hit = (ids == target[:, None]) & (target[:, None] >= 0)
-        return np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+        out: Array = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
+        return out
 
     # -- state --------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
