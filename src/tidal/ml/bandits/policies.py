@@ -41,6 +41,7 @@ import numpy as np
 
 from tidal.core.batch import Array
 from tidal.errors import ConfigError, StateError
+from tidal.ml.rngstate import rng_state, set_rng_state
 
 __all__ = ["Decisions", "EpsilonGreedy", "LinUCB", "LinearPolicy", "LinearThompson"]
 
@@ -158,7 +159,7 @@ class LinearPolicy:
         return {
             "kind": self.kind, "params": self.params(), "A": self.A.copy(), "b": self.b.copy(),
             "A_inv": self.A_inv.copy(), "theta": self.theta.copy(),
-            "plays": self.plays.copy(), "rng": self.rng.bit_generator.state,
+            "plays": self.plays.copy(), "rng": rng_state(self.rng),
         }  # fmt: skip
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -179,7 +180,7 @@ class LinearPolicy:
         self.plays = np.asarray(snap["plays"], np.int64).copy()
         self.A_inv = np.asarray(snap["A_inv"], np.float64).reshape(k, d, d).copy()
         self.theta = np.asarray(snap["theta"], np.float64).reshape(k, d).copy()
-        self.rng.bit_generator.state = snap["rng"]
+        set_rng_state(self.rng, snap["rng"])
 
 
 def _argmax(scores: Array) -> Array:

@@ -30,6 +30,7 @@ import numpy as np
 from tidal.core.batch import Array
 from tidal.errors import ConfigError, StateError
 from tidal.ml.bandits.policies import Decisions
+from tidal.ml.rngstate import rng_state, set_rng_state
 
 __all__ = ["LinearQ", "TabularQ"]
 
@@ -95,7 +96,7 @@ class _QBase:
                 f"learner is {self.kind} with {self.params()}"
             )
             raise StateError(msg)
-        self.rng.bit_generator.state = snap["rng"]
+        set_rng_state(self.rng, snap["rng"])
 
 
 class TabularQ(_QBase):
@@ -164,7 +165,7 @@ class TabularQ(_QBase):
     def snapshot(self) -> dict[str, Any]:
         """The table and the generator's state."""
         return {"kind": self.kind, "params": self.params(), "Q": self.Q.copy(),
-                "rng": self.rng.bit_generator.state}  # fmt: skip
+                "rng": rng_state(self.rng)}  # fmt: skip
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Restore from :meth:`snapshot`.
@@ -233,7 +234,7 @@ class LinearQ(_QBase):
     def snapshot(self) -> dict[str, Any]:
         """The weights and the generator's state."""
         return {"kind": self.kind, "params": self.params(), "W": self.W.copy(),
-                "rng": self.rng.bit_generator.state}  # fmt: skip
+                "rng": rng_state(self.rng)}  # fmt: skip
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Restore from :meth:`snapshot`.

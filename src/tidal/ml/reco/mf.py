@@ -39,6 +39,7 @@ import numpy as np
 from tidal.core.batch import Array
 from tidal.core.keys import KeyIndex
 from tidal.errors import ConfigError, StateError
+from tidal.ml.rngstate import rng_state, set_rng_state
 
 __all__ = ["OnlineMF"]
 
@@ -373,7 +374,7 @@ class OnlineMF:
             "pop": self.pop[:ni].copy(), "i_alive": self.i_alive[:ni].astype(np.int8),
             "seen": self.seen.copy(), "mean": self.mean, "n_seen": self.n_seen,
             "clock": self.clock, "pop_time": self.pop_time,
-            "rng": self.rng.bit_generator.state,
+            "rng": rng_state(self.rng),
         }  # fmt: skip
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -401,7 +402,7 @@ class OnlineMF:
         self.seen = np.asarray(snap["seen"], np.int64).copy()
         self.mean, self.n_seen = float(snap["mean"]), int(snap["n_seen"])
         self.clock, self.pop_time = float(snap["clock"]), float(snap["pop_time"])
-        self.rng.bit_generator.state = snap["rng"]
+        set_rng_state(self.rng, snap["rng"])
 
 
 class _Keys(KeyIndex):
