@@ -73,7 +73,8 @@ def test_linucb_matches_the_per_sample_reference_to_1e_9() -> None:
         ref.update(x[t], a, rewards[-1])
     for s in range(300, 600, 7):
         e = min(600, s + 7)
-        ours.update(x[s:e], np.array(actions[s - 300 : e - 300]), np.array(rewards[s - 300 : e - 300]))
+        part = slice(s - 300, e - 300)
+        ours.update(x[s:e], np.array(actions[part]), np.array(rewards[part]))
     probe = np.random.default_rng(2).normal(0, 1, (50, 5))
     want = np.array([ref.scores(p) for p in probe])
     np.testing.assert_allclose(ours.ucb(probe), want, atol=1e-9, rtol=0)
@@ -195,8 +196,8 @@ def test_decide_step_in_a_pipeline_with_rewards_joined_by_decision_id() -> None:
     # run 2: the rewards arrive later on their own stream, joined to the log by decision id
     rewards = means[np.arange(400), dec["action"]]
     p2 = Pipeline("learn")
-    log = p2.source("log", MemorySource({k: dec[k] for k in ("decision_id", "f0", "f1", "action", "ts")}),
-                    time="ts")  # fmt: skip
+    cols = ("decision_id", "f0", "f1", "action", "ts")
+    log = p2.source("log", MemorySource({k: dec[k] for k in cols}), time="ts")
     late = p2.source("rewards", MemorySource({"decision_id": dec["decision_id"], "reward": rewards,
                                               "at": dec["ts"] + 2500}), time="at")  # fmt: skip
     joined = log.key_by("decision_id").interval_join("rewarded", late.key_by("decision_id"),

@@ -99,10 +99,8 @@ def _interactions(n: int, seed: int = 5, users: int = 60) -> list[Batch]:
     i = np.minimum(rng.zipf(1.5, n), 20) * 2 + u % 2  # two tastes, skewed popularity
     r = rng.normal(3, 1, n)
     t = np.arange(n, dtype=np.int64) * 10
-    return [
-        Batch({"user": u[a : a + 97], "item": i[a : a + 97], "rating": r[a : a + 97], "ts": t[a : a + 97]})
-        for a in range(0, n, 97)
-    ]
+    cuts = [slice(a, a + 97) for a in range(0, n, 97)]
+    return [Batch({"user": u[c], "item": i[c], "rating": r[c], "ts": t[c]}) for c in cuts]
 
 
 @pytest.mark.parametrize("feedback", ["explicit", "implicit"])
