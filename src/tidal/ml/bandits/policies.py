@@ -127,7 +127,7 @@ class LinearPolicy:
         if not np.isfinite(r).all():
             msg = f"{self.kind}: rewards must be finite numbers"
             raise ConfigError(msg)
-        for k in np.unique(a).tolist():
+        for k in np.flatnonzero(np.bincount(a, minlength=self.n_arms)).tolist():
             m = a == k
             xk = x[m]
             self.A[k] += xk.T @ xk
@@ -142,7 +142,8 @@ class LinearPolicy:
 
     def _widths(self, x: Array) -> Array:
         """``sqrt(x^T A_k^-1 x)`` per row and arm."""
-        q = np.einsum("nd,kde,ne->nk", x, self.A_inv, x, optimize=True)
+        xa = np.matmul(x[None, :, :], self.A_inv)  # arms x rows x features, batched BLAS
+        q = (xa * x[None, :, :]).sum(axis=2).T
         out: Array = np.sqrt(np.maximum(q, 0.0))
         return out
 
