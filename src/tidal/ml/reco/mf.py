@@ -115,7 +115,9 @@ class OnlineMF:
         self.u_count, self.i_count = np.zeros(0, np.int64), np.zeros(0, np.int64)
         self.u_last, self.i_last = np.zeros(0), np.zeros(0)
         self.pop, self.i_alive = np.zeros(0), np.zeros(0, bool)
-        self.seen = np.zeros(0, np.int64)  # sorted codes of (user, item) pairs
+        self._seen = np.zeros(0, np.int64)  # sorted codes of (user, item) pairs
+        self._pending: list[Array] = []  # codes not merged into _seen yet
+        self._n_pending = 0
         self.mean, self.n_seen, self.clock, self.pop_time = 0.0, 0, 0.0, 0.0
 
     # -- sizes --------------------------------------------------------------------------
@@ -227,8 +229,12 @@ class OnlineMF:
     def _remember(self, u: Array, i: Array, t: Array) -> None:
         self.n_seen += len(u)
         now = self.clock = max(self.clock, float(t.max()))
-        np.maximum.at(self.u_last, u, t)
-        np.maximum.at(self.i_last, i, t)
+        if len(t) < 2 or bool((t[1:] >= t[:-1]).all()):  # in order: the last write is the max
+            self.u_last[u] = np.maximum(self.u_last[u], t)
+            self.i_last[i] = np.maximum(self.i_last[i], t)
+        else:
+            np.maximum.at(self.u_last, u, t)
+            np.maximum.at(self.i_last, i, t)
         self.u_count += np.bincount(u, minlength=len(self.u_count))
         self.i_count += np.bincount(i, minlength=len(self.i_count))
         self.i_alive[i] = True
@@ -236,14 +242,29 @@ class OnlineMF:
         self.pop *= np.exp(-self.decay * (now - self.pop_time))
         self.pop += np.bincount(i, np.exp(-self.decay * np.maximum(now - t, 0.0)), len(self.pop))
         self.pop_time = now
-        codes = np.sort(u.astype(np.int64) * _SPAN + i)
-        codes = codes[np.r_[True, codes[1:] != codes[:-1]]]
-        if not len(self.seen):
-            self.seen = codes
+        self._pending.append(u.astype(np.int64) * _SPAN + i)
+        self._n_pending += len(u)
+        if self._n_pending > max(1 << 16, len(self._seen) // 2):
+            self._merge_seen()
+
+    @property
+    def seen(self) -> Array:
+        """Sorted codes ``user_id * 2**31 + item_id`` of every (user, item) pair seen."""
+        self._merge_seen()
+        return self._seen
+
+    @seen.setter
+    def seen(self, codes: Array) -> None:
+        self._seen, self._pending, self._n_pending = codes, [], 0
+
+    def _merge_seen(self) -> None:
+        """Merge the pending codes into the sorted array (amortized: one sort per doubling)."""
+        if not self._pending:
             return
-        at = np.searchsorted(self.seen, codes)
-        new = (at == len(self.seen)) | (self.seen[np.minimum(at, len(self.seen) - 1)] != codes)
-        self.seen = np.insert(self.seen, at[new], codes[new])
+        merged = np.concatenate([self._seen, *self._pending])
+        merged.sort(kind="stable")  # sorted runs: a merge, mostly
+        keep = np.r_[True, merged[1:] != merged[:-1]] if len(merged) else np.zeros(0, bool)
+        self.seen = merged[keep]
 
     def _evict(self) -> None:
         over_u, over_i = self.n_users - self.max_users, self.n_items - self.max_items
