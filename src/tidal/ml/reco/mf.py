@@ -58,6 +58,8 @@ class OnlineMF:
         lr: SGD step size.
         reg: L2 penalty on factors and biases.
         negatives: sampled negatives per positive (implicit feedback).
+        max_steps: a user's or item's steps summed in one batch; beyond it, its rows'
+            gradients are scaled by ``max_steps / count`` (keeps large batches stable).
         max_users: users kept; the least recently seen are evicted beyond it.
         max_items: items kept; the least recently seen are evicted beyond it.
         half_life: popularity half-life, in the units of ``times`` (interactions if none).
@@ -79,6 +81,7 @@ class OnlineMF:
         lr: float = 0.02,
         reg: float = 0.02,
         negatives: int = 4,
+        max_steps: int = 8,
         max_users: int = 1_000_000,
         max_items: int = 1_000_000,
         half_life: float = 10_000.0,
@@ -100,12 +103,14 @@ class OnlineMF:
             raise ConfigError(msg)
         self.params: dict[str, Any] = {
             "factors": factors, "feedback": feedback, "lr": lr, "reg": reg,
-            "negatives": negatives, "max_users": max_users, "max_items": max_items,
+            "negatives": negatives, "max_steps": max_steps, "max_users": max_users,
+            "max_items": max_items,
             "half_life": half_life, "cold_after": cold_after, "init_scale": init_scale,
             "seed": seed,
         }  # fmt: skip
         self.factors, self.feedback, self.lr, self.reg = factors, feedback, lr, reg
         self.negatives, self.max_users, self.max_items = negatives, max_users, max_items
+        self.max_steps = max(1, max_steps)
         self.decay = np.log(2.0) / half_life
         self.cold_after, self.init_scale = cold_after, init_scale
         self.rng = np.random.default_rng(seed)
@@ -218,13 +223,17 @@ class OnlineMF:
     def _step(
         self, u: Array, i: Array, err: Array, pu: Array, qi: Array, *, user_bias: bool
     ) -> None:
-        lr, reg = self.lr, self.reg
+        lr, reg, cap = self.lr, self.reg, float(self.max_steps)
+        cu = np.bincount(u, minlength=len(self.bu))
+        ci = np.bincount(i, minlength=len(self.bi))
+        su = lr * np.minimum(1.0, cap / np.maximum(cu, 1))[u]  # per-row step, capped per key
+        si = lr * np.minimum(1.0, cap / np.maximum(ci, 1))[i]
         e = err[:, None]
-        _segment_add(self.P, u, lr * (e * qi - reg * pu))
-        _segment_add(self.Q, i, lr * (e * pu - reg * qi))
+        _segment_add(self.P, u, su[:, None] * (e * qi - reg * pu))
+        _segment_add(self.Q, i, si[:, None] * (e * pu - reg * qi))
         if user_bias:
-            self.bu += lr * np.bincount(u, err - reg * self.bu[u], len(self.bu))
-        self.bi += lr * np.bincount(i, err - reg * self.bi[i], len(self.bi))
+            self.bu += np.bincount(u, su * (err - reg * self.bu[u]), len(self.bu))
+        self.bi += np.bincount(i, si * (err - reg * self.bi[i]), len(self.bi))
 
     def _remember(self, u: Array, i: Array, t: Array) -> None:
         self.n_seen += len(u)
