@@ -51,6 +51,19 @@ def test_repeated_pairs_in_a_batch_get_every_step() -> None:
     assert models[2].bi[0] - start_b == pytest.approx(2 * (models[1].bi[0] - start_b))
 
 
+def test_a_keys_summed_steps_are_capped_per_batch() -> None:
+    models = [
+        OnlineMF(factors=2, feedback="implicit", negatives=0, max_steps=2, seed=1)
+        for _ in range(2)
+    ]
+    for m in models:
+        m.learn(np.array([0, 1]), np.array([5, 6]))
+    start = models[0].bi[0]
+    models[0].learn(np.array([0, 0]), np.array([5, 5]))
+    models[1].learn(np.array([0, 0, 0, 0]), np.array([5, 5, 5, 5]))  # 4 rows, at most 2 steps
+    assert models[1].bi[0] - start == pytest.approx(models[0].bi[0] - start)
+
+
 def test_recommend_excludes_seen_and_serves_cold_users_by_decayed_popularity() -> None:
     mf = OnlineMF(factors=4, feedback="implicit", half_life=10.0, seed=0)
     # item "old" is popular early, item "new" a little later but more recently
