@@ -25,6 +25,7 @@ def main(argv: list[str]) -> int:
         latency,
         log,
         models,
+        reco,
         w1,
     )
 
@@ -39,6 +40,7 @@ def main(argv: list[str]) -> int:
         "drift": drift.cli,
         "formats": formats.cli,
         "kafka": kafka.cli,
+        "reco": reco.cli,
     }
     if any(a in ("-h", "--help") for a in argv[:1]):
         print(__doc__)

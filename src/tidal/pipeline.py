@@ -473,6 +473,73 @@ class Stream:
 
         op = DriftStep(name, detector, column=column, key=self.key, output=output, seed=seed)
         return self._then(op, self.key)
+    def recommend(
+        self,
+        name: str,
+        model: Any = "mf",
+        *,
+        queries: Stream | None = None,
+        user: str = "user",
+        item: str = "item",
+        **options: Any,
+    ) -> Stream:
+        """Learn a recommender from this stream of interactions; answer ``queries`` from it.
+
+        Returns the interactions with ``reco_rank`` (the item's rank in the user's top-k
+        before learning: prequential hit-rate@k and NDCG@k); the answers to ``queries``
+        (``items`` and ``scores`` lists, without seen items) are on the
+        ``"recommendations"`` side output. ``options`` go to
+        :class:`~tidal.ml.reco.RecommendStep` (``rating``, ``k``, ``factors``, ``half_life``,
+        ``max_users``...). See :mod:`tidal.ml.reco`.
+
+        Example:
+            >>> from tidal.testing import MemorySource, collect, run
+            >>> p = Pipeline("shop")
+            >>> views = p.source("views", MemorySource({"user": [1, 1, 2], "item": [7, 8, 7]}))
+            >>> asks = p.source("asks", MemorySource({"user": [2]}))
+            >>> learned = views.recommend("reco", queries=asks, k=3)
+            >>> answers = collect(learned.side("recommendations"))
+            >>> _ = run(p)
+            >>> answers.records()[0]["items"]
+            [8]
+        """
+        from tidal.ml.reco import RecommendStep
+
+        op = RecommendStep(name, model, user=user, item=item, **options)
+        others = () if queries is None else (queries,)
+        return self._then(op, self.key, *others)
+
+    def decide(
+        self,
+        name: str,
+        policy: Any = "linucb",
+        *,
+        features: Sequence[str],
+        rewards: Stream | None = None,
+        **options: Any,
+    ) -> Stream:
+        """Choose an action per row with a bandit or Q-learner; learn from ``rewards``.
+
+        Adds ``decision_id``, ``action``, ``propensity`` (and ``arm`` with ``arms=``).
+        ``rewards`` carries the decisions' features, ``action`` and ``reward``, e.g. the
+        logged decisions joined to late rewards by ``decision_id`` (``interval_join``).
+        ``options`` go to :class:`~tidal.ml.bandits.DecideStep` (``n_arms``, ``arms``,
+        ``alpha``, ``epsilon``, ``seed``...). See :mod:`tidal.ml.bandits`.
+
+        Example:
+            >>> from tidal.testing import MemorySource, collect, run
+            >>> p = Pipeline("offers")
+            >>> ctx = p.source("ctx", MemorySource({"x": [1.0, 1.0]}))
+            >>> out = collect(ctx.decide("offer", "epsilon_greedy", features=["x"], n_arms=3))
+            >>> _ = run(p)
+            >>> sorted(out.records()[0])
+            ['action', 'decision_id', 'propensity', 'x']
+        """
+        from tidal.ml.bandits import DecideStep
+
+        op = DecideStep(name, policy, features=features, **options)
+        others = () if rewards is None else (rewards,)
+        return self._then(op, self.key, *others)
 
     def sink(self, name: str, sink: Sink) -> None:
         """Write the stream to ``sink``."""
