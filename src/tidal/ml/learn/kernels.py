@@ -202,7 +202,7 @@ def _jit() -> Any:
     if _compiled is None:
         import numba
 
-        _compiled = numba.njit(cache=True, nogil=True)(_kernel)
+        _compiled = numba.njit(cache=True, nogil=True, error_model="numpy")(_kernel)
     return _compiled
 
 
