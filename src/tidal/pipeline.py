@@ -395,7 +395,8 @@ class Stream:
             >>> s = p.source("in", MemorySource({"x": x, "y": (x > 0).astype(int)}))
             >>> out = collect(s.learn("model", "logistic", features=["x"], target="y"))
             >>> summary = run(p)
-            >>> round(out.records()[-1]["accuracy"], 2), round(summary.extra["metrics"]["model.accuracy"], 2)
+            >>> last, metrics = out.records()[-1], summary.extra["metrics"]
+            >>> round(last["accuracy"], 2), round(metrics["model.accuracy"], 2)
             (0.99, 0.99)
         """
         from tidal.ml.learn.step import LearnStep

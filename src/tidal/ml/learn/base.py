@@ -52,9 +52,17 @@ class Learner(Protocol):
     refuses them.
     """
 
-    kind: str
-    task: Task
-    checkpointable: bool
+    @property
+    def kind(self) -> str:
+        """A name for messages and snapshots (``"logistic_regression"``)."""
+
+    @property
+    def task(self) -> Task:
+        """What :meth:`predict` returns."""
+
+    @property
+    def checkpointable(self) -> bool:
+        """Whether :meth:`snapshot` works."""
 
     def learn(self, X: Array, y: Array, weight: Array | None = None) -> None:
         """Update from the rows of ``X`` with labels ``y`` (and per-row ``weight``)."""
@@ -104,7 +112,9 @@ def check_xy(
             msg = f"learner {kind!r}: {len(x)} rows in X but {len(yy)} labels"
             raise ModelError(msg)
         if not np.isfinite(yy).all():
-            msg = f"learner {kind!r}: the labels have NaN or inf (row {np.argmax(~np.isfinite(yy))})"
+            msg = (
+                f"learner {kind!r}: the labels have NaN or inf (row {np.argmax(~np.isfinite(yy))})"
+            )
             raise ModelError(msg)
     if weight is not None:
         ww = np.ascontiguousarray(weight, dtype=np.float64).reshape(-1)

@@ -9,10 +9,10 @@ Example:
     ['adam-logistic', 'ftrl-logistic', 'kmeans', 'linear']
     >>> make("logistic", mode="exact").params["mode"]
     'exact'
-    >>> make("nope")
+    >>> make("nope")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    tidal.errors.ConfigError: unknown learner 'nope'; choose one of adam-logistic, ftrl-logistic, kmeans, linear, logistic, mlp, river-alma, river-logistic, softmax
+    tidal.errors.ConfigError: unknown learner 'nope'; choose one of adam-logistic, ...
 """
 
 from __future__ import annotations
@@ -56,37 +56,45 @@ def _river(name: str) -> Callable[..., Learner]:
         kw.pop("seed", None)
         if name == "logistic":
             model = preprocessing.StandardScaler() | linear_model.LogisticRegression(
-                optimizer=optim.SGD(kw.pop("lr", 0.01)))
+                optimizer=optim.SGD(kw.pop("lr", 0.01))
+            )
         else:
-            model = preprocessing.StandardScaler() | linear_model.ALMAClassifier()
+            model = preprocessing.StandardScaler() | linear_model.ALMAClassifier()  # type: ignore[no-untyped-call]
         return RiverLearner(model, **kw)
 
     return build
 
 
-def _strip_seed(cls: Callable[..., Learner]) -> Callable[..., Learner]:
+def _strip_seed(cls: Callable[..., Any]) -> Callable[..., Learner]:
     def build(**kw: Any) -> Learner:
         kw.pop("seed", None)
-        return cls(**kw)
+        out: Learner = cls(**kw)
+        return out
 
     return build
 
 
 LEARNERS: dict[str, Entry] = {
     "linear": Entry(_strip_seed(LinearRegression), "regression", "least squares (SGD)"),
-    "logistic": Entry(_strip_seed(LogisticRegression), "classification",
-                      "binary logistic regression (SGD)"),
+    "logistic": Entry(
+        _strip_seed(LogisticRegression), "classification", "binary logistic regression (SGD)"
+    ),
     "adam-logistic": Entry(
         lambda **kw: _strip_seed(LogisticRegression)(**{"optimizer": "adam", **kw}),
-        "classification", "binary logistic regression (Adam)"),
+        "classification",
+        "binary logistic regression (Adam)",
+    ),
     "ftrl-logistic": Entry(
         lambda **kw: _strip_seed(LogisticRegression)(**{"optimizer": "ftrl", **kw}),
-        "classification", "binary logistic regression (FTRL-proximal)"),
+        "classification",
+        "binary logistic regression (FTRL-proximal)",
+    ),
     "softmax": Entry(_strip_seed(Softmax), "classification", "multinomial logistic (SGD)"),
     "kmeans": Entry(_strip_seed(KMeans), "clustering", "online k-means"),
     "mlp": Entry(_mlp, "classification", "MLP by backpropagation (PyTorch)", "torch"),
-    "river-logistic": Entry(_river("logistic"), "classification",
-                            "River LogisticRegression (slow path)", "river"),
+    "river-logistic": Entry(
+        _river("logistic"), "classification", "River LogisticRegression (slow path)", "river"
+    ),
     "river-alma": Entry(_river("alma"), "classification", "River ALMA (slow path)", "river"),
 }
 """Built-in learners by name."""

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from tidal.core.batch import Array
+from tidal.core.batch import Array, Batch
 from tidal.errors import ModelError, StateError
 
 __all__ = ["Features"]
@@ -106,12 +106,15 @@ class Features:
     def params(self) -> dict[str, Any]:
         """The settings, as JSON."""
         return {
-            "numeric": self.numeric, "categorical": self.categorical, "hashed": self.hashed,
-            "standardize": self.standardize, "max_categories": self.max_categories,
+            "numeric": self.numeric,
+            "categorical": self.categorical,
+            "hashed": self.hashed,
+            "standardize": self.standardize,
+            "max_categories": self.max_categories,
             "buckets": self.buckets,
         }
 
-    def transform(self, batch: Mapping[str, Any], *, update: bool = True) -> Array:
+    def transform(self, batch: Mapping[str, Any] | Batch, *, update: bool = True) -> Array:
         """The ``(n, dim)`` feature matrix of ``batch``; ``update`` first learns its statistics.
 
         Raises:
@@ -136,7 +139,7 @@ class Features:
             parts.append(self._hash(batch, n))
         return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float64)
 
-    def _numeric(self, batch: Mapping[str, Any]) -> Array:
+    def _numeric(self, batch: Mapping[str, Any] | Batch) -> Array:
         cols = []
         for c in self.numeric:
             col = np.asarray(batch[c])
@@ -162,9 +165,7 @@ class Features:
 
     def _one_hot(self, column: str, values: Array, *, update: bool) -> Array:
         vocab = self.vocab[column]
-        uniq, first, inverse = np.unique(
-            values.astype(str), return_index=True, return_inverse=True
-        )
+        uniq, first, inverse = np.unique(values.astype(str), return_index=True, return_inverse=True)
         other = self.max_categories - 1
         slots = np.empty(len(uniq), dtype=np.int64)
         for i in np.argsort(first, kind="stable").tolist():  # per distinct value, in row order
@@ -176,7 +177,7 @@ class Features:
         out[np.arange(len(values)), slots[inverse.reshape(-1)]] = 1.0
         return out
 
-    def _hash(self, batch: Mapping[str, Any], n: int) -> Array:
+    def _hash(self, batch: Mapping[str, Any] | Batch, n: int) -> Array:
         out = np.zeros((n, self.buckets))
         for c in self.hashed:
             uniq, inverse = np.unique(np.asarray(batch[c]).astype(str), return_inverse=True)
@@ -190,7 +191,9 @@ class Features:
     def snapshot(self) -> dict[str, Any]:
         """Running moments and vocabularies."""
         return {
-            "params": self.params(), "count": self.count, "mean": self.mean.copy(),
+            "params": self.params(),
+            "count": self.count,
+            "mean": self.mean.copy(),
             "m2": self.m2.copy(),
             "vocab": {c: sorted(v, key=v.__getitem__) for c, v in self.vocab.items()},
         }

@@ -47,8 +47,24 @@ SGD, ADAM, FTRL = 0, 1, 2
 
 
 def _kernel(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one tight loop, compiled by numba
-    X: Any, y: Any, sw: Any, W: Any, A: Any, B: Any, t: Any, loss: int, opt: int, lr: float,
-    l1: float, l2: float, b1: float, b2: float, eps: float, fbeta: float, chunk: int, out: Any,
+    X: Any,
+    y: Any,
+    sw: Any,
+    W: Any,
+    A: Any,
+    B: Any,
+    t: Any,
+    loss: int,
+    opt: int,
+    lr: float,
+    l1: float,
+    l2: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    fbeta: float,
+    chunk: int,
+    out: Any,
 ) -> None:
     n, d = X.shape
     k = W.shape[1]
@@ -128,8 +144,23 @@ def _kernel(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one tight loop, compiled
 
 
 def _numpy(  # noqa: PLR0913 - the same arguments as the kernel
-    X: Array, y: Array, sw: Array, W: Array, A: Array, B: Array, t: Array, loss: int, opt: int,
-    lr: float, l1: float, l2: float, b1: float, b2: float, eps: float, fbeta: float, chunk: int,
+    X: Array,
+    y: Array,
+    sw: Array,
+    W: Array,
+    A: Array,
+    B: Array,
+    t: Array,
+    loss: int,
+    opt: int,
+    lr: float,
+    l1: float,
+    l2: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    fbeta: float,
+    chunk: int,
     out: Array,
 ) -> None:
     n, d = X.shape
@@ -169,7 +200,9 @@ def _numpy(  # noqa: PLR0913 - the same arguments as the kernel
             A += g - sigma * W
             B += g * g
             W[:] = np.where(
-                np.abs(A) <= reg1, 0.0, -(A - np.sign(A) * reg1) / ((fbeta + np.sqrt(B)) / lr + reg2)
+                np.abs(A) <= reg1,
+                0.0,
+                -(A - np.sign(A) * reg1) / ((fbeta + np.sqrt(B)) / lr + reg2),
             )
             continue
         g = g + reg2 * W + reg1 * np.sign(W)
@@ -207,17 +240,51 @@ def _jit() -> Any:
 
 
 def fit(  # noqa: PLR0913 - the optimizer's settings are keyword arguments
-    X: Array, y: Array, sw: Array, W: Array, A: Array, B: Array, t: Array, *, loss: int,
-    opt: int, lr: float, chunk: int, out: Array, l1: float = 0.0, l2: float = 0.0,
-    beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, ftrl_beta: float = 1.0,
+    X: Array,
+    y: Array,
+    sw: Array,
+    W: Array,
+    A: Array,
+    B: Array,
+    t: Array,
+    *,
+    loss: int,
+    opt: int,
+    lr: float,
+    chunk: int,
+    out: Array,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    ftrl_beta: float = 1.0,
     engine: str = "auto",
 ) -> None:
     """Predict then learn ``X`` in chunks of ``chunk`` rows, updating ``W, A, B, t`` in place.
 
     ``engine`` is ``"numba"``, ``"numpy"``, or ``"auto"`` (numba when it is installed).
     """
-    args = (X, y, sw, W, A, B, t, loss, opt, float(lr), float(l1), float(l2), float(beta1),
-            float(beta2), float(eps), float(ftrl_beta), int(chunk), out)
+    args = (
+        X,
+        y,
+        sw,
+        W,
+        A,
+        B,
+        t,
+        loss,
+        opt,
+        float(lr),
+        float(l1),
+        float(l2),
+        float(beta1),
+        float(beta2),
+        float(eps),
+        float(ftrl_beta),
+        int(chunk),
+        out,
+    )
     if engine == "numba" or (engine == "auto" and has_numba()):
         _jit()(*args)
     else:

@@ -50,16 +50,25 @@ class KMeans:
     checkpointable: ClassVar[bool] = True
 
     def __init__(
-        self, k: int = 8, *, mode: Literal["minibatch", "exact"] = "minibatch",
-        batch_size: int = 256, decay: float | None = None,
+        self,
+        k: int = 8,
+        *,
+        mode: Literal["minibatch", "exact"] = "minibatch",
+        batch_size: int = 256,
+        decay: float | None = None,
     ) -> None:
         if k < 1 or mode not in ("minibatch", "exact") or batch_size < 1:
-            msg = f"kmeans: need k >= 1, mode 'minibatch' or 'exact', batch_size >= 1; got {k}, {mode!r}"
+            msg = f"kmeans: need k >= 1, mode 'minibatch' or 'exact', batch_size >= 1; got {k}"
             raise ConfigError(msg)
         if decay is not None and not 0 < decay <= 1:
             msg = f"kmeans: decay must be in (0, 1], got {decay}"
             raise ConfigError(msg)
-        self.params: dict[str, Any] = {"k": k, "mode": mode, "batch_size": batch_size, "decay": decay}
+        self.params: dict[str, Any] = {
+            "k": k,
+            "mode": mode,
+            "batch_size": batch_size,
+            "decay": decay,
+        }
         self.centers = np.zeros((0, 0))
         self.counts = np.zeros(0)
 
@@ -105,7 +114,11 @@ class KMeans:
             np.add.at(sums, a, xc)
             hit = n > 0
             self.counts += n
-            rate = np.full(len(n), float(decay)) if decay is not None else n / np.maximum(self.counts, 1)
+            rate = (
+                np.full(len(n), float(decay))
+                if decay is not None
+                else n / np.maximum(self.counts, 1)
+            )
             mean = sums[hit] / n[hit, None]
             self.centers[hit] += rate[hit, None] * (mean - self.centers[hit])
         return out
@@ -123,8 +136,12 @@ class KMeans:
 
     def snapshot(self) -> dict[str, Any]:
         """Centres and their counts."""
-        return {"kind": self.kind, "params": json_state(self.params),
-                "centers": self.centers.copy(), "counts": self.counts.copy()}
+        return {
+            "kind": self.kind,
+            "params": json_state(self.params),
+            "centers": self.centers.copy(),
+            "counts": self.counts.copy(),
+        }
 
     def restore(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`snapshot` wrote.

@@ -98,8 +98,14 @@ class Linear:
             msg = f"{self.kind}: lr must be > 0, l1 and l2 >= 0, batch_size >= 1"
             raise ConfigError(msg)
         self.params: dict[str, Any] = {
-            "optimizer": optimizer, "lr": lr, "l1": float(l1), "l2": float(l2), "mode": mode,
-            "batch_size": int(batch_size), "beta1": float(beta1), "beta2": float(beta2),
+            "optimizer": optimizer,
+            "lr": lr,
+            "l1": float(l1),
+            "l2": float(l2),
+            "mode": mode,
+            "batch_size": int(batch_size),
+            "beta1": float(beta1),
+            "beta2": float(beta2),
             "ftrl_beta": float(ftrl_beta),
         }
         self.engine = engine
@@ -125,7 +131,8 @@ class Linear:
     @property
     def intercept(self) -> Array:
         """The ``k`` intercepts (a copy)."""
-        return self.W[-1].copy()
+        out: Array = self.W[-1].copy()
+        return out
 
     def _grow(self, d: int, y: Array | None) -> None:
         if self.W.shape[0] == 0:
@@ -153,10 +160,24 @@ class Linear:
             return out
         p = self.params
         kernels.fit(
-            x, yy, np.ones(len(x)) if ww is None else ww, self.W, self.A, self.B, self.t,
-            loss=self._loss, opt=_OPT[p["optimizer"]], lr=p["lr"], l1=p["l1"], l2=p["l2"],
-            beta1=p["beta1"], beta2=p["beta2"], ftrl_beta=p["ftrl_beta"], out=out,
-            chunk=1 if p["mode"] == "exact" else p["batch_size"], engine=self.engine,
+            x,
+            yy,
+            np.ones(len(x)) if ww is None else ww,
+            self.W,
+            self.A,
+            self.B,
+            self.t,
+            loss=self._loss,
+            opt=_OPT[p["optimizer"]],
+            lr=p["lr"],
+            l1=p["l1"],
+            l2=p["l2"],
+            beta1=p["beta1"],
+            beta2=p["beta2"],
+            ftrl_beta=p["ftrl_beta"],
+            out=out,
+            chunk=1 if p["mode"] == "exact" else p["batch_size"],
+            engine=self.engine,
         )
         return out
 
@@ -172,8 +193,12 @@ class Linear:
     def snapshot(self) -> dict[str, Any]:
         """Weights, optimizer state and step count, as arrays."""
         return {
-            "kind": self.kind, "params": json_state(self.params),
-            "W": self.W.copy(), "A": self.A.copy(), "B": self.B.copy(), "t": self.t.copy(),
+            "kind": self.kind,
+            "params": json_state(self.params),
+            "W": self.W.copy(),
+            "A": self.A.copy(),
+            "B": self.B.copy(),
+            "t": self.t.copy(),
         }
 
     def restore(self, state: dict[str, Any]) -> None:

@@ -77,10 +77,14 @@ class Prequential:
     """
 
     def __init__(
-        self, task: str, metrics: Sequence[str] | None = None, *, window: int = 1000,
+        self,
+        task: str,
+        metrics: Sequence[str] | None = None,
+        *,
+        window: int = 1000,
         binary: bool = False,
     ) -> None:
-        allowed = CLASSIFICATION if task == "classification" else REGRESSION
+        allowed: tuple[str, ...] = CLASSIFICATION if task == "classification" else REGRESSION
         if not binary:
             allowed = tuple(m for m in allowed if m not in _BINARY_ONLY)
         names = list(allowed if metrics is None else metrics)
@@ -100,8 +104,12 @@ class Prequential:
 
     def params(self) -> dict[str, Any]:
         """The settings, as JSON."""
-        return {"task": self.task, "metrics": self.metrics, "window": self.window,
-                "binary": self.binary}
+        return {
+            "task": self.task,
+            "metrics": self.metrics,
+            "window": self.window,
+            "binary": self.binary,
+        }
 
     def _contrib(self, y: Array, out: Array) -> Array:
         c = np.zeros((len(y), len(_SUMS)))
@@ -212,8 +220,11 @@ class Prequential:
     def snapshot(self) -> dict[str, Any]:
         """Running sums, the window's rows, the AUC histograms."""
         return {
-            "params": self.params(), "totals": self.totals.copy(), "tail": self.tail.copy(),
-            "tail_score": self.tail_score.copy(), "tail_label": self.tail_label.copy(),
+            "params": self.params(),
+            "totals": self.totals.copy(),
+            "tail": self.tail.copy(),
+            "tail_score": self.tail_score.copy(),
+            "tail_label": self.tail_label.copy(),
             "hist": self.hist.copy(),
         }
 

@@ -82,8 +82,13 @@ class MLP:
         self.task: Task = task
         self.n_classes = n_classes
         self.params: dict[str, Any] = {
-            "hidden": list(hidden), "task": task, "n_classes": n_classes, "lr": lr,
-            "batch_size": batch_size, "epochs": epochs, "seed": seed,
+            "hidden": list(hidden),
+            "task": task,
+            "n_classes": n_classes,
+            "lr": lr,
+            "batch_size": batch_size,
+            "epochs": epochs,
+            "seed": seed,
         }
         self.torch = _torch()
         self.net: Any = None
@@ -127,7 +132,11 @@ class MLP:
         torch = self.torch
         xt, yt = torch.from_numpy(x), torch.from_numpy(yy)
         wt = torch.from_numpy(ww) if ww is not None else torch.ones(len(x), dtype=torch.float64)
-        if self.task == "classification" and len(yy) and (yy.max() >= self.n_classes or yy.min() < 0):
+        if (
+            self.task == "classification"
+            and len(yy)
+            and (yy.max() >= self.n_classes or yy.min() < 0)
+        ):
             msg = f"mlp: class ids must be 0..{self.n_classes - 1}, got {int(yy.max())}"
             raise ConfigError(msg)
         bs = self.params["batch_size"]
@@ -164,7 +173,11 @@ class MLP:
 
     def snapshot(self) -> dict[str, Any]:
         """Weights and Adam's moments as numpy arrays."""
-        state: dict[str, Any] = {"kind": self.kind, "params": json_state(self.params), "dim": self.dim}
+        state: dict[str, Any] = {
+            "kind": self.kind,
+            "params": json_state(self.params),
+            "dim": self.dim,
+        }
         if self.net is None:
             return state
         for name, t in self.net.state_dict().items():
@@ -187,10 +200,12 @@ class MLP:
             return
         torch = self.torch
         self._build(int(state["dim"]))
-        self.net.load_state_dict({
-            name: torch.from_numpy(np.array(state[f"net.{name}"]))
-            for name in self.net.state_dict()
-        })
+        self.net.load_state_dict(
+            {
+                name: torch.from_numpy(np.array(state[f"net.{name}"]))
+                for name in self.net.state_dict()
+            }
+        )
         opt_state = self.opt.state_dict()
         for i in opt_state["param_groups"][0]["params"]:
             if f"opt.{i}.step" in state:

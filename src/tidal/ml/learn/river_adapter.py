@@ -65,7 +65,7 @@ class RiverLearner:
         elif isinstance(model, base.Clusterer):
             self.task = "clustering"
         else:
-            msg = f"RiverLearner: {type(model).__name__} is not a River classifier/regressor/clusterer"
+            msg = f"RiverLearner: {type(model).__name__} is not a River classifier or regressor"
             raise ConfigError(msg)
         self.model = model
         self.kind = f"river.{type(model).__name__}"
@@ -84,7 +84,9 @@ class RiverLearner:
             for r in rows:
                 self.model.learn_one(r)
             return
-        labels: list[Any] = yy.astype(np.int64).tolist() if self.task == "classification" else yy.tolist()
+        labels: list[Any] = (
+            yy.astype(np.int64).tolist() if self.task == "classification" else yy.tolist()
+        )
         if self.task == "classification" and labels:
             self.n_classes = max(self.n_classes, max(labels) + 1)
         for r, label in zip(rows, labels, strict=True):

@@ -67,8 +67,10 @@ class Labels:
 
     Example:
         >>> lab = Labels()
-        >>> lab.ids(np.array(["b", "a", "b"], dtype=object)).tolist(), lab.decode(np.array([1])).tolist()
-        ([0, 1, 0], ['a'])
+        >>> lab.ids(np.array(["b", "a", "b"], dtype=object)).tolist()
+        [0, 1, 0]
+        >>> lab.decode(np.array([1])).tolist()
+        ['a']
     """
 
     def __init__(self, classes: Sequence[Any] | None = None) -> None:
@@ -85,7 +87,9 @@ class Labels:
             self.mode = "int" if integral else "vocab"
         if self.mode == "int":
             if y.dtype.kind not in "iubf" or (y < 0).any() or (np.floor(y) != y).any():
-                msg = f"class labels must be integers >= 0 like the first ones, got {y[:3].tolist()}"
+                msg = (
+                    f"class labels must be integers >= 0 like the first ones, got {y[:3].tolist()}"
+                )
                 raise ModelError(msg)
             return y.astype(np.int64)
         out = np.empty(len(y), dtype=np.int64)
@@ -186,7 +190,10 @@ class LearnStep(Operator):
         need = [*self.features.columns, *(c for c in (self.target, self.weight) if c)]
         missing = [c for c in need if c not in batch]
         if missing:
-            msg = f"step {self.name!r}: columns {missing} are needed to learn, the batch has {batch.names}"
+            msg = (
+                f"step {self.name!r}: columns {missing} are needed to learn, "
+                f"the batch has {batch.names}"
+            )
             raise PipelineError(msg)
         try:
             return self.features.transform(batch, update=True)
@@ -203,7 +210,7 @@ class LearnStep(Operator):
         """
         n = len(batch)
         x = self._matrix(batch)
-        ok = np.isfinite(x).all(axis=1)
+        ok: Array = np.asarray(np.isfinite(x).all(axis=1), dtype=bool)
         labeled = ok.copy()
         if self.target is not None:
             labeled &= ~_missing(batch[self.target])
@@ -254,7 +261,11 @@ class LearnStep(Operator):
             ids = np.nan_to_num(out, nan=-1.0).argmax(axis=1)
             pred = np.empty(n, dtype=object)
             pred[ok] = self.labels.decode(ids[ok]) if ok.any() else pred[ok]
-            p = out[:, 1] if out.shape[1] == 2 and self.metrics and self.metrics.binary else out.max(axis=1, initial=np.nan)
+            p = (
+                out[:, 1]
+                if out.shape[1] == 2 and self.metrics and self.metrics.binary
+                else out.max(axis=1, initial=np.nan)
+            )
             cols[self.output] = pred if self.labels.mode == "vocab" else np.where(ok, ids, -1)
             cols[f"{self.output}_score"] = np.where(ok, p, np.nan)
         elif self.task == "clustering":
@@ -270,8 +281,8 @@ class LearnStep(Operator):
                 col = np.full(n, np.nan)
                 col[labeled] = v
                 cols[k] = col
-            for k, v in self.metrics.values().items():
-                self.ctx.gauge(f"{self.name}.{k}", v)
+            for k, value in self.metrics.values().items():
+                self.ctx.gauge(f"{self.name}.{k}", value)
         return cols
 
     def snapshot(self) -> dict[str, Any]:
@@ -290,8 +301,12 @@ class LearnStep(Operator):
         }
 
     def _params(self) -> dict[str, Any]:
-        return {"learner": self.learner.kind, "target": self.target, "output": self.output,
-                "weight": self.weight}
+        return {
+            "learner": self.learner.kind,
+            "target": self.target,
+            "output": self.output,
+            "weight": self.weight,
+        }
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Restore from :meth:`snapshot`.
