@@ -5,7 +5,9 @@ Each row is assigned to its nearest centre, and the centre moves towards it by
 by ``decay`` when ``decay`` is set (an exponential forgetting rate, for drifting streams).
 ``mode="exact"`` assigns and moves one row at a time in row order; ``"minibatch"`` assigns
 ``batch_size`` rows to the centres as they stand, then moves each centre once towards
-their mean (Sculley's mini-batch k-means). The first ``k`` distinct rows seed the centres.
+their mean (Sculley's mini-batch k-means). The centres are seeded farthest-first from the
+first rows (deterministic: the first row, then each time the row farthest from every centre
+so far).
 
 Example:
     >>> import numpy as np
@@ -83,32 +85,33 @@ class KMeans:
         return out
 
     def _seed(self, x: Array) -> Array:
+        """Farthest-first centres from the rows of the first batch(es); the rest of ``x``."""
         k = self.params["k"]
         if len(self.centers) == 0:
             self.centers, self.counts = np.zeros((0, x.shape[1])), np.zeros(0)
-        used = 0
-        while len(self.centers) < k and used < len(x):
-            row = x[used]
-            used += 1
-            if not (self.centers == row).all(axis=1).any():
-                self.centers = np.vstack([self.centers, row])
-                self.counts = np.append(self.counts, 1.0)
-        return x[used:]
+        if len(self.centers) >= k or len(x) == 0:
+            return x
+        if len(self.centers) == 0:
+            self.centers, self.counts = x[:1].copy(), np.ones(1)
+        d2 = ((x[:, None, :] - self.centers[None]) ** 2).sum(axis=2).min(axis=1)
+        while len(self.centers) < k and d2.max() > 0:
+            i = int(d2.argmax())
+            self.centers = np.vstack([self.centers, x[i]])
+            self.counts = np.append(self.counts, 1.0)
+            d2 = np.minimum(d2, ((x - x[i]) ** 2).sum(axis=1))
+        return x
 
     def predict_learn(self, X: Array, y: Array | None = None, weight: Array | None = None) -> Array:
         """Each row's cluster before it was learned (seeding rows: their own centre)."""
         x = check_xy(self.kind, X, dim=self.centers.shape[1] if self.centers.size else None)[0]
         rest = self._seed(x)
         out = np.empty(len(x), dtype=np.int64)
-        seeded = len(x) - len(rest)
-        if seeded:
-            out[:seeded] = self._assign(x[:seeded])
         chunk = 1 if self.params["mode"] == "exact" else self.params["batch_size"]
         decay = self.params["decay"]
         for start in range(0, len(rest), chunk):
             xc = rest[start : start + chunk]
             a = self._assign(xc)
-            out[seeded + start : seeded + start + len(xc)] = a
+            out[start : start + len(xc)] = a
             n = np.bincount(a, minlength=len(self.centers)).astype(np.float64)
             sums = np.zeros_like(self.centers)
             np.add.at(sums, a, xc)
