@@ -90,6 +90,7 @@ if TYPE_CHECKING:
     from tidal.observe.status import StatusLine
 
 from tidal.cli.detect import _add_detect
+from tidal.cli.learn import _add_learn
 from tidal.cli.kafka import _add_kafka
 from tidal.cli.log import _add_log
 from tidal.cli.models import _add_models
@@ -176,6 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_models(commands)
     _add_kafka(commands)
     _add_detect(commands)
+    _add_learn(commands)
     return parser
 
 

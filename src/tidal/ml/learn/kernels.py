@@ -40,7 +40,17 @@ import numpy as np
 
 from tidal.core.batch import Array
 
-__all__ = ["ADAM", "FTRL", "LOGISTIC", "SGD", "SOFTMAX", "SQUARED", "fit", "has_numba"]
+__all__ = [
+    "ADAM",
+    "FTRL",
+    "LOGISTIC",
+    "SGD",
+    "SOFTMAX",
+    "SQUARED",
+    "fit",
+    "has_numba",
+    "warm_up",
+]
 
 SQUARED, LOGISTIC, SOFTMAX = 0, 1, 2
 SGD, ADAM, FTRL = 0, 1, 2
@@ -237,6 +247,32 @@ def _jit() -> Any:
 
         _compiled = numba.njit(cache=True, nogil=True, error_model="numpy")(_kernel)
     return _compiled
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the kernel now, not in the first batch."""
+    if has_numba():
+        x, w = np.zeros((1, 1)), np.zeros((2, 1))
+        _jit()(
+            x,
+            np.zeros(1),
+            np.ones(1),
+            w,
+            w.copy(),
+            w.copy(),
+            np.zeros(1, np.int64),
+            0,
+            0,
+            0.1,
+            0.0,
+            0.0,
+            0.9,
+            0.999,
+            1e-8,
+            1.0,
+            1,
+            np.zeros((1, 1)),
+        )
 
 
 def fit(  # noqa: PLR0913 - the optimizer's settings are keyword arguments

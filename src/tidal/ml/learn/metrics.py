@@ -177,7 +177,8 @@ class Prequential:
         if "roc_auc" in self.metrics:
             score = out[:, 1]
             bins = np.clip((score * _BINS).astype(np.int64), 0, _BINS - 1)
-            np.add.at(self.hist, (y.astype(np.int64).clip(0, 1), bins), 1.0)
+            flat = y.astype(np.int64).clip(0, 1) * _BINS + bins
+            self.hist += np.bincount(flat, minlength=2 * _BINS).reshape(2, _BINS)
             self.tail_score = np.concatenate([self.tail_score, score])[-self.window :]
             self.tail_label = np.concatenate([self.tail_label, y])[-self.window :]
             n = len(y)
