@@ -90,8 +90,8 @@ if TYPE_CHECKING:
     from tidal.observe.status import StatusLine
 
 from tidal.cli.detect import _add_detect
-from tidal.cli.learn import _add_learn
 from tidal.cli.kafka import _add_kafka
+from tidal.cli.learn import _add_learn
 from tidal.cli.log import _add_log
 from tidal.cli.models import _add_models
 from tidal.cli.options import (

@@ -260,7 +260,10 @@ def learn_csv(  # noqa: PLR0913, C901 - the command's options
         settings.update(task=task, n_classes=max(n_classes, 2))
     learner = make(model, **settings)
     if learner.task != task:
-        msg = f"tidal learn: model {model!r} is for {learner.task}, the target {target!r} needs {task}"
+        msg = (
+            f"tidal learn: model {model!r} is for {learner.task}, "
+            f"the target {target!r} needs {task}"
+        )
         raise ConfigError(msg)
     spec = Features(numeric=numeric, categorical=cat)
     try:
@@ -314,9 +317,11 @@ def _print(s: dict[str, Any], window: int, out: IO[str]) -> None:
     vals = s["metrics"]
     for name in [k for k in vals if not k.endswith("_rolling")]:
         out.write(
-            f"  {name:<9} {vals[name]:.4f}   (last {window:,} rows: {vals[name + '_rolling']:.4f})\n"
+            f"  {name:<9} {vals[name]:.4f}   "
+            f"(last {window:,} rows: {vals[name + '_rolling']:.4f})\n"
         )
     out.write(
         f"  {s['learned']:,} rows predicted then learned in {s['seconds']:.3f} s: "
-        f"{s['samples_per_s']:,.0f} samples/s (reading the CSV and loading: {s['read_seconds']:.2f} s)\n"
+        f"{s['samples_per_s']:,.0f} samples/s "
+        f"(reading the CSV and loading: {s['read_seconds']:.2f} s)\n"
     )
