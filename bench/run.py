@@ -15,7 +15,18 @@ if str(ROOT) not in sys.path:
 
 
 def main(argv: list[str]) -> int:
-    from bench import checkpoint, compression, detect, formats, kafka, latency, log, models, w1
+    from bench import (
+        checkpoint,
+        compression,
+        detect,
+        formats,
+        kafka,
+        latency,
+        learn,
+        log,
+        models,
+        w1,
+    )
 
     benches = {
         "w1": w1.cli,
@@ -25,6 +36,7 @@ def main(argv: list[str]) -> int:
         "models": models.cli,
         "compression": compression.cli,
         "detect": detect.cli,
+        "learn": learn.cli,
         "formats": formats.cli,
         "kafka": kafka.cli,
     }
