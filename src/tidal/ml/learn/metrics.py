@@ -51,6 +51,15 @@ _BINARY_ONLY = ("f1", "roc_auc")
 # the running sums each metric needs: n, correct, tp, fp, fn, ll, abs, se, y, yy
 _SUMS = ("n", "correct", "tp", "fp", "fn", "ll", "abs", "se", "y", "yy")
 _BINS = 4096
+_NEEDS = {
+    "accuracy": (1,),
+    "f1": (2, 3, 4),
+    "log_loss": (5,),
+    "roc_auc": (),
+    "mae": (6,),
+    "rmse": (7,),
+    "r2": (7, 8, 9),
+}
 
 
 def _auc(pos: Array, neg: Array) -> float:
@@ -96,6 +105,8 @@ class Prequential:
             )
             raise ConfigError(msg)
         self.task, self.metrics, self.window, self.binary = task, names, window, binary
+        need = {0} | {j for m in names for j in _NEEDS[m]}
+        self._idx = sorted(need)
         self.totals = np.zeros(len(_SUMS))
         self.tail = np.zeros((0, len(_SUMS)))
         self.tail_score = np.zeros(0)
@@ -133,26 +144,34 @@ class Prequential:
         return c
 
     @staticmethod
-    def _values(s: Array, names: Sequence[str]) -> dict[str, Array]:
-        n = np.maximum(s[..., 0], 1.0)
+    def _values(
+        s: Array, names: Sequence[str], idx: Sequence[int] | None = None
+    ) -> dict[str, Array]:
+        """Metric values from running sums ``s`` (whose last axis holds the sums ``idx``)."""
+        pos = {j: i for i, j in enumerate(range(len(_SUMS)) if idx is None else idx)}
+
+        def col(j: int) -> Array:
+            return s[..., pos[j]]
+
+        n = np.maximum(col(0), 1.0)
         out: dict[str, Array] = {}
         with np.errstate(divide="ignore", invalid="ignore"):
             for m in names:
                 if m == "accuracy":
-                    out[m] = s[..., 1] / n
+                    out[m] = col(1) / n
                 elif m == "f1":
-                    tp = s[..., 2]
-                    den = 2 * tp + s[..., 3] + s[..., 4]
+                    tp = col(2)
+                    den = 2 * tp + col(3) + col(4)
                     out[m] = np.where(den > 0, 2 * tp / np.where(den > 0, den, 1.0), 0.0)
                 elif m == "log_loss":
-                    out[m] = s[..., 5] / n
+                    out[m] = col(5) / n
                 elif m == "mae":
-                    out[m] = s[..., 6] / n
+                    out[m] = col(6) / n
                 elif m == "rmse":
-                    out[m] = np.sqrt(s[..., 7] / n)
+                    out[m] = np.sqrt(col(7) / n)
                 elif m == "r2":
-                    sst = s[..., 9] - s[..., 8] ** 2 / n
-                    out[m] = np.where(sst > 1e-12, 1.0 - s[..., 7] / sst, np.nan)
+                    sst = col(9) - col(8) ** 2 / n
+                    out[m] = np.where(sst > 1e-12, 1.0 - col(7) / sst, np.nan)
         return out
 
     def update(self, y: Array, out: Array) -> dict[str, Array]:
@@ -164,16 +183,21 @@ class Prequential:
         y = np.asarray(y, dtype=np.float64)
         out = np.asarray(out, dtype=np.float64)
         c = self._contrib(y, out if out.ndim == 2 else out.reshape(-1, 1))
-        overall = self.totals + np.cumsum(c, axis=0)
-        full = np.concatenate([self.tail, c])
-        cum = np.concatenate([np.zeros((1, len(_SUMS))), np.cumsum(full, axis=0)])
+        idx = self._idx  # only the sums the chosen metrics need
+        overall = self.totals[idx] + np.cumsum(c[:, idx], axis=0)
+        full = np.concatenate([self.tail[:, idx], c[:, idx]])
+        cum = np.concatenate([np.zeros((1, len(idx))), np.cumsum(full, axis=0)])
         ends = np.arange(len(self.tail) + 1, len(full) + 1)
         rolling = cum[ends] - cum[np.maximum(ends - self.window, 0)]
-        cols = self._values(overall, self.metrics)
-        cols.update({f"{k}_rolling": v for k, v in self._values(rolling, self.metrics).items()})
+        cols = self._values(overall, self.metrics, idx)
+        rolled = self._values(rolling, self.metrics, idx)
+        cols.update({f"{k}_rolling": v for k, v in rolled.items()})
         if len(c):
-            self.totals = overall[-1]
-        self.tail = full[-self.window :]
+            self.totals = self.totals + c.sum(axis=0)
+        keep = self.window - len(c)
+        self.tail = np.concatenate(
+            [self.tail[-keep:] if keep > 0 else self.tail[:0], c[-self.window :]]
+        )
         if "roc_auc" in self.metrics:
             score = out[:, 1]
             bins = np.clip((score * _BINS).astype(np.int64), 0, _BINS - 1)

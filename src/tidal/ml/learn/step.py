@@ -92,13 +92,19 @@ class Labels:
                 )
                 raise ModelError(msg)
             return y.astype(np.int64)
-        out = np.empty(len(y), dtype=np.int64)
-        for i, v in enumerate(y.tolist()):
+        try:
+            uniq, first, inverse = np.unique(y, return_index=True, return_inverse=True)
+        except TypeError:  # mixed types that do not sort: one row at a time
+            uniq, first, inverse = _unique_unsorted(y)
+        ids = np.empty(len(uniq), dtype=np.int64)
+        for i in np.argsort(first, kind="stable").tolist():  # new labels in row order
+            v = uniq[i]
             key = v.item() if isinstance(v, np.generic) else v
             if key not in self.index:
                 self.index[key] = len(self.classes)
                 self.classes.append(key)
-            out[i] = self.index[key]
+            ids[i] = self.index[key]
+        out: Array = ids[inverse.reshape(-1)]
         return out
 
     def decode(self, ids: Array) -> Any:
@@ -117,6 +123,14 @@ class Labels:
         """Restore what :meth:`snapshot` wrote."""
         self.mode, self.classes = state["mode"], list(state["classes"])
         self.index = {c: i for i, c in enumerate(self.classes)}
+
+
+def _unique_unsorted(y: Array) -> tuple[Array, Array, Array]:
+    seen: dict[Any, int] = {}
+    inverse = np.array([seen.setdefault(v, len(seen)) for v in y.tolist()], dtype=np.int64)
+    uniq = np.empty(len(seen), dtype=object)
+    uniq[:] = list(seen)
+    return uniq, np.arange(len(seen)), inverse
 
 
 def _missing(y: Array) -> Array:
@@ -217,15 +231,22 @@ class LearnStep(Operator):
         cls = self.task == "classification"
         width = max(getattr(self.learner, "n_classes", 1), 1) if cls else 1
         out = np.full((n, width), np.nan)
+        every = bool(labeled.all())  # the common case: no copies through boolean masks
+        yy: Array | None = None
         try:
             if self.target is not None and labeled.any():
-                y = batch[self.target][labeled]
+                y = batch[self.target] if every else batch[self.target][labeled]
                 yy = self.labels.ids(y) if cls else np.asarray(y, dtype=np.float64)
-                w = batch[self.weight][labeled] if self.weight else None
-                got = self._predict_learn(x[labeled], yy, w)
-                width = max(width, got.shape[1])
-                out = np.pad(out, ((0, 0), (0, width - out.shape[1])), constant_values=np.nan)
-                out[labeled, : got.shape[1]] = got
+                w = batch[self.weight] if self.weight else None
+                if w is not None and not every:
+                    w = w[labeled]
+                got = self._predict_learn(x if every else x[labeled], yy, w)
+                if every and got.shape[1] >= width:
+                    out = got
+                else:
+                    width = max(width, got.shape[1])
+                    out = np.pad(out, ((0, 0), (0, width - out.shape[1])), constant_values=np.nan)
+                    out[labeled, : got.shape[1]] = got
             rest = ok & ~labeled
             if rest.any():
                 got = self._predict(x[rest])
@@ -237,7 +258,7 @@ class LearnStep(Operator):
             raise PipelineError(msg) from exc
         self.ctx.count(f"{self.name}.learned", int(labeled.sum()))
         self.ctx.count(f"{self.name}.missing", int(n - ok.sum()))
-        return batch.with_columns(**self._columns(batch, out, ok, labeled))
+        return batch.with_columns(**self._columns(batch, out, ok, labeled, yy))
 
     def _predict_learn(self, x: Array, y: Array, w: Any) -> Array:
         learner: Any = self.learner
@@ -254,7 +275,9 @@ class LearnStep(Operator):
             return np.asarray(learner.predict_proba(x), dtype=np.float64)
         return np.asarray(learner.predict(x), dtype=np.float64).reshape(len(x), -1)
 
-    def _columns(self, batch: Batch, out: Array, ok: Array, labeled: Array) -> dict[str, Any]:
+    def _columns(
+        self, batch: Batch, out: Array, ok: Array, labeled: Array, yy: Array | None
+    ) -> dict[str, Any]:
         n = len(batch)
         cols: dict[str, Any] = {}
         if self.task == "classification":
@@ -272,15 +295,17 @@ class LearnStep(Operator):
             cols[self.output] = np.where(ok, np.nan_to_num(out[:, 0], nan=-1), -1).astype(np.int64)
         else:
             cols[self.output] = out[:, 0]
-        if self.metrics is not None and self.target is not None:
-            y = batch[self.target][labeled]
-            yy = self.labels.ids(y) if self.task == "classification" else np.asarray(y, np.float64)
-            got = out[labeled] if self.task == "classification" else out[labeled, 0]
-            vals = self.metrics.update(yy, got)
+        if self.metrics is not None and yy is not None:
+            every = len(yy) == n
+            got = out if every else out[labeled]
+            vals = self.metrics.update(yy, got if self.task == "classification" else got[:, 0])
             for k, v in vals.items():
-                col = np.full(n, np.nan)
-                col[labeled] = v
-                cols[k] = col
+                if every:
+                    cols[k] = v
+                else:
+                    col = np.full(n, np.nan)
+                    col[labeled] = v
+                    cols[k] = col
             for k, value in self.metrics.values().items():
                 self.ctx.gauge(f"{self.name}.{k}", value)
         return cols
