@@ -1,5 +1,8 @@
 r"""``tidal learn FILE.csv --target COL [--model NAME] [--metric NAME]``: prequential evaluation.
 
+``tidal learn --topic NAME [--data-dir DIR] --target COL`` does the same over the JSON records
+of an embedded-log topic (offset order; several partitions merged by record timestamp).
+
 Streams a CSV through the ``learn`` step (:mod:`tidal.ml.learn.step`) in file order: each row
 is predicted, then learned (test-then-train, River's ``progressive_val_score``), and prints
 the metrics over all rows and over the last ``--window`` rows, and the samples per second of
@@ -35,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from tidal.cli.options import _flag, _Option, _positive, _text
+from tidal.cli.options import _DATA_DIR, _flag, _Option, _positive, _text
 from tidal.core.batch import Batch
 from tidal.errors import ConfigError, PipelineError
 from tidal.ml.learn import LEARNERS, METRICS, Features, Linear, make
@@ -85,6 +88,7 @@ _MODE = _Option("--exact", _flag, False, "exact per-sample updates (linear model
 _LR = _Option("--lr", float, None, "learning rate (linear models, MLP)", "X")
 _WINDOW = _Option("--window", _positive, 1000, "rows in the rolling metrics", "N")
 _BATCH_ROWS = _Option("--batch", _positive, 4096, "rows per batch", "N")
+_TOPIC = _Option("--topic", _text, None, "read an embedded-log topic (JSON values) instead", "NAME")
 _OPTIONS = (
     _TARGET,
     _MODEL,
@@ -97,6 +101,8 @@ _OPTIONS = (
     _LR,
     _WINDOW,
     _BATCH_ROWS,
+    _TOPIC,
+    _DATA_DIR,
 )
 
 
@@ -109,7 +115,7 @@ def _add_learn(commands: Any) -> None:
             "then learn it; print the metrics and samples/s."
         ),
     )
-    p.add_argument("file", metavar="FILE.csv", help="the input CSV (with a header line)")
+    p.add_argument("file", metavar="FILE.csv", nargs="?", help="the input CSV (with a header line)")
     for opt in _OPTIONS:
         opt.add_to(p)
     p.set_defaults(handler=_learn, options=_OPTIONS)
@@ -123,20 +129,26 @@ def _learn(args: argparse.Namespace) -> int:
     if not args.target:
         msg = "tidal learn needs --target COL (the label column of FILE.csv)"
         raise ConfigError(msg)
-    learn_csv(
-        Path(args.file),
-        target=args.target,
-        model=args.model,
-        metric=args.metric,
-        task=args.task,
-        features=_split(args.features),
-        categorical=_split(args.categorical),
-        lags=args.lags,
-        exact=bool(args.exact),
-        lr=args.lr,
-        window=args.window,
-        batch=args.batch,
-    )
+    if (args.file is None) == (args.topic is None):
+        msg = "tidal learn needs FILE.csv or --topic NAME (one of them)"
+        raise ConfigError(msg)
+    options: dict[str, Any] = {
+        "target": args.target,
+        "model": args.model,
+        "metric": args.metric,
+        "task": args.task,
+        "features": _split(args.features),
+        "categorical": _split(args.categorical),
+        "lags": args.lags,
+        "exact": bool(args.exact),
+        "lr": args.lr,
+        "window": args.window,
+        "batch": args.batch,
+    }
+    if args.topic is not None:
+        learn_topic(Path(args.data_dir), args.topic, **options)
+        return 0
+    learn_csv(Path(args.file), **options)
     return 0
 
 
@@ -217,16 +229,118 @@ def learn_csv(  # noqa: PLR0913, C901 - the command's options
             neither numeric nor declared categorical, or a model that does not fit the task.
     """
     started = time.perf_counter()
-    table = _read(src)
+    return learn_table(
+        _read(src),
+        str(src),
+        target=target,
+        model=model,
+        metric=metric,
+        task=task,
+        features=features,
+        categorical=categorical,
+        lags=lags,
+        exact=exact,
+        lr=lr,
+        window=window,
+        batch=batch,
+        out=out,
+        quiet=quiet,
+        started=started,
+    )
+
+
+def read_topic(data_dir: Path, topic: str) -> pa.Table:
+    """Every record of an embedded-log topic (JSON objects) as a table, in offset order.
+
+    Several partitions are merged by record timestamp (stable: offset order within one).
+
+    Raises:
+        ConfigError: if the topic does not exist or a value is not a JSON object.
+    """
+    import io
+
+    import pyarrow.json as pajson
+
+    from tidal.io.log import Topic
+
+    try:
+        log = Topic.open(data_dir, topic)
+    except Exception as exc:
+        msg = f"tidal learn: cannot open topic {topic!r} under {str(data_dir)!r}: {exc}"
+        raise ConfigError(msg) from exc
+    values: list[bytes] = []
+    stamps: list[Any] = []
+    try:
+        for part in range(log.partitions):
+            at = 0
+            while at < log.end_offset(part):
+                got = log.read(part, at, max_records=65_536)
+                values += got.values.tolist()
+                stamps.append(got.timestamps)
+                at = got.next_offset
+    finally:
+        log.close()
+    if not values:
+        msg = f"tidal learn: topic {topic!r} under {str(data_dir)!r} is empty"
+        raise ConfigError(msg)
+    try:
+        table = pajson.read_json(io.BytesIO(b"\n".join(values)))
+    except pa.ArrowInvalid as exc:
+        msg = f"tidal learn: topic {topic!r} holds values that are not JSON objects: {exc}"
+        raise ConfigError(msg) from exc
+    order = np.argsort(np.concatenate(stamps), kind="stable")
+    return table.take(order)
+
+
+def learn_topic(data_dir: Path, topic: str, **options: Any) -> dict[str, Any]:
+    """Prequential evaluation over an embedded-log topic; the options of :func:`learn_csv`.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from tidal.io.log import Topic
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> t = Topic.create(d, "sales", partitions=1)
+        >>> _ = t.append(0, [b'{"x": %d, "y": %d}' % (i % 4, i % 4 > 1) for i in range(400)])
+        >>> t.close()
+        >>> learn_topic(d, "sales", target="y", quiet=True)["metrics"]["accuracy"] > 0.9
+        True
+    """
+    started = time.perf_counter()
+    table = read_topic(data_dir, topic)
+    return learn_table(table, f"topic {topic}", started=started, **options)
+
+
+def learn_table(  # noqa: PLR0913, C901 - the command's options
+    table: pa.Table,
+    source: str,
+    *,
+    target: str,
+    model: str = "auto",
+    metric: str | None = None,
+    task: str = "auto",
+    features: list[str] | None = None,
+    categorical: list[str] | None = None,
+    lags: int = 0,
+    exact: bool = False,
+    lr: float | None = None,
+    window: int = 1000,
+    batch: int = 4096,
+    out: IO[str] | None = None,
+    quiet: bool = False,
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Prequential evaluation over the rows of ``table`` (see :func:`learn_csv`)."""
+    started = time.perf_counter() if started is None else started
+    src = source
     cols = {n: Batch.from_arrow(table.select([n]))[n] for n in table.column_names}
     names = table.column_names
     if target not in cols:
-        msg = f"tidal learn: {str(src)!r} has no column {target!r}; its columns are {names}"
+        msg = f"tidal learn: {src} has no column {target!r}; its columns are {names}"
         raise ConfigError(msg)
     chosen = features if features is not None else [c for c in names if c != target]
     absent = [c for c in [*chosen, *(categorical or [])] if c not in cols]
     if absent:
-        msg = f"tidal learn: {str(src)!r} has no column {absent[0]!r}; its columns are {names}"
+        msg = f"tidal learn: {src} has no column {absent[0]!r}; its columns are {names}"
         raise ConfigError(msg)
     cat = list(categorical or [])
     numeric = []

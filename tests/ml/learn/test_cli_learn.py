@@ -75,3 +75,26 @@ def test_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="do not fit"):
         learn_csv(path, target="amount", metric="accuracy", quiet=True)
     assert main(["learn", str(path)]) != 0  # no --target: an error message, not a traceback
+
+
+def test_learn_over_a_log_topic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import orjson
+
+    from tidal.io.log import Topic
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=2_000)
+    topic = Topic.create(tmp_path, "sales", partitions=2)
+    rows = [orjson.dumps({"x": float(v), "big": bool(v > 0.3)}) for v in x]
+    topic.append(0, rows[::2], timestamps=np.arange(0, 2_000, 2))
+    topic.append(1, rows[1::2], timestamps=np.arange(1, 2_000, 2))
+    topic.close()
+    args = ["learn", "--topic", "sales", "--data-dir", str(tmp_path), "--target", "big"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "topic sales: 2,000 rows" in printed and "accuracy" in printed
+    with pytest.raises(ConfigError, match="cannot open topic 'nope'"):
+        from tidal.cli.learn import learn_topic
+
+        learn_topic(tmp_path, "nope", target="big", quiet=True)
+    assert main(["learn", str(tmp_path / "a.csv"), "--topic", "sales", "--target", "y"]) != 0
