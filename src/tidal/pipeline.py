@@ -385,7 +385,7 @@ class Stream:
         ``accuracy_rolling``, ...); rows without a label are only predicted. The learner's
         state is in the step's snapshot, so in every checkpoint. ``options`` go to
         :class:`~tidal.ml.learn.step.LearnStep` (``output``, ``metrics``, ``window``,
-        ``weight``, ``classes``, ``seed``). See :mod:`tidal.ml.learn`.
+        ``weight``, ``classes``, ``class_weights``, ``seed``). See :mod:`tidal.ml.learn`.
 
         Example:
             >>> import numpy as np

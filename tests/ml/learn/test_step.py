@@ -176,3 +176,26 @@ def test_features_spec() -> None:
     h2 = Features(hashed=["c"], buckets=16).transform({"c": np.array(["b", "a"], object)})
     np.testing.assert_array_equal(h1, h2[::-1])
     assert h1.sum() == 2
+
+
+def test_class_weights_shift_the_decision_towards_the_rare_class() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=20_000)
+    y = np.where(x + rng.normal(0, 1.0, len(x)) > 2.0, "fraud", "ok").astype(object)
+    recalls = []
+    for weights in (None, {"fraud": 20.0}):
+        step = LearnStep(
+            "m",
+            "logistic",
+            features=["x"],
+            target="y",
+            class_weights=weights,
+            classes=["ok", "fraud"],
+            metrics=["f1"],
+        )
+        out = step.process(Batch({"x": x, "y": y}), 0)[0][1]
+        fraud = y == "fraud"
+        recalls.append((out["prediction"][fraud] == "fraud").mean())
+    assert recalls[1] > recalls[0] + 0.2
+    with pytest.raises(PipelineError, match="class_weights are for classifiers"):
+        LearnStep("m", "linear", features=["x"], target="y", class_weights={1: 2.0})

@@ -45,7 +45,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -155,6 +155,8 @@ class LearnStep(Operator):
         window: rows in the rolling metrics' window.
         weight: a column of per-row sample weights.
         classes: class labels in id order (default: order of first appearance).
+        class_weights: a weight per class label (for imbalanced classes: e.g.
+            ``{"fraud": 20.0}``); classes not named weigh 1. Multiplies ``weight``.
         seed: seed for learners built by name.
 
     Raises:
@@ -173,6 +175,7 @@ class LearnStep(Operator):
         window: int = 1000,
         weight: str | None = None,
         classes: Sequence[Any] | None = None,
+        class_weights: Mapping[Any, float] | None = None,
         seed: int = 0,
     ) -> None:
         from tidal.ml.learn.catalog import make
@@ -186,6 +189,10 @@ class LearnStep(Operator):
             raise PipelineError(msg)
         self.target, self.output, self.weight = target, output, weight
         self.labels = Labels(classes)
+        self.class_weights = dict(class_weights or {})
+        if self.class_weights and self.task != "classification":
+            msg = f"step {name!r}: class_weights are for classifiers, this learner is {self.task}"
+            raise PipelineError(msg)
         binary = self.task == "classification" and getattr(self.learner, "n_classes", 0) == 2
         binary = binary and self.learner.kind != "softmax"
         self.metrics: Prequential | None = None
@@ -240,6 +247,8 @@ class LearnStep(Operator):
                 w = batch[self.weight] if self.weight else None
                 if w is not None and not every:
                     w = w[labeled]
+                if self.class_weights:
+                    w = self._class_weight(yy) * (1.0 if w is None else np.asarray(w, float))
                 got = self._predict_learn(x if every else x[labeled], yy, w)
                 if every and got.shape[1] >= width:
                     out = got
@@ -259,6 +268,15 @@ class LearnStep(Operator):
         self.ctx.count(f"{self.name}.learned", int(labeled.sum()))
         self.ctx.count(f"{self.name}.missing", int(n - ok.sum()))
         return batch.with_columns(**self._columns(batch, out, ok, labeled, yy))
+
+    def _class_weight(self, ids: Array) -> Array:
+        table = np.ones(max(len(self.labels.classes), int(ids.max(initial=0)) + 1))
+        for label, weight in self.class_weights.items():
+            key = self.labels.index.get(label) if self.labels.mode == "vocab" else label
+            if isinstance(key, int | np.integer) and 0 <= key < len(table):
+                table[int(key)] = weight
+        out: Array = table[ids]
+        return out
 
     def _predict_learn(self, x: Array, y: Array, w: Any) -> Array:
         learner: Any = self.learner
