@@ -1,4 +1,4 @@
-"""A small neural network (MLP) trained online by backpropagation, with PyTorch on the CPU.
+"""A small neural network (MLP) trained online by backpropagation with PyTorch (CPU or GPU).
 
 :class:`MLP` is built on the first batch it learns (its input width is the batch's): dense
 layers of ``hidden`` units with ReLU, then a softmax over ``n_classes`` (classification) or
@@ -54,6 +54,9 @@ class MLP:
         batch_size: rows per step.
         epochs: passes over each learned batch.
         seed: seeds the initial weights.
+        device: ``"cpu"`` (float64), ``"cuda"`` (float32 weights, bfloat16 autocast: mixed
+            precision) or ``"auto"`` (cuda where PyTorch sees a GPU). Not part of the
+            snapshot's settings: a snapshot taken on one device restores on the other.
 
     Raises:
         ConfigError: for an unknown task or non-positive sizes.
@@ -72,6 +75,7 @@ class MLP:
         batch_size: int = 32,
         epochs: int = 1,
         seed: int = 0,
+        device: Literal["cpu", "cuda", "auto"] = "cpu",
     ) -> None:
         if task not in ("classification", "regression"):
             msg = f"mlp: task must be 'classification' or 'regression', got {task!r}"
@@ -91,6 +95,13 @@ class MLP:
             "seed": seed,
         }
         self.torch = _torch()
+        if device == "auto":
+            device = "cuda" if self.torch.cuda.is_available() else "cpu"
+        if device not in ("cpu", "cuda"):
+            msg = f"mlp: device must be 'cpu', 'cuda' or 'auto', got {device!r}"
+            raise ConfigError(msg)
+        self.device = device
+        self.dtype = self.torch.float64 if device == "cpu" else self.torch.float32
         self.net: Any = None
         self.opt: Any = None
         self.dim: int | None = None
@@ -102,10 +113,10 @@ class MLP:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.params["seed"])
             for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-                layers += [torch.nn.Linear(a, b, dtype=torch.float64), torch.nn.ReLU()]
+                layers += [torch.nn.Linear(a, b, dtype=self.dtype), torch.nn.ReLU()]
             out = self.n_classes if self.task == "classification" else 1
-            layers.append(torch.nn.Linear(sizes[-1], out, dtype=torch.float64))
-        self.net = torch.nn.Sequential(*layers)
+            layers.append(torch.nn.Linear(sizes[-1], out, dtype=self.dtype))
+        self.net = torch.nn.Sequential(*layers).to(self.device)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=self.params["lr"])
         self.dim = d
 
@@ -116,7 +127,9 @@ class MLP:
             z = np.zeros((len(x), k))
         else:
             with torch.no_grad():
-                z = self.net(torch.from_numpy(x)).numpy()
+                with self._autocast():
+                    zt = self.net(self._tensor(x))
+                z = zt.double().cpu().numpy()
         if self.task == "classification":
             e = np.exp(z - z.max(axis=1, keepdims=True))
             out: Array = e / e.sum(axis=1, keepdims=True)
@@ -130,8 +143,8 @@ class MLP:
         if self.net is None:
             self._build(x.shape[1])
         torch = self.torch
-        xt, yt = torch.from_numpy(x), torch.from_numpy(yy)
-        wt = torch.from_numpy(ww) if ww is not None else torch.ones(len(x), dtype=torch.float64)
+        xt, yt = self._tensor(x), self._tensor(yy)
+        wt = self._tensor(ww if ww is not None else np.ones(len(x)))
         if (
             self.task == "classification"
             and len(yy)
@@ -143,7 +156,8 @@ class MLP:
         for _ in range(self.params["epochs"]):
             for start in range(0, len(x), bs):
                 xb, yb, wb = xt[start : start + bs], yt[start : start + bs], wt[start : start + bs]
-                z = self.net(xb)
+                with self._autocast():
+                    z = self.net(xb).to(self.dtype)
                 if self.task == "classification":
                     per_row = torch.nn.functional.cross_entropy(z, yb.long(), reduction="none")
                 else:
@@ -152,6 +166,16 @@ class MLP:
                 self.opt.zero_grad()
                 loss.backward()
                 self.opt.step()
+
+    def _tensor(self, a: Array) -> Any:
+        return self.torch.from_numpy(np.ascontiguousarray(a)).to(self.device, self.dtype)
+
+    def _autocast(self) -> Any:
+        import contextlib
+
+        if self.device == "cuda":
+            return self.torch.autocast("cuda", dtype=self.torch.bfloat16)
+        return contextlib.nullcontext()
 
     def predict_learn(self, X: Array, y: Array, weight: Array | None = None) -> Array:
         """The batch's predictions (probabilities or values) before learning it; then learn."""
@@ -181,11 +205,11 @@ class MLP:
         if self.net is None:
             return state
         for name, t in self.net.state_dict().items():
-            state[f"net.{name}"] = t.detach().numpy().copy()
+            state[f"net.{name}"] = t.detach().cpu().numpy().copy()
         for i, s in self.opt.state_dict()["state"].items():
             state[f"opt.{i}.step"] = np.array([float(s["step"])])
-            state[f"opt.{i}.exp_avg"] = s["exp_avg"].numpy().copy()
-            state[f"opt.{i}.exp_avg_sq"] = s["exp_avg_sq"].numpy().copy()
+            state[f"opt.{i}.exp_avg"] = s["exp_avg"].cpu().numpy().copy()
+            state[f"opt.{i}.exp_avg_sq"] = s["exp_avg_sq"].cpu().numpy().copy()
         return state
 
     def restore(self, state: dict[str, Any]) -> None:
