@@ -16,6 +16,9 @@ learning it (mini-batch learners), in one process, on the same rows:
 * scikit-learn: ``SGDClassifier(loss="log_loss")``, ``predict`` then ``partial_fit`` per
   32-row chunk.
 
+Packaged: River's Phishing (accuracy) and TrumpApproval (MAE) data sets, one row at a
+time, Tidal's learn step beside River's linear models with the same settings.
+
 Elec2 (``../shared/data/elec2.csv``, 45,312 rows, 6 features): ``tidal learn``'s
 pipeline (:func:`tidal.cli.learn.learn_csv`) with and without lag features, River's
 logistic regression and ALMA (behind River's ``StandardScaler``) on the same rows and the
@@ -41,8 +44,11 @@ from tidal.ml.learn import LogisticRegression  # noqa: E402
 from tidal.ml.learn.kernels import warm_up  # noqa: E402
 
 ELEC2 = next(
-    (p / "shared" / "data" / "elec2.csv" for p in (ROOT.parent, ROOT.parent.parent)
-     if (p / "shared" / "data" / "elec2.csv").is_file()),
+    (
+        p / "shared" / "data" / "elec2.csv"
+        for p in (ROOT.parent, ROOT.parent.parent)
+        if (p / "shared" / "data" / "elec2.csv").is_file()
+    ),
     ROOT.parent / "shared" / "data" / "elec2.csv",
 )
 
@@ -155,19 +161,99 @@ def elec2(path: Path = ELEC2) -> dict[str, Any]:
     lagged = feats + _with_lags(cols, feats, "class", 2)
     out: dict[str, Any] = {"repeat the last label": (float("nan"), float((y[1:] == y[:-1]).mean()))}
     for label, lags in (("6 features", 0), ("6 features + 2 lags", 2)):
-        res = learn_csv(path, target="class", lags=lags, exact=True, lr=0.1, metric="accuracy",
-                        batch=8192, quiet=True)
+        res = learn_csv(
+            path,
+            target="class",
+            lags=lags,
+            exact=True,
+            lr=0.1,
+            metric="accuracy",
+            batch=8192,
+            quiet=True,
+        )
         out[f"Tidal logistic, exact SGD lr 0.1 ({label})"] = (
-            res["samples_per_s"], res["metrics"]["accuracy"])
+            res["samples_per_s"],
+            res["metrics"]["accuracy"],
+        )
     for label, names in (("6 features", feats), ("6 features + 2 lags", lagged)):
         for kind in ("LogisticRegression", "ALMAClassifier"):
             model = preprocessing.StandardScaler() | getattr(linear_model, kind)()
             out[f"River {kind} ({label})"] = _river_elec2(model, cols, names, y)
-    rows = [
-        (name, "" if r != r else rate(r), f"{acc:.4f}") for name, (r, acc) in out.items()
-    ]
-    table(f"Elec2 prequential accuracy ({len(y):,} rows)", ["learner", "samples/s", "accuracy"],
-          rows)
+    rows = [(name, "" if r != r else rate(r), f"{acc:.4f}") for name, (r, acc) in out.items()]
+    table(
+        f"Elec2 prequential accuracy ({len(y):,} rows)", ["learner", "samples/s", "accuracy"], rows
+    )
+    return out
+
+
+def _river_rows(name: str) -> tuple[list[dict[str, float]], list[Any]]:
+    from river import datasets
+
+    data = list(getattr(datasets, name)())
+    return [x for x, _ in data], [y for _, y in data]
+
+
+def packaged() -> dict[str, Any]:
+    """Phishing (accuracy) and TrumpApproval (MAE), data sets shipped inside River's package.
+
+    One row at a time for every learner (``batch=1``), so Tidal's online standardization
+    sees exactly what River's ``StandardScaler`` sees; same learning rates.
+    """
+    from river import linear_model, preprocessing
+
+    from tidal.core.batch import Batch
+    from tidal.ml.learn import Features, LinearRegression
+    from tidal.ml.learn.step import LearnStep
+
+    out: dict[str, Any] = {}
+    for data, task in (("Phishing", "accuracy"), ("TrumpApproval", "mae")):
+        xs, ys = _river_rows(data)
+        names = list(xs[0])
+        cols = {n: np.array([float(x[n]) for x in xs]) for n in names}
+        target = np.array([float(v) for v in ys])
+        cls = task == "accuracy"
+        if cls:
+            tidal_runs = {
+                "Tidal, exact SGD lr 0.01 (River's step)": lambda: LogisticRegression(
+                    lr=0.01, mode="exact"
+                ),
+                "Tidal, exact Adam lr 0.05": lambda: LogisticRegression(
+                    optimizer="adam", lr=0.05, mode="exact"
+                ),
+            }
+        else:  # River's squared loss has gradient 2 (y_hat - y): its lr 0.01 is our 0.02
+            tidal_runs = {
+                "Tidal, exact SGD lr 0.02 (River's step)": lambda: LinearRegression(
+                    lr=0.02, mode="exact"
+                ),
+                "Tidal, exact SGD lr 0.01": lambda: LinearRegression(lr=0.01, mode="exact"),
+            }
+        for label, build in tidal_runs.items():
+            step = LearnStep(
+                "m", build(), features=Features(numeric=names), target="y", metrics=[task]
+            )
+            for i in range(len(target)):
+                step.learn(
+                    Batch({**{n: cols[n][i : i + 1] for n in names}, "y": target[i : i + 1]})
+                )
+            assert step.metrics is not None
+            out[(data, label)] = step.metrics.values()[task]
+        model = preprocessing.StandardScaler() | (
+            linear_model.LogisticRegression() if cls else linear_model.LinearRegression()
+        )
+        err = 0.0
+        for x, y in zip(xs, ys, strict=True):
+            guess = model.predict_one(x)
+            err += (guess == y) if cls else abs((guess or 0.0) - y)
+            model.learn_one(x, y)
+        river_name = "LogisticRegression" if cls else "LinearRegression"
+        out[(data, f"River {river_name} (SGD lr 0.01)")] = err / len(ys)
+    rows = [(d, name, f"{v:.4f}") for (d, name), v in out.items()]
+    table(
+        "Data sets shipped in River's package (prequential, one row at a time)",
+        ["data set (metric)", "learner", "value"],
+        [(f"{d} ({'accuracy' if d == 'Phishing' else 'MAE'})", n, v) for d, n, v in rows],
+    )
     return out
 
 
@@ -176,13 +262,16 @@ def cli(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="bench learn", description=__doc__)
     p.add_argument("--drift", action="store_true", help="only the drift table")
     p.add_argument("--elec2", action="store_true", help="only the Elec2 table")
+    p.add_argument("--packaged", action="store_true", help="only Phishing and TrumpApproval")
     p.add_argument("--samples", type=int, default=200_000, help="rows of the drift stream")
     args = p.parse_args(argv)
-    both = not (args.drift or args.elec2)
+    both = not (args.drift or args.elec2 or args.packaged)
     if args.drift or both:
         drift(args.samples)
     if args.elec2 or both:
         elec2()
+    if args.packaged or both:
+        packaged()
 
 
 if __name__ == "__main__":

@@ -22,3 +22,10 @@ def test_drift_table_runs_at_tiny_size(capsys: pytest.CaptureFixture[str]) -> No
     river = out["River LogisticRegression learn_one"]
     assert exact[1:] == river[1:]
     assert "concept drift" in capsys.readouterr().out
+
+
+def test_packaged_data_sets_table_runs() -> None:
+    out = learn.packaged()
+    phishing = out[("Phishing", "Tidal, exact SGD lr 0.01 (River's step)")]
+    river = out[("Phishing", "River LogisticRegression (SGD lr 0.01)")]
+    assert abs(phishing - river) < 0.02  # the same algorithm on the same rows
