@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -199,3 +201,35 @@ def test_class_weights_shift_the_decision_towards_the_rare_class() -> None:
     assert recalls[1] > recalls[0] + 0.2
     with pytest.raises(PipelineError, match="class_weights are for classifiers"):
         LearnStep("m", "linear", features=["x"], target="y", class_weights={1: 2.0})
+
+
+def test_a_river_learner_refuses_checkpoints_loudly(tmp_path: Path) -> None:
+    from river import linear_model
+
+    from tidal import Executor
+    from tidal.ml.learn import RiverLearner
+    from tidal.runtime.checkpoint import CheckpointConfig
+
+    p = Pipeline("river")
+    s = p.source("in", MemorySource(_data(300)))
+    collect(
+        s.learn(
+            "m", RiverLearner(linear_model.LogisticRegression()), features=["a", "b"], target="y"
+        )
+    )
+    with pytest.raises(StateError, match="cannot be checkpointed"):
+        Executor(p, checkpoint=CheckpointConfig(data_dir=tmp_path, every_events=100)).run()
+    # without checkpoints it runs (the slow path)
+    p2 = Pipeline("river2")
+    s2 = p2.source("in", MemorySource(_data(300)))
+    out = collect(
+        s2.learn(
+            "m",
+            RiverLearner(linear_model.LogisticRegression()),
+            features=["a", "b"],
+            target="y",
+            metrics=["accuracy"],
+        )
+    )
+    run(p2)
+    assert out.records()[-1]["accuracy"] > 0.7
