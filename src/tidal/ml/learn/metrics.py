@@ -107,6 +107,7 @@ class Prequential:
         self.task, self.metrics, self.window, self.binary = task, names, window, binary
         need = {0} | {j for m in names for j in _NEEDS[m]}
         self._idx = sorted(need)
+        self._need = frozenset(need)
         self.totals = np.zeros(len(_SUMS))
         self.tail = np.zeros((0, len(_SUMS)))
         self.tail_score = np.zeros(0)
@@ -125,19 +126,21 @@ class Prequential:
     def _contrib(self, y: Array, out: Array) -> Array:
         c = np.zeros((len(y), len(_SUMS)))
         c[:, 0] = 1.0
+        need = self._need  # only the sums the chosen metrics read
         if self.task == "classification":
             yi = y.astype(np.int64)
             k = out.shape[1]
             pred = out.argmax(axis=1)
             c[:, 1] = pred == yi
-            if self.binary:
+            if self.binary and 2 in need:  # noqa: PLR2004 - the tp/fp/fn sums
                 c[:, 2] = (pred == 1) & (yi == 1)
                 c[:, 3] = (pred == 1) & (yi != 1)
                 c[:, 4] = (pred != 1) & (yi == 1)
-            inside = yi < k
-            p = np.full(len(y), 1e-15)
-            p[inside] = out[np.flatnonzero(inside), yi[inside]]
-            c[:, 5] = -np.log(np.clip(p, 1e-15, 1.0))
+            if 5 in need:  # noqa: PLR2004 - the log-loss sum
+                inside = yi < k
+                p = np.full(len(y), 1e-15)
+                p[inside] = out[np.flatnonzero(inside), yi[inside]]
+                c[:, 5] = -np.log(np.clip(p, 1e-15, 1.0))
         else:
             e = out.reshape(len(y), -1)[:, 0] - y
             c[:, 6], c[:, 7], c[:, 8], c[:, 9] = np.abs(e), e * e, y, y * y
