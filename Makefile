@@ -11,7 +11,7 @@ CORE := $(VENV)/.core-installed
 FULL := $(VENV)/.test-installed
 # Everything the test suite exercises: the core plus the optional model backends.
 # PyTorch from PyPI is a large (CUDA) build: it is only installed for tests, never for the demo.
-TEST_EXTRAS ?= dev,sklearn,river,torch,kafka,formats
+TEST_EXTRAS ?= dev,sklearn,river,torch,kafka,formats,learn
 
 .PHONY: demo test lint typecheck bench clean
 

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
 
     from tidal.ml.detect import Detector, DriftDetector
     from tidal.ml.handler import ModelHandler
+    from tidal.ml.learn import Features, Learner
     from tidal.runtime.executor import RunSummary
 
 
@@ -540,6 +541,40 @@ class Stream:
         op = DecideStep(name, policy, features=features, **options)
         others = () if rewards is None else (rewards,)
         return self._then(op, self.key, *others)
+    def learn(
+        self,
+        name: str,
+        learner: Learner | str,
+        *,
+        features: Sequence[str] | Features,
+        target: str | None,
+        **options: Any,
+    ) -> Stream:
+        """Learn online from the stream, prequentially: each row is predicted, then learned.
+
+        Adds ``prediction`` (and ``prediction_score`` for classifiers) and, per metric, the
+        metric over all labeled rows so far and over a rolling window (``accuracy``,
+        ``accuracy_rolling``, ...); rows without a label are only predicted. The learner's
+        state is in the step's snapshot, so in every checkpoint. ``options`` go to
+        :class:`~tidal.ml.learn.step.LearnStep` (``output``, ``metrics``, ``window``,
+        ``weight``, ``classes``, ``class_weights``, ``seed``). See :mod:`tidal.ml.learn`.
+
+        Example:
+            >>> import numpy as np
+            >>> from tidal.testing import MemorySource, collect, run
+            >>> x = np.random.default_rng(0).normal(size=3_000)
+            >>> p = Pipeline("l")
+            >>> s = p.source("in", MemorySource({"x": x, "y": (x > 0).astype(int)}))
+            >>> out = collect(s.learn("model", "logistic", features=["x"], target="y"))
+            >>> summary = run(p)
+            >>> last, metrics = out.records()[-1], summary.extra["metrics"]
+            >>> round(last["accuracy"], 2), round(metrics["model.accuracy"], 2)
+            (0.99, 0.99)
+        """
+        from tidal.ml.learn.step import LearnStep
+
+        op = LearnStep(name, learner, features=features, target=target, **options)
+        return self._then(op, self.key)
 
     def sink(self, name: str, sink: Sink) -> None:
         """Write the stream to ``sink``."""

@@ -100,6 +100,7 @@ from tidal.cli.kafka import (
     kafka_config,
     project_broker,
 )
+from tidal.cli.learn import _add_learn
 from tidal.cli.log import _add_log
 from tidal.cli.models import _add_models
 from tidal.cli.options import (
@@ -198,6 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_models(commands)
     _add_kafka(commands)
     _add_detect(commands)
+    _add_learn(commands)
     return parser
 
 

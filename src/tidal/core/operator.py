@@ -27,15 +27,20 @@ Emit = list[tuple[int, Batch]]
 
 @dataclass
 class Context:
-    """What an operator may ask of the runtime: dead letters and counters."""
+    """What an operator may ask of the runtime: dead letters, counters and gauges."""
 
     dead: Callable[[DeadLetter], None] = field(default=lambda _d: None)
     counters: dict[str, int] = field(default_factory=dict)
+    gauges: dict[str, float] = field(default_factory=dict)
 
     def count(self, name: str, n: int) -> None:
         """Add ``n`` to the counter ``name`` (shown in the summary and metrics)."""
         if n:
             self.counters[name] = self.counters.get(name, 0) + n
+
+    def gauge(self, name: str, value: float) -> None:
+        """Set the gauge ``name`` (a current value, e.g. a metric; shown in the summary)."""
+        self.gauges[name] = value
 
 
 class Operator:

@@ -241,7 +241,8 @@ class Executor:
         self.outputs = {n.name: 0 for n in self.nodes if n.sink is not None}
         self.dead_count = 0
         self.dead_kept: deque[DeadLetter] = deque(maxlen=10_000)
-        self.ctx = Context(dead=self._dead, counters=self.counters)
+        self.gauges: dict[str, float] = {}
+        self.ctx = Context(dead=self._dead, counters=self.counters, gauges=self.gauges)
         self.sources = [_SourceRun(n, self._dead) for n in self.nodes if n.source is not None]
         self.hist = LatencyHistogram()
         self.events = 0
@@ -538,6 +539,8 @@ class Executor:
         """
         counts = {k: v for k, v in self.counters.items() if k != "late"}
         extra: dict[str, Any] = {}
+        if self.gauges:
+            extra["metrics"] = {k: round(v, 6) for k, v in sorted(self.gauges.items())}
         if self.store is not None:
             counts["checkpoints"] = self.checkpoints
             ms = self.checkpoint_ms

@@ -1,0 +1,327 @@
+"""The update loop of the linear learners: one kernel, compiled with numba where it is installed.
+
+:func:`fit` walks the rows of ``X`` in chunks of ``chunk`` rows. For each chunk it first
+*predicts* every row with the current weights (written to ``out``: the test-then-train
+prediction), then takes one optimizer step on the chunk's mean gradient. ``chunk=1`` is
+per-sample learning (the ``exact`` mode); a larger chunk is mini-batch learning.
+
+The weights are one ``(d + 1, k)`` matrix ``W`` whose last row is the intercept (never
+regularized). Losses: squared error (``k = 1``), logistic (``k = 1``, ``out`` is P(y = 1)),
+softmax (``k`` classes, ``out`` the probabilities). Optimizers, per coordinate:
+
+* SGD: ``w -= lr * (g + l2 * w + l1 * sign(w))``;
+* Adam: bias-corrected first and second moments in ``A`` and ``B``, with the same L1/L2
+  terms added to the gradient;
+* FTRL-proximal (McMahan et al., 2013): ``A`` holds ``z`` and ``B`` holds ``n``; the weight
+  is the closed form ``0`` if ``|z| <= l1`` else ``-(z - sign(z) l1) / ((beta + sqrt(n)) / lr
+  + l2)``.
+
+With numba the kernel is compiled once per process (cached on disk) and runs at tens of
+millions of feature-updates per second; without it :func:`fit` runs the same arithmetic in
+numpy, vectorized per chunk, which is fast for mini-batches and slow (a Python loop, some
+tens of thousands of rows per second) for ``chunk=1``.
+
+Example:
+    >>> import numpy as np
+    >>> X = np.array([[1.0], [2.0]]); y = np.array([2.0, 4.0])
+    >>> W, A, B, t = np.zeros((2, 1)), np.zeros((2, 1)), np.zeros((2, 1)), np.zeros(1, np.int64)
+    >>> out = np.zeros((2, 1))
+    >>> fit(X, y, np.ones(2), W, A, B, t, loss=SQUARED, opt=SGD, lr=0.1, chunk=1, out=out)
+    >>> np.round(out.ravel(), 4).tolist(), np.round(W.ravel(), 4).tolist(), int(t[0])
+    ([0.0, 0.6], [0.88, 0.54], 2)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from tidal.core.batch import Array
+
+__all__ = [
+    "ADAM",
+    "FTRL",
+    "LOGISTIC",
+    "SGD",
+    "SOFTMAX",
+    "SQUARED",
+    "fit",
+    "has_numba",
+    "warm_up",
+]
+
+SQUARED, LOGISTIC, SOFTMAX = 0, 1, 2
+SGD, ADAM, FTRL = 0, 1, 2
+
+
+def _kernel(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one tight loop, compiled by numba
+    X: Any,
+    y: Any,
+    sw: Any,
+    W: Any,
+    A: Any,
+    B: Any,
+    t: Any,
+    loss: int,
+    opt: int,
+    lr: float,
+    l1: float,
+    l2: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    fbeta: float,
+    chunk: int,
+    out: Any,
+) -> None:
+    n, d = X.shape
+    k = W.shape[1]
+    G = np.zeros((d + 1, k))
+    z = np.zeros(k)
+    start = 0
+    while start < n:
+        stop = min(start + chunk, n)
+        G[:, :] = 0.0
+        for i in range(start, stop):
+            for c in range(k):
+                s = W[d, c]
+                for j in range(d):
+                    s += X[i, j] * W[j, c]
+                z[c] = s
+            if loss == 0:
+                out[i, 0] = z[0]
+                z[0] = z[0] - y[i]
+            elif loss == 1:
+                if z[0] >= 0.0:
+                    p = 1.0 / (1.0 + math.exp(-z[0]))
+                else:
+                    e = math.exp(z[0])
+                    p = e / (1.0 + e)
+                out[i, 0] = p
+                z[0] = p - y[i]
+            else:
+                top = z[0]
+                for c in range(1, k):
+                    top = max(top, z[c])
+                total = 0.0
+                for c in range(k):
+                    z[c] = math.exp(z[c] - top)
+                    total += z[c]
+                for c in range(k):
+                    out[i, c] = z[c] / total
+                    z[c] = out[i, c] - (1.0 if c == int(y[i]) else 0.0)
+            for c in range(k):
+                r = z[c] * sw[i]
+                for j in range(d):
+                    G[j, c] += r * X[i, j]
+                G[d, c] += r
+        scale = 1.0 / (stop - start)
+        t[0] += 1
+        step = t[0]
+        for j in range(d + 1):
+            reg1 = l1 if j < d else 0.0
+            reg2 = l2 if j < d else 0.0
+            for c in range(k):
+                g = G[j, c] * scale
+                w = W[j, c]
+                if opt == 2:
+                    sigma = (math.sqrt(B[j, c] + g * g) - math.sqrt(B[j, c])) / lr
+                    A[j, c] += g - sigma * w
+                    B[j, c] += g * g
+                    zz = A[j, c]
+                    if abs(zz) <= reg1:
+                        W[j, c] = 0.0
+                    else:
+                        sign = 1.0 if zz > 0 else -1.0
+                        W[j, c] = -(zz - sign * reg1) / ((fbeta + math.sqrt(B[j, c])) / lr + reg2)
+                    continue
+                g += reg2 * w
+                if w > 0:
+                    g += reg1
+                elif w < 0:
+                    g -= reg1
+                if opt == 0:
+                    W[j, c] = w - lr * g
+                else:
+                    A[j, c] = b1 * A[j, c] + (1.0 - b1) * g
+                    B[j, c] = b2 * B[j, c] + (1.0 - b2) * g * g
+                    mhat = A[j, c] / (1.0 - b1**step)
+                    vhat = B[j, c] / (1.0 - b2**step)
+                    W[j, c] = w - lr * mhat / (math.sqrt(vhat) + eps)
+        start = stop
+
+
+def _numpy(  # noqa: PLR0913 - the same arguments as the kernel
+    X: Array,
+    y: Array,
+    sw: Array,
+    W: Array,
+    A: Array,
+    B: Array,
+    t: Array,
+    loss: int,
+    opt: int,
+    lr: float,
+    l1: float,
+    l2: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    fbeta: float,
+    chunk: int,
+    out: Array,
+) -> None:
+    n, d = X.shape
+    k = W.shape[1]
+    reg1 = np.full((d + 1, 1), l1)
+    reg2 = np.full((d + 1, 1), l2)
+    reg1[d] = reg2[d] = 0.0
+    G = np.zeros((d + 1, k))
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        xc = X[start:stop]
+        zc = xc @ W[:d] + W[d]
+        if loss == SQUARED:
+            out[start:stop] = zc
+            r = zc - y[start:stop, None]
+        elif loss == LOGISTIC:
+            p = np.empty_like(zc)
+            pos = zc >= 0
+            p[pos] = 1.0 / (1.0 + np.exp(-zc[pos]))
+            e = np.exp(zc[~pos])
+            p[~pos] = e / (1.0 + e)
+            out[start:stop] = p
+            r = p - y[start:stop, None]
+        else:
+            e = np.exp(zc - zc.max(axis=1, keepdims=True))
+            p = e / e.sum(axis=1, keepdims=True)
+            out[start:stop] = p
+            r = p.copy()
+            r[np.arange(stop - start), y[start:stop].astype(np.int64)] -= 1.0
+        r *= sw[start:stop, None]
+        G[:d] = xc.T @ r
+        G[d] = r.sum(axis=0)
+        g = G / (stop - start)
+        t[0] += 1
+        if opt == FTRL:
+            sigma = (np.sqrt(B + g * g) - np.sqrt(B)) / lr
+            A += g - sigma * W
+            B += g * g
+            W[:] = np.where(
+                np.abs(A) <= reg1,
+                0.0,
+                -(A - np.sign(A) * reg1) / ((fbeta + np.sqrt(B)) / lr + reg2),
+            )
+            continue
+        g = g + reg2 * W + reg1 * np.sign(W)
+        if opt == SGD:
+            W -= lr * g
+        else:
+            A *= b1
+            A += (1.0 - b1) * g
+            B *= b2
+            B += (1.0 - b2) * g * g
+            mhat = A / (1.0 - b1 ** int(t[0]))
+            vhat = B / (1.0 - b2 ** int(t[0]))
+            W -= lr * mhat / (np.sqrt(vhat) + eps)
+
+
+_compiled: Any = None
+
+
+def has_numba() -> bool:
+    """True if numba imports (then :func:`fit` compiles its kernel)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _jit() -> Any:
+    global _compiled  # noqa: PLW0603 - compiled once per process
+    if _compiled is None:
+        import numba
+
+        _compiled = numba.njit(cache=True, nogil=True, error_model="numpy")(_kernel)
+    return _compiled
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the kernel now, not in the first batch."""
+    if has_numba():
+        x, w = np.zeros((1, 1)), np.zeros((2, 1))
+        _jit()(
+            x,
+            np.zeros(1),
+            np.ones(1),
+            w,
+            w.copy(),
+            w.copy(),
+            np.zeros(1, np.int64),
+            0,
+            0,
+            0.1,
+            0.0,
+            0.0,
+            0.9,
+            0.999,
+            1e-8,
+            1.0,
+            1,
+            np.zeros((1, 1)),
+        )
+
+
+def fit(  # noqa: PLR0913 - the optimizer's settings are keyword arguments
+    X: Array,
+    y: Array,
+    sw: Array,
+    W: Array,
+    A: Array,
+    B: Array,
+    t: Array,
+    *,
+    loss: int,
+    opt: int,
+    lr: float,
+    chunk: int,
+    out: Array,
+    l1: float = 0.0,
+    l2: float = 0.0,
+    beta1: float = 0.9,
+    beta2: float = 0.999,
+    eps: float = 1e-8,
+    ftrl_beta: float = 1.0,
+    engine: str = "auto",
+) -> None:
+    """Predict then learn ``X`` in chunks of ``chunk`` rows, updating ``W, A, B, t`` in place.
+
+    ``engine`` is ``"numba"``, ``"numpy"``, or ``"auto"`` (numba when it is installed).
+    """
+    args = (
+        X,
+        y,
+        sw,
+        W,
+        A,
+        B,
+        t,
+        loss,
+        opt,
+        float(lr),
+        float(l1),
+        float(l2),
+        float(beta1),
+        float(beta2),
+        float(eps),
+        float(ftrl_beta),
+        int(chunk),
+        out,
+    )
+    if engine == "numba" or (engine == "auto" and has_numba()):
+        _jit()(*args)
+    else:
+        _numpy(*args)
