@@ -110,6 +110,7 @@ from tidal.cli.options import (
     _RESET,
     _SENSORS,
     _SOURCE,
+    _WORKERS,
     ENV_PREFIX,
 )
 
@@ -126,6 +127,7 @@ _RUN_OPTIONS = (
     _FROM_OFFSET,
     _FROM_TIME,
     _DEAD_LETTERS,
+    _WORKERS,
 )
 _DEMO_OPTIONS = (
     _EVENTS,
@@ -212,12 +214,33 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from tidal.cli.workers import Worker, supervise
+
+    worker = Worker.from_env()  # a worker of `--workers N`: handlers first, then the rest
     module = _load(args.file)
     pipeline = _pipeline_of(module, args.file)
+    args.checkpoint_dir = None
+    if worker is not None:
+        worker.setup(pipeline, args)
+    elif args.workers > 1:
+        from tidal.runtime.workers import worker_count
+
+        count = worker_count(pipeline, args.workers)
+        if count > 1:
+            return supervise(pipeline, args, count)
+    if worker is None and args.checkpoint_interval != _OFF:
+        from tidal.runtime.workers import check_layout
+
+        check_layout(args.data_dir, pipeline.name, None)
     if args.dead_letters:
         _dead_letters_to(pipeline, args)
     extra = getattr(module, "extra", None)
-    return _execute(pipeline, args, extra=extra if callable(extra) else None)
+    return _execute(
+        pipeline,
+        args,
+        extra=extra if callable(extra) else None,
+        around=None if worker is None else lambda executor: worker.running(executor),
+    )
 
 
 def _dead_letters_to(pipeline: Pipeline, args: argparse.Namespace) -> None:
@@ -357,7 +380,8 @@ def _execute(
 def _checkpoint_config(args: argparse.Namespace) -> CheckpointConfig | None:
     if args.checkpoint_interval == _OFF:
         return None
-    return CheckpointConfig(data_dir=args.data_dir, interval=args.checkpoint_interval)
+    data_dir = getattr(args, "checkpoint_dir", None) or args.data_dir
+    return CheckpointConfig(data_dir=data_dir, interval=args.checkpoint_interval)
 
 
 def _start_from(args: argparse.Namespace) -> StartFrom | None:
