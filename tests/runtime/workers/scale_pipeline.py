@@ -3,7 +3,7 @@
 Environment: ``SCALE_DATA`` (data directory of the input topic ``events``), ``SCALE_OUT``
 (the part-file directory of the windows), ``SCALE_BOUNDED`` (``1``: stop at the end of the
 input, default; ``0``: follow the topic), and for the kill test ``SCALE_GATE``: while that
-file exists, worker 1 stops in its third batch, after touching ``<gate>.reached`` (so the
+file exists, worker 1 stops in its third batch, after writing its pid to ``<gate>.reached`` (so the
 test kills it mid-run at a moment it knows, without a timer).
 
 Input: ``produce(data, total, partitions)`` writes events keyed by ``k`` (so every key
@@ -56,7 +56,9 @@ def _gate(batch: Any) -> Any:
     gate = os.environ.get("SCALE_GATE")
     _seen[0] += 1
     if gate and os.environ.get("TIDAL_WORKER", "").startswith("1/") and _seen[0] == 3:
-        Path(gate + ".reached").touch()
+        tmp = Path(gate + ".tmp")
+        tmp.write_text(str(os.getpid()))
+        tmp.replace(gate + ".reached")  # the test reads this worker's pid from it
         while Path(gate).exists():  # the test kills this process here
             time.sleep(0.005)
     return batch["v"] >= 0
