@@ -69,7 +69,6 @@ class Worker:
             path = Path(args.dead_letters)
             args.dead_letters = str(path.with_name(f"{path.stem}.w{self.index}{path.suffix}"))
 
-
     @contextlib.contextmanager
     def running(self, executor: Executor) -> Iterator[None]:
         """While the executor runs: a stop signal (even one that came earlier) stops it."""

@@ -40,9 +40,9 @@ import os
 import re
 from pathlib import Path
 
+from tidal.core.names import check_name
 from tidal.errors import ConfigError
 from tidal.io.base import SplitsAcrossWorkers
-from tidal.runtime.checkpoint import check_name
 from tidal.runtime.graph import Graph
 
 __all__ = [
@@ -111,9 +111,10 @@ def worker_count(pipeline: Graph, requested: int) -> int:
         msg = f"--workers must be >= 1, got {requested}"
         raise ConfigError(msg)
     most = 1
+    sources = {id(n.source): n.source for n in pipeline.nodes.values() if n.source is not None}
     for name, conn in _steps(pipeline):
         if not isinstance(conn, SplitsAcrossWorkers):
-            what = "source" if any(n.source is conn for n in pipeline.nodes.values()) else "sink"
+            what = "source" if id(conn) in sources else "sink"
             hint = (
                 "read a partitioned input such as tidal.io.log.LogSource"
                 if what == "source"
@@ -125,8 +126,9 @@ def worker_count(pipeline: Graph, requested: int) -> int:
                 f"--workers, or {hint}"
             )
             raise ConfigError(msg)
-        if any(n.source is conn for n in pipeline.nodes.values()):
-            most = max(most, len(conn.partitions()))  # type: ignore[attr-defined]
+        source = sources.get(id(conn))
+        if source is not None:
+            most = max(most, len(source.partitions()))
     return min(requested, most)
 
 
@@ -185,10 +187,11 @@ def check_layout(data_dir: str | os.PathLike[str], pipeline: str, workers: int |
         >>> chk = worker_dir(tmp.name, "job", 0, 2) / "checkpoints" / "job" / "chk-1"
         >>> chk.mkdir(parents=True)
         >>> check_layout(tmp.name, "job", 2)  # the same N: fine
-        >>> check_layout(tmp.name, "job", 3)
-        Traceback (most recent call last):
-        ...
-        tidal.errors.ConfigError: pipeline 'job' has checkpoints ... with --workers 2 ...
+        >>> try:
+        ...     check_layout(tmp.name, "job", 3)
+        ... except ConfigError as exc:
+        ...     print(str(exc).split(",")[0].replace(tmp.name, "DIR"))
+        pipeline 'job' has checkpoints in 'DIR' taken with --workers 2
         >>> tmp.cleanup()
     """
     root = Path(data_dir)

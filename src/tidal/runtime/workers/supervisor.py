@@ -82,7 +82,7 @@ class _Child:
 
 
 class Supervisor:
-    """Run ``count`` worker commands, restart the ones that die, stop all on a signal.
+    r"""Run ``count`` worker commands, restart the ones that die, stop all on a signal.
 
     Args:
         command: the command line of worker ``index`` (its standard output must be one
@@ -95,7 +95,7 @@ class Supervisor:
 
     Example:
         >>> import sys
-        >>> code = "import os, sys; print('{\\"w\\": %s}' % os.environ['W'])"
+        >>> code = "import os, sys; print('{\"w\": %s}' % os.environ['W'])"
         >>> sup = Supervisor(lambda i: [sys.executable, "-c", code], 2,
         ...                  env_for=lambda i, n: {"W": str(i)})
         >>> [r.summary for r in sup.run()], sup.status
@@ -184,7 +184,7 @@ class Supervisor:
         # only deferred for the few ms of the fork, never lost
         old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
-            proc = subprocess.Popen(list(self.command(index)), stdout=out, env=env)
+            proc = subprocess.Popen(list(self.command(index)), stdout=out, env=env)  # noqa: S603
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, old)
         child = _Child(proc, out)
