@@ -208,6 +208,9 @@ class KafkaSink(BaseSink):
             )
             raise ConnectorError(msg)
 
+    def assign_worker(self, index: int, count: int) -> None:
+        """Nothing to change: several producers may write one topic (at least once)."""
+
     def flush(self) -> None:
         """Wait until the broker acknowledged every record written (waits out outages).
 
@@ -272,6 +275,24 @@ class KafkaTransactionalSink(KafkaSink):
         self._marker: Any = None
         self._source_offsets: dict[tuple[str, int], int] = {}
         self._crash = _CrashHook(os.environ.get(CRASH_ENV, ""))
+
+    def assign_worker(self, index: int, count: int) -> None:
+        """Be worker ``index``'s copy: its own transactional id, ``<id>-w<index>``.
+
+        Under ``tidal run --workers N`` every worker commits its own transactions (its
+        partitions' output and offsets, and its checkpoint marker); a restarted worker
+        fences its predecessor by the same id. N is fixed per data directory, so the ids
+        are stable. With one worker nothing changes.
+
+        Example:
+            >>> sink = KafkaTransactionalSink("out", transactional_id="job")
+            >>> sink.assign_worker(1, 2)
+            >>> sink.transactional_id, sink.checkpoint_group
+            ('job-w1', 'job-w1.checkpoints')
+        """
+        if count > 1:
+            self.transactional_id = f"{self.transactional_id}-w{index}"
+            self.checkpoint_group = f"{self.transactional_id}.checkpoints"
 
     def _settings(self) -> dict[str, Any]:
         return {
