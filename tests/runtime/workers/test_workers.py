@@ -151,11 +151,13 @@ def _has_checkpoint(folder: Path) -> bool:
 
 
 def _gone(pid: int) -> bool:
+    """No such process, or a zombie (an orphan that init has not reaped yet)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
         return True
-    return False
+    state = next((ln for ln in status.splitlines() if ln.startswith("State:")), "")
+    return "Z" in state.split()[1:2]
 
 
 def test_ctrl_c_stops_every_worker_and_a_rerun_finishes_the_job(
@@ -206,3 +208,21 @@ def test_a_source_that_cannot_be_split_is_refused(
     assert main(["run", str(file), "--workers", "2"]) == 2
     err = capsys.readouterr().err
     assert "'in'" in err and "MemorySource cannot be split across worker processes" in err
+
+
+def test_workers_stop_when_the_supervisor_is_sigkilled(
+    data: Path, reference: Counter[bytes], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    proc = _start(run, data, tmp_path / "out", 2, SCALE_BOUNDED="0")
+    dirs = [worker_dir(run, "scaled", i, 2) for i in range(2)]
+    _wait_for("both workers checkpoint", lambda: all(_has_checkpoint(d) for d in dirs), proc)
+    pids = [int((d / "PID").read_text()) for d in dirs]
+    proc.kill()  # the supervisor only: the kernel sends each worker SIGTERM (PDEATHSIG)
+    proc.communicate(timeout=WAIT_S)
+    deadline = time.monotonic() + WAIT_S
+    while not all(_gone(pid) for pid in pids):
+        assert time.monotonic() < deadline, "workers outlived their supervisor"
+        time.sleep(0.01)
+    _finish(_start(run, data, tmp_path / "out", 2))  # their last checkpoints resume
+    assert _canon(read_committed(tmp_path / "out")) == reference
