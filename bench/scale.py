@@ -11,8 +11,9 @@ in every worker (``OPENBLAS_NUM_THREADS=1``), so one worker uses one core.
 
 Reported: the wall time of the whole command (process start-up, imports, model load and
 the final checkpoint included), the run time (the slowest worker's time from open to its
-last checkpoint), events/s over the run time, and the speed-up against one worker
-(best run of each). The load average is printed with every table: on a shared machine
+last checkpoint), events/s over the run time, the speed-up against one worker (best run
+of each), and the CPU time of all the run's processes (what the split costs, whatever the
+load). The load average is printed with every table: on a shared machine
 the speed-up is bounded by the cores the other processes leave free.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -68,14 +70,18 @@ def run_once(data: Path, work: Path, workers: int) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "tidal.cli", "run", str(JOB), "--json"]
     cmd += ["--workers", str(workers), "--data-dir", str(work / "run")]
     cmd += ["--checkpoint-interval", "1s", "--max-batch", "4096"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, check=False)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the workers too: they are waited for
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode != 0:
         msg = f"tidal run --workers {workers} failed: {done.stderr.decode()[-2000:]}"
         raise RuntimeError(msg)
     summary: dict[str, Any] = orjson.loads(done.stdout.splitlines()[-1])
     summary["wall"] = wall
+    summary["cpu"] = cpu
     return summary
 
 
@@ -98,7 +104,8 @@ def cli(argv: list[str]) -> None:
                 load = os.getloadavg()[0]
                 s = run_once(root / "data", root / f"run-{n}-{r}", n)
                 seconds = float(s["seconds"])
-                runs.append([n, r + 1, f"{s['wall']:.2f}", f"{seconds:.2f}", f"{load:.2f}"])
+                cpu, wall = f"{s['cpu']:.2f}", f"{s['wall']:.2f}"
+                runs.append([n, r + 1, wall, f"{seconds:.2f}", cpu, f"{load:.2f}"])
                 if n not in best or seconds < float(best[n]["seconds"]):
                     best[n] = s
         base = float(best[counts[0]]["seconds"])
@@ -114,22 +121,25 @@ def cli(argv: list[str]) -> None:
                     f"{seconds:.2f}",
                     rate(s["events"] / seconds),
                     f"{base / seconds:.2f}x",
+                    f"{s['cpu']:.2f}",
                 ]
             )
         table(
             f"scale-out on the embedded log: {args.events:,} events, {args.partitions} "
             "partitions, MLP 8-256-256-1 per event + keyed 1 s windows (best run of each)",
-            ["workers", "events", "wall s", "run s", "events/s (run)", "speed-up"],
+            ["workers", "events", "wall s", "run s", "events/s (run)", "speed-up", "CPU s"],
             rows,
         )
         table(
             "every run, in order (load = 1-min load average just before it)",
-            ["workers", "run", "wall s", "run s", "load"],
+            ["workers", "run", "wall s", "run s", "CPU s", "load"],
             runs,
         )
     console.print(
         "run s: the slowest worker's time from open to its final checkpoint; wall s adds "
-        "process start-up (imports, model load) and the supervisor."
+        "process start-up (imports, model load) and the supervisor. CPU s: user + system "
+        "time of every process of the run (supervisor and workers): equal CPU s for 1 and "
+        "2 workers means the split adds no work, so on free cores the run time halves."
     )
 
 
