@@ -110,6 +110,7 @@ from tidal.cli.options import (
     _EVENTS,
     _FROM_OFFSET,
     _FROM_TIME,
+    _GROUP,
     _JSON,
     _MAX_BATCH,
     _MAX_WAIT,
@@ -137,6 +138,7 @@ _RUN_OPTIONS = (
     _FROM_TIME,
     _DEAD_LETTERS,
     _WORKERS,
+    _GROUP,
 )
 _DEMO_OPTIONS = (
     _EVENTS,
@@ -242,6 +244,12 @@ def _run(args: argparse.Namespace) -> int:
     module = _load(args.file)
     pipeline = _pipeline_of(module, args.file)
     args.checkpoint_dir = None
+    if args.group:
+        from tidal.cli.workers import run_group
+
+        if worker is None and args.workers > 1:
+            return supervise(pipeline, args, args.workers)
+        return run_group(module, pipeline, args, worker)
     if worker is not None:
         worker.setup(pipeline, args)
     elif args.workers > 1:

@@ -224,6 +224,15 @@ _WORKERS = _Option(
     "source partitions (at most one per partition), supervised and restarted if they die",
     "N",
 )
+_GROUP = _Option(
+    "--group",
+    _text,
+    None,
+    "run as one worker of this Kafka consumer group (on any machine): Kafka assigns the "
+    "partitions, each partition's state moves through Kafka on a rebalance; needs "
+    "--checkpoint-interval and a pipeline file with build()",
+    "NAME",
+)
 _DATA_DIR = _Option(
     "--data-dir", _text, ".tidal", "where checkpoints (and the embedded log) live", "PATH"
 )

@@ -16,8 +16,10 @@ import argparse
 import contextlib
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import orjson
@@ -90,7 +92,7 @@ def supervise(pipeline: Pipeline, args: argparse.Namespace, count: int) -> int:
             "let its bounded sources end"
         )
         raise ConfigError(msg)
-    if args.checkpoint_interval != "off":
+    if args.checkpoint_interval != "off" and not args.group:
         check_layout(args.data_dir, pipeline.name, count)
     for i in range(count):
         worker_dir(args.data_dir, pipeline.name, i, count).mkdir(parents=True, exist_ok=True)
@@ -145,7 +147,59 @@ def _command(args: argparse.Namespace) -> list[str]:
         cmd += ["--from-time", str(args.from_time)]
     if args.dead_letters:
         cmd += ["--dead-letters", str(args.dead_letters)]
+    if args.group:
+        cmd += ["--group", str(args.group)]
     return cmd
+
+
+def run_group(
+    module: ModuleType, pipeline: Pipeline, args: argparse.Namespace, worker: Worker | None
+) -> int:
+    """``tidal run FILE.py --group NAME``: this process as one member of the group.
+
+    Raises:
+        ConfigError: without checkpoints, or without ``build()`` in the file.
+    """
+    from tidal.runtime.workers.group import GroupWorker
+
+    if args.checkpoint_interval == "off":
+        msg = "--group moves state between workers through checkpoints: give --checkpoint-interval"
+        raise ConfigError(msg)
+    build = getattr(module, "build", None)
+    if not callable(build):
+        msg = (
+            f"{args.file}: --group builds one copy of the pipeline per partition; define "
+            "`def build() -> tidal.Pipeline` instead of a module-level `pipeline`"
+        )
+        raise ConfigError(msg)
+    if args.events is not None:
+        msg = "--events is not supported with --group; let bounded sources end, or Ctrl-C"
+        raise ConfigError(msg)
+    group = GroupWorker(
+        build,
+        args.group,
+        interval=args.checkpoint_interval,
+        max_batch=args.max_batch,
+        max_wait=args.max_wait,
+    )
+    if worker is not None:
+        worker.attach(group.stop)
+    else:
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: group.stop())
+    t0 = time.perf_counter()
+    stats = group.run()
+    seconds = time.perf_counter() - t0
+    summary = {"events": stats.events, "seconds": round(seconds, 4), **stats.to_json()}
+    summary["group"] = args.group
+    if args.json:
+        sys.stdout.write(orjson.dumps(summary).decode() + "\n")
+        sys.stdout.flush()
+    else:
+        print(f"tidal run --group {args.group}: {orjson.dumps(summary).decode()}")
+    return 0
 
 
 def combine(results: list[WorkerResult]) -> RunSummary:

@@ -276,6 +276,25 @@ class KafkaTransactionalSink(KafkaSink):
         self._source_offsets: dict[tuple[str, int], int] = {}
         self._crash = _CrashHook(os.environ.get(CRASH_ENV, ""))
 
+    def use_transactional_id(self, transactional_id: str) -> None:
+        """Use another transactional id (before ``open``): one per task under ``--group``."""
+        self.transactional_id = transactional_id
+        self.checkpoint_group = f"{transactional_id}.checkpoints"
+
+    def produce_in_transaction(self, topic: str, key: str, value: bytes) -> None:
+        """Produce one record to ``topic`` inside the open transaction (state records).
+
+        It commits or aborts with the output (``tidal run --group`` keeps a task's
+        checkpoint this way).
+        """
+        self._begin()
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key.encode())
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
     def assign_worker(self, index: int, count: int) -> None:
         """Be worker ``index``'s copy: its own transactional id, ``<id>-w<index>``.
 

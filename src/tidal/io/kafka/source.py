@@ -222,6 +222,13 @@ class KafkaSource(BaseSource):
         self._discover()
         return tuple(self._ids[tp] for tp in self._tps)
 
+    def restrict(self, partitions: Sequence[int]) -> None:
+        """Read only these partition ids from now on (the next ``open`` assigns them)."""
+        self._discover()
+        keep = {int(p) for p in partitions}
+        self._tps = [tp for tp in self._tps if self._ids[tp] in keep]
+        self._ids = {tp: self._ids[tp] for tp in self._tps}
+
     def assign_worker(self, index: int, count: int) -> None:
         """Read only worker ``index``'s share: every ``count``-th of the partitions.
 
