@@ -2,8 +2,9 @@
 
 Environment: ``SCALE_BOOTSTRAP`` (the broker), ``SCALE_IN`` (the keyed input topic),
 ``SCALE_OUT`` (the output topic, also the transactional id), ``SCALE_GATE`` (see
-``_gate``). A bounded ``KafkaSource`` (group ``<SCALE_OUT>-in``) -> key_by k -> 1 s tumbling windows (count, sum, min, max) ->
-``KafkaTransactionalSink`` with the source's offsets in each transaction.
+``_gate``). A bounded ``KafkaSource`` (group ``<SCALE_OUT>-in``) -> key_by k -> 1 s
+tumbling windows (count, sum, min, max) -> ``KafkaTransactionalSink`` with the source's
+offsets in each transaction.
 """
 
 from __future__ import annotations
