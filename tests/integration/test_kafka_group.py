@@ -35,13 +35,19 @@ WAIT_S = 240.0
 
 
 def _start(
-    config: KafkaConfig, data: Path, in_topic: str, out: str, workers: int, **env: str
+    config: KafkaConfig,
+    data: Path,
+    in_topic: str,
+    out: str,
+    workers: int,
+    group: str | None = None,
+    **env: str,
 ) -> subprocess.Popen[bytes]:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "SCALE_"))}
     full.update(SCALE_BOOTSTRAP=config.bootstrap_servers, SCALE_IN=in_topic, SCALE_OUT=out)
     full.update(env)
     cmd = [sys.executable, "-m", "tidal.cli", "run", str(PIPELINE), "--json"]
-    cmd += ["--group", f"g-{uuid.uuid4().hex[:8]}", "--workers", str(workers)]
+    cmd += ["--group", group or f"g-{uuid.uuid4().hex[:8]}", "--workers", str(workers)]
     cmd += ["--checkpoint-interval", "50ms", "--max-batch", "500", "--max-wait", "0ms"]
     cmd += ["--data-dir", str(data)]
     return subprocess.Popen(cmd, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -98,4 +104,42 @@ def test_a_member_sigkilled_while_it_owns_partitions_hands_them_over_with_state(
     assert summary["restarts"] == [0, 1]
     moved = [p for w in summary["per_worker"] for p, _ in w.get("restore_ms", [])]
     assert moved, summary  # some partition was restored from the state topic
+    assert _output(config, out) == reference
+
+
+def _members(config: KafkaConfig, group: str) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(config.client())
+    done = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=30)
+    return len(done.members)
+
+
+def test_a_member_added_mid_run_takes_partitions_with_their_state(
+    setup: tuple[KafkaConfig, str, Counter[bytes]], tmp_path: Path
+) -> None:
+    config, in_topic, reference = setup
+    out = new_topic(config, "group-out", partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    gate = tmp_path / "gate"
+    gate.touch()
+    # the first member (posing as worker 1, which the gate parks) owns all 4 partitions
+    first = _start(
+        config, tmp_path / "a", in_topic, out, 1, group, SCALE_GATE=str(gate), TIDAL_WORKER="1/2"
+    )
+    reached = Path(f"{gate}.reached")
+    deadline = time.monotonic() + WAIT_S
+    while not reached.exists():
+        assert first.poll() is None, first.communicate()[1].decode()[-4000:]
+        assert time.monotonic() < deadline, "the first member never reached the gate"
+        time.sleep(0.01)
+    second = _start(config, tmp_path / "b", in_topic, out, 1, group)
+    while _members(config, group) < 2:  # the second joined: the group rebalances
+        assert second.poll() is None, second.communicate()[1].decode()[-4000:]
+        assert time.monotonic() < deadline, "the second member never joined"
+        time.sleep(0.05)
+    gate.unlink()  # the first member goes on, and hands partitions over on its next poll
+    a, b = _finish(first), _finish(second)
+    assert a["revoked"] and b["assigned"], (a, b)
+    assert {p for p, _ in b["restore_ms"]} & set(a["revoked"]), (a, b)
     assert _output(config, out) == reference

@@ -256,6 +256,8 @@ class GroupWorker:
                 self.membership.poll(0 if self.tasks else 0.1)
                 active = [t for t in self.tasks.values() if not t.done]
                 for task in active:
+                    if self.tasks.get(task.partition) is not task:
+                        continue  # revoked by the poll after the previous task: never again
                     if not task.executor.step():
                         task.executor.finish(drain=True)
                         task.done = True
