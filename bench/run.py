@@ -25,6 +25,7 @@ def main(argv: list[str]) -> int:
         log,
         models,
         scale,
+        state_move,
         w1,
     )
 
@@ -39,6 +40,7 @@ def main(argv: list[str]) -> int:
         "formats": formats.cli,
         "kafka": kafka.cli,
         "scale": scale.cli,
+        "state-move": state_move.cli,
     }
     if any(a in ("-h", "--help") for a in argv[:1]):
         print(__doc__)
