@@ -5,7 +5,7 @@
     tidal run FILE.py [--events N] [--max-batch N] [--max-wait 5ms] [--json]
                       [--checkpoint-interval 1s] [--data-dir .tidal]
                       [--from-offset N | --from-time 2024-01-01T00:00:00Z]
-                      [--dead-letters dead.jsonl]
+                      [--dead-letters dead.jsonl] [--workers N] [--group NAME]
     tidal demo [--events N] [--rate R] [--sensors N] [--out alerts] [--json] [--reset]
                [--checkpoint-interval 1s] [--data-dir .tidal]
     tidal log topics | create TOPIC --partitions N [--retention-bytes B] [--retention 7d]
@@ -52,6 +52,11 @@ files in the directory ``--out`` (default ``alerts``), and resumes where it stop
 Without ``--json`` a live status line runs while the pipeline does (on a terminal) and a
 summary table follows. Ctrl-C (SIGINT) or SIGTERM stops after the current micro-batch and
 still prints the summary. Errors print one line on standard error and exit with status 2.
+
+``--workers N`` runs the file in N supervised worker processes, each on its share of the
+source partitions; ``--group NAME`` makes this process a member of a Kafka consumer group
+whose partitions (and their state) Kafka assigns (:mod:`tidal.cli.workers`, README
+"Scaling out").
 
 ``tidal models`` manages the model registry (``--registry``, ``$TIDAL_REGISTRY``, default
 ``<data dir>/registry``; see :mod:`tidal.ml.registry`) and compresses models with an accuracy
