@@ -54,7 +54,12 @@ def _start(
 
 
 def _finish(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
-    out, err = proc.communicate(timeout=WAIT_S)
+    try:
+        out, err = proc.communicate(timeout=WAIT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # the supervisor: its workers get SIGTERM from the kernel
+        out, err = proc.communicate()
+        pytest.fail(f"the group did not finish in {WAIT_S:.0f} s: {err.decode()[-6000:]}")
     assert proc.returncode == 0, err.decode()[-4000:]
     summary: dict[str, Any] = orjson.loads(out.splitlines()[-1])
     return summary
@@ -142,4 +147,18 @@ def test_a_member_added_mid_run_takes_partitions_with_their_state(
     a, b = _finish(first), _finish(second)
     assert a["revoked"] and b["assigned"], (a, b)
     assert {p for p, _ in b["restore_ms"]} & set(a["revoked"]), (a, b)
+    assert _output(config, out) == reference
+
+
+@pytest.mark.parametrize("point", ["after_manifest:4", "mid_commit:3"])
+def test_a_member_killed_inside_a_checkpoint_loses_and_duplicates_nothing(
+    point: str, setup: tuple[KafkaConfig, str, Counter[bytes]], tmp_path: Path
+) -> None:
+    # after_manifest: the state is in the open transaction, not committed; mid_commit: the
+    # transaction committed, the runtime had not finished its checkpoint
+    config, in_topic, reference = setup
+    out = new_topic(config, "group-out", partitions=2)
+    env = {"TIDAL_TEST_WORKER_CRASH": f"0:{point}"}
+    summary = _finish(_start(config, tmp_path, in_topic, out, 2, **env))
+    assert summary["restarts"] == [1, 0], summary
     assert _output(config, out) == reference
