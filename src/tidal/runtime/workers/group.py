@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tidal.core.duration import to_seconds
 from tidal.errors import ConfigError
 from tidal.io.kafka._confluent import confluent
 from tidal.io.kafka.sink import KafkaTransactionalSink
@@ -103,6 +104,15 @@ def _parts(graph: Graph) -> tuple[KafkaSource, KafkaTransactionalSink]:
     return source, txn[0]
 
 
+def _close(executor: Executor) -> None:
+    """Close a task's sinks (aborting an open transaction) and sources, checkpointing nothing."""
+    for n in executor.nodes:
+        if n.sink is not None:
+            n.sink.close()
+    for s in executor.sources:
+        s.source.close()
+
+
 class _Task:
     def __init__(self, partition: int, executor: Executor, store: KafkaStateStore) -> None:
         self.partition = partition
@@ -139,6 +149,7 @@ class GroupWorker:
         self.interval = interval
         self.max_batch = max_batch
         self.max_wait = max_wait
+        self.txn_timeout_ms = max(10_000, int(3000 * to_seconds(interval)))
         probe = build()
         source, sink = _parts(probe)
         self.name = probe.name
@@ -175,6 +186,10 @@ class GroupWorker:
         source, sink = _parts(graph)
         source.restrict([partition])
         sink.use_transactional_id(f"{self.base_id}-p{partition}")
+        # a dead owner's open transaction holds back read_committed readers of the state
+        # topic until the new owner fences it, or the coordinator times it out: keep that
+        # bounded (a task's transaction lasts one checkpoint interval)
+        sink.producer_options.setdefault("transaction.timeout.ms", self.txn_timeout_ms)
         config = CheckpointConfig(interval=self.interval)
         store = KafkaStateStore(
             config, graph.name, partition, kafka=self.kafka, sink=sink, topic=self.state_topic
@@ -193,8 +208,8 @@ class GroupWorker:
         if store.restore_ms is not None:
             self.stats.restore_ms.append((partition, store.restore_ms))
         task.done = executor.restored_from is not None and all(s.finished for s in executor.sources)
-        if task.done:
-            executor.finish(drain=False)
+        if task.done:  # drained elsewhere: keep its final checkpoint as it is
+            _close(executor)
         self.tasks[partition] = task
         log.info(
             "group %r: partition %d assigned (restored %s)",
@@ -211,11 +226,7 @@ class GroupWorker:
         if commit:
             ex.finish(drain=False)  # a last checkpoint: output, offsets and state commit
         else:  # lost: someone else owns it; abort what is open, commit nothing
-            for n in ex.nodes:
-                if n.sink is not None:
-                    n.sink.close()
-            for s in ex.sources:
-                s.source.close()
+            _close(ex)
         self.stats.events += ex.events - ex.restored_events
 
     # -- group callbacks (run inside membership.poll) -------------------------------------
@@ -267,7 +278,8 @@ class GroupWorker:
                 if self._joined and all(t.done for t in self.tasks.values()):
                     # the job ends when every partition drained, wherever that happened;
                     # until then stay in the group (partitions may still come here)
-                    if self.all_partitions <= finished_partitions(self.kafka, self.state_topic):
+                    done = finished_partitions(self.kafka, self.state_topic, timeout=1.0)
+                    if self.all_partitions <= done:
                         break
                     self.membership.poll(0.2)
         finally:

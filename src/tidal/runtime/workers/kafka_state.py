@@ -170,21 +170,35 @@ class KafkaStateStore(CheckpointStore):
 
     def _read(self) -> dict[str, bytes]:
         """The newest committed value of each of this partition's keys."""
-        return read_state(self.kafka, self.topic, f"{self.partition}/")
+        values = read_state(self.kafka, self.topic, f"{self.partition}/")
+        assert values is not None  # no time limit
+        return values
 
 
-def finished_partitions(kafka: KafkaConfig, topic: str) -> set[int]:
-    """Partitions whose newest committed state is final (their bounded input drained)."""
-    out = set()
-    for key, value in read_state(kafka, topic, "").items():
+def finished_partitions(kafka: KafkaConfig, topic: str, *, timeout: float) -> set[int]:
+    """Partitions whose newest committed state is final (their bounded input drained).
+
+    Reads for at most ``timeout`` seconds (an open transaction of a dead worker holds the
+    topic's readers back until it is fenced): an incomplete read returns an empty set,
+    i.e. "not known to be finished", and the caller asks again later.
+    """
+    out: set[int] = set()
+    values = read_state(kafka, topic, "", timeout=timeout)
+    if values is None:
+        return out
+    for key, value in values.items():
         part, _, what = key.partition("/")
         if what == "meta" and orjson.loads(value).get("final"):
             out.add(int(part))
     return out
 
 
-def read_state(kafka: KafkaConfig, topic: str, prefix_text: str) -> dict[str, bytes]:
+def read_state(
+    kafka: KafkaConfig, topic: str, prefix_text: str, *, timeout: float | None = None
+) -> dict[str, bytes] | None:
     """The newest committed value of every key of the state topic starting with a prefix.
+
+    ``None`` if the end was not reached within ``timeout`` seconds (``None``: no limit).
 
     Raises:
         StateError: if the topic cannot be read.
@@ -203,9 +217,10 @@ def read_state(kafka: KafkaConfig, topic: str, prefix_text: str) -> dict[str, by
     )
     prefix = prefix_text.encode()
     out: dict[str, bytes] = {}
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         consumer.assign([ck.TopicPartition(topic, 0, ck.OFFSET_BEGINNING)])
-        while True:
+        while deadline is None or time.monotonic() < deadline:
             msgs: list[Any] = consumer.consume(10_000, 0.05)
             done = False
             for m in msgs:
@@ -221,5 +236,6 @@ def read_state(kafka: KafkaConfig, topic: str, prefix_text: str) -> dict[str, by
                     out[key.decode()] = m.value() or b""
             if done:
                 return out
+        return None
     finally:
         consumer.close()
