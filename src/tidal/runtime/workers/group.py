@@ -190,6 +190,7 @@ class GroupWorker:
         # topic until the new owner fences it, or the coordinator times it out: keep that
         # bounded (a task's transaction lasts one checkpoint interval)
         sink.producer_options.setdefault("transaction.timeout.ms", self.txn_timeout_ms)
+        sink.producer_options.setdefault("message.timeout.ms", self.txn_timeout_ms)
         config = CheckpointConfig(interval=self.interval)
         store = KafkaStateStore(
             config, graph.name, partition, kafka=self.kafka, sink=sink, topic=self.state_topic
