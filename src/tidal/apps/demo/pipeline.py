@@ -41,7 +41,7 @@ from tidal.io.log.feed import FeedProcess, LogFeed
 from tidal.io.log.groups import resolve_data_dir
 from tidal.io.log.source import LogSource
 from tidal.io.memory import MemorySink
-from tidal.ml.anomaly import ZScoreDetector
+from tidal.ml.detect.gated import GatedZ
 from tidal.pipeline import Pipeline
 from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore
 from tidal.runtime.executor import RunSummary
@@ -528,19 +528,21 @@ def build_demo(
         full: Array = batch["count"] >= min_count
         return full
 
-    detector = ZScoreDetector(
-        "detect",
-        key="sensor",
-        value="mean",
-        alpha=alpha,
-        threshold=threshold,
-        warmup=warmup,
-        min_std=min_std,
-        ttl="10m",
-    )
+    detector = GatedZ(alpha=alpha, warmup=warmup, gate=threshold, min_scale=min_std)
+
+    def signed(batch: Batch) -> Batch:
+        """The demo's ``score`` (signed z of the window mean) and ``is_anomaly`` columns."""
+        dev = batch["deviation"]
+        middle = (batch["expected_low"] + batch["expected_high"]) / 2.0
+        with np.errstate(invalid="ignore"):
+            sign = np.where(batch["mean"] < middle, -1.0, 1.0)
+            flag = dev >= threshold
+        return batch.with_columns(score=sign * dev, is_anomaly=flag)
+
     alerts = (
         features.filter("complete", complete)
-        .apply(detector)
+        .detect("detect", detector, value="mean", alert_on=threshold, ttl="10m")
+        .map("score", signed)
         .filter("anomalies", _is_anomaly)
         .apply(Incidents("incidents", key="sensor", quiet=quiet, window=WINDOW))
         .map("alert", _alert_fields)
