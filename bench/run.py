@@ -27,6 +27,8 @@ def main(argv: list[str]) -> int:
         log,
         models,
         reco,
+        scale,
+        state_move,
         w1,
     )
 
@@ -43,6 +45,8 @@ def main(argv: list[str]) -> int:
         "formats": formats.cli,
         "kafka": kafka.cli,
         "reco": reco.cli,
+        "scale": scale.cli,
+        "state-move": state_move.cli,
     }
     if any(a in ("-h", "--help") for a in argv[:1]):
         print(__doc__)

@@ -5,7 +5,7 @@
     tidal run FILE.py [--events N] [--max-batch N] [--max-wait 5ms] [--json]
                       [--checkpoint-interval 1s] [--data-dir .tidal]
                       [--from-offset N | --from-time 2024-01-01T00:00:00Z]
-                      [--dead-letters dead.jsonl]
+                      [--dead-letters dead.jsonl] [--workers N] [--group NAME]
     tidal demo [--events N] [--rate R] [--sensors N] [--out alerts] [--json] [--reset]
                [--checkpoint-interval 1s] [--data-dir .tidal]
     tidal log topics | create TOPIC --partitions N [--retention-bytes B] [--retention 7d]
@@ -52,6 +52,11 @@ files in the directory ``--out`` (default ``alerts``), and resumes where it stop
 Without ``--json`` a live status line runs while the pipeline does (on a terminal) and a
 summary table follows. Ctrl-C (SIGINT) or SIGTERM stops after the current micro-batch and
 still prints the summary. Errors print one line on standard error and exit with status 2.
+
+``--workers N`` runs the file in N supervised worker processes, each on its share of the
+source partitions; ``--group NAME`` makes this process a member of a Kafka consumer group
+whose partitions (and their state) Kafka assigns (:mod:`tidal.cli.workers`, README
+"Scaling out").
 
 ``tidal models`` manages the model registry (``--registry``, ``$TIDAL_REGISTRY``, default
 ``<data dir>/registry``; see :mod:`tidal.ml.registry`) and compresses models with an accuracy
@@ -111,6 +116,7 @@ from tidal.cli.options import (
     _EVENTS,
     _FROM_OFFSET,
     _FROM_TIME,
+    _GROUP,
     _JSON,
     _MAX_BATCH,
     _MAX_WAIT,
@@ -120,6 +126,7 @@ from tidal.cli.options import (
     _RESET,
     _SENSORS,
     _SOURCE,
+    _WORKERS,
     ENV_PREFIX,
 )
 
@@ -136,6 +143,8 @@ _RUN_OPTIONS = (
     _FROM_OFFSET,
     _FROM_TIME,
     _DEAD_LETTERS,
+    _WORKERS,
+    _GROUP,
 )
 _DEMO_OPTIONS = (
     _EVENTS,
@@ -236,12 +245,39 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from tidal.cli.workers import Worker, supervise
+
+    worker = Worker.from_env()  # a worker of `--workers N`: handlers first, then the rest
     module = _load(args.file)
     pipeline = _pipeline_of(module, args.file)
+    args.checkpoint_dir = None
+    if args.group:
+        from tidal.cli.workers import run_group
+
+        if worker is None and args.workers > 1:
+            return supervise(pipeline, args, args.workers)
+        return run_group(module, pipeline, args, worker)
+    if worker is not None:
+        worker.setup(pipeline, args)
+    elif args.workers > 1:
+        from tidal.runtime.workers import worker_count
+
+        count = worker_count(pipeline, args.workers)
+        if count > 1:
+            return supervise(pipeline, args, count)
+    if worker is None and args.checkpoint_interval != _OFF:
+        from tidal.runtime.workers import check_layout
+
+        check_layout(args.data_dir, pipeline.name, None)
     if args.dead_letters:
         _dead_letters_to(pipeline, args)
     extra = getattr(module, "extra", None)
-    return _execute(pipeline, args, extra=extra if callable(extra) else None)
+    return _execute(
+        pipeline,
+        args,
+        extra=extra if callable(extra) else None,
+        around=None if worker is None else lambda executor: worker.running(executor),
+    )
 
 
 def _dead_letters_to(pipeline: Pipeline, args: argparse.Namespace) -> None:
@@ -404,7 +440,8 @@ def _execute(
 def _checkpoint_config(args: argparse.Namespace) -> CheckpointConfig | None:
     if args.checkpoint_interval == _OFF:
         return None
-    return CheckpointConfig(data_dir=args.data_dir, interval=args.checkpoint_interval)
+    data_dir = getattr(args, "checkpoint_dir", None) or args.data_dir
+    return CheckpointConfig(data_dir=data_dir, interval=args.checkpoint_interval)
 
 
 def _start_from(args: argparse.Namespace) -> StartFrom | None:

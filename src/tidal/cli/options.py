@@ -216,6 +216,23 @@ _DEMO_CHECKPOINT_INTERVAL = _Option(
     "start; 'off' for none (needs --source generator)",
     "DURATION",
 )
+_WORKERS = _Option(
+    "--workers",
+    _positive,
+    1,
+    "run the pipeline in N worker processes on this machine, each on its share of the "
+    "source partitions (at most one per partition), supervised and restarted if they die",
+    "N",
+)
+_GROUP = _Option(
+    "--group",
+    _text,
+    None,
+    "run as one worker of this Kafka consumer group (on any machine): Kafka assigns the "
+    "partitions, each partition's state moves through Kafka on a rebalance; needs "
+    "--checkpoint-interval and a pipeline file with build()",
+    "NAME",
+)
 _DATA_DIR = _Option(
     "--data-dir", _text, ".tidal", "where checkpoints (and the embedded log) live", "PATH"
 )

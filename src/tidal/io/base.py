@@ -24,6 +24,7 @@ __all__ = [
     "DeadLetter",
     "Sink",
     "Source",
+    "SplitsAcrossWorkers",
     "TransactionAborted",
     "TransactionalSink",
 ]
@@ -110,6 +111,23 @@ class TransactionalSink(Sink, Protocol):
 
     def recover(self, pending: Sequence[dict[str, Any]]) -> None:
         """On restore: commit ``pending`` idempotently; discard all other staged output."""
+        ...
+
+
+@runtime_checkable
+class SplitsAcrossWorkers(Protocol):
+    """A source or sink that can be one of ``count`` copies in as many worker processes.
+
+    ``tidal run FILE.py --workers N`` (:mod:`tidal.runtime.workers`) runs the same pipeline
+    in N processes and calls :meth:`assign_worker` on every source and sink of worker
+    ``index`` before it opens them: a source then reads only the share of its partitions
+    that worker owns, and a sink writes so that N copies never collide (part files get the
+    worker in their names, for instance). A connector without this method cannot be split,
+    and ``--workers`` refuses the pipeline with an error naming the step.
+    """
+
+    def assign_worker(self, index: int, count: int) -> None:
+        """Become the copy of worker ``index`` of ``count`` (``0 <= index < count``)."""
         ...
 
 

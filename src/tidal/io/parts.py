@@ -24,6 +24,8 @@ file sinks:
 
 Readers list ``part-*`` files only (:func:`committed_files`, :func:`read_committed`): they
 never see a staged, half-written or duplicated record. Give every sink its own directory.
+Under ``tidal run --workers N`` the N copies of a sink share it: worker ``i`` stages in
+``.staging-w<i>/`` and commits ``part-<N>-w<i>-<n>.<ext>`` (:meth:`PartSink.assign_worker`).
 
 The formats: :class:`tidal.io.jsonl.JsonlPartSink`, :class:`tidal.io.csv.CsvPartSink`,
 :class:`tidal.io.parquet.ParquetPartSink`.
@@ -64,7 +66,7 @@ __all__ = ["PartSink", "committed_files", "read_committed", "STAGING"]
 STAGING = ".staging"
 """The folder of staged files inside a part sink's directory."""
 
-_PART = re.compile(r"^part-(\d+)-(\d+)(\.[A-Za-z0-9]+)$")
+_PART = re.compile(r"^part-(\d+)-(?:w(\d+)-)?(\d+)(\.[A-Za-z0-9]+)$")
 
 
 def _fsync(path: Path) -> None:
@@ -92,6 +94,7 @@ class PartSink(BaseSink):
     def __init__(self, directory: str | Path, *, roll_bytes: int | None = 256 << 20) -> None:
         self.directory = Path(directory)
         self.staging = self.directory / STAGING
+        self.worker: int | None = None
         self.roll_bytes = roll_bytes
         self._current: FileSink | None = None
         self._current_name = ""
@@ -105,6 +108,25 @@ class PartSink(BaseSink):
 
     def _file_sink(self, path: Path) -> FileSink:  # pragma: no cover
         raise NotImplementedError
+
+    def assign_worker(self, index: int, count: int) -> None:
+        """Be worker ``index``'s copy: its own staging folder, its index in file names.
+
+        Worker ``i`` of ``tidal run --workers N`` stages in ``.staging-w<i>/`` (so its
+        ``recover`` never touches another worker's staged files) and commits
+        ``part-<checkpoint>-w<i>-<n>.<ext>`` (checkpoint ids of different workers collide).
+        With one worker nothing changes.
+
+        Example:
+            >>> from tidal.io.jsonl import JsonlPartSink
+            >>> sink = JsonlPartSink("out")
+            >>> sink.assign_worker(1, 2)
+            >>> sink.staging.name, sink.prepare(7)["checkpoint"]
+            ('.staging-w1', 7)
+        """
+        if count > 1:
+            self.worker = index
+            self.staging = self.directory / f"{STAGING}-w{index}"
 
     # -- Sink --------------------------------------------------------------------------------
     def open(self) -> None:
@@ -211,8 +233,9 @@ class PartSink(BaseSink):
             except OSError as exc:
                 msg = f"{self.label}: cannot sync staged file '{self.staging / name}': {exc}"
                 raise ConnectorError(msg) from exc
-            final = f"part-{checkpoint_id:012d}-{n}{self.suffix}"
-            files.append({"file": f"{STAGING}/{name}", "final": final})
+            tag = "" if self.worker is None else f"w{self.worker}-"
+            final = f"part-{checkpoint_id:012d}-{tag}{n}{self.suffix}"
+            files.append({"file": f"{self.staging.name}/{name}", "final": final})
         if files:
             _fsync(self.staging)
         self._done = []
@@ -282,9 +305,9 @@ def committed_files(directory: str | Path, suffix: str | None = None) -> list[Pa
     found = []
     for path in folder.iterdir():
         m = _PART.match(path.name)
-        if m and (suffix is None or m.group(3) == suffix):
-            found.append((int(m.group(1)), int(m.group(2)), path))
-    return [p for _, _, p in sorted(found)]
+        if m and (suffix is None or m.group(4) == suffix):
+            found.append((int(m.group(1)), int(m.group(2) or -1), int(m.group(3)), path))
+    return [p for *_, p in sorted(found)]
 
 
 def read_committed(directory: str | Path) -> list[dict[str, Any]]:

@@ -187,6 +187,8 @@ class Executor:
             the end of a bounded input (with checkpoints, the last one is final); ``"stop"``
             stops as SIGINT does (windows stay open, a restart resumes), which suits an
             unbounded source such as a log topic.
+        checkpoint_store: where checkpoints go instead of ``checkpoint.data_dir`` (with
+            ``checkpoint``): e.g. a Kafka topic (:mod:`tidal.runtime.workers.kafka_state`).
 
     Raises:
         ConfigError: for bad options, or a transactional sink without ``checkpoint``.
@@ -206,6 +208,7 @@ class Executor:
         checkpoint: CheckpointConfig | None = None,
         start_from: StartFrom | None = None,
         at_limit: Literal["drain", "stop"] = "drain",
+        checkpoint_store: CheckpointStore | None = None,
     ) -> None:
         if max_batch <= 0:
             msg = f"max_batch must be > 0, got {max_batch}"
@@ -251,10 +254,13 @@ class Executor:
         self._stop = threading.Event()
         self._opened = False
         self._started = 0.0
-        self._init_checkpoints(checkpoint, start_from)
+        self._init_checkpoints(checkpoint, start_from, checkpoint_store)
 
     def _init_checkpoints(
-        self, config: CheckpointConfig | None, start_from: StartFrom | None
+        self,
+        config: CheckpointConfig | None,
+        start_from: StartFrom | None,
+        store: CheckpointStore | None = None,
     ) -> None:
         self.checkpoint_config = config
         self.start_from = start_from
@@ -297,8 +303,8 @@ class Executor:
                 "write to a plain file sink"
             )
             raise ConfigError(msg)
-        self.store: CheckpointStore | None = None
-        if config is not None:
+        self.store: CheckpointStore | None = store
+        if config is not None and store is None:
             self.store = CheckpointStore(config, self.pipeline.name, crash=CrashHook())
         self.restored_from: int | None = None
         self.rewinds = 0

@@ -214,6 +214,9 @@ class KafkaSink(BaseSink):
             )
             raise ConnectorError(msg)
 
+    def assign_worker(self, index: int, count: int) -> None:
+        """Nothing to change: several producers may write one topic (at least once)."""
+
     def flush(self) -> None:
         """Wait until the broker acknowledged every record written (waits out outages).
 
@@ -277,6 +280,43 @@ class KafkaTransactionalSink(KafkaSink):
         self._in_txn = False
         self._marker: Any = None
         self._source_offsets: dict[tuple[str, int], int] = {}
+
+    def use_transactional_id(self, transactional_id: str) -> None:
+        """Use another transactional id (before ``open``): one per task under ``--group``."""
+        self.transactional_id = transactional_id
+        self.checkpoint_group = f"{transactional_id}.checkpoints"
+
+    def produce_in_transaction(self, topic: str, key: str, value: bytes) -> None:
+        """Produce one record to ``topic`` inside the open transaction (state records).
+
+        It commits or aborts with the output (``tidal run --group`` keeps a task's
+        checkpoint this way).
+        """
+        self._begin()
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key.encode())
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def assign_worker(self, index: int, count: int) -> None:
+        """Be worker ``index``'s copy: its own transactional id, ``<id>-w<index>``.
+
+        Under ``tidal run --workers N`` every worker commits its own transactions (its
+        partitions' output and offsets, and its checkpoint marker); a restarted worker
+        fences its predecessor by the same id. N is fixed per data directory, so the ids
+        are stable. With one worker nothing changes.
+
+        Example:
+            >>> sink = KafkaTransactionalSink("out", transactional_id="job")
+            >>> sink.assign_worker(1, 2)
+            >>> sink.transactional_id, sink.checkpoint_group
+            ('job-w1', 'job-w1.checkpoints')
+        """
+        if count > 1:
+            self.transactional_id = f"{self.transactional_id}-w{index}"
+            self.checkpoint_group = f"{self.transactional_id}.checkpoints"
 
     def _settings(self) -> dict[str, Any]:
         return {

@@ -222,6 +222,30 @@ class KafkaSource(BaseSource):
         self._discover()
         return tuple(self._ids[tp] for tp in self._tps)
 
+    def restrict(self, partitions: Sequence[int]) -> None:
+        """Read only these partition ids from now on (the next ``open`` assigns them)."""
+        self._discover()
+        keep = {int(p) for p in partitions}
+        self._tps = [tp for tp in self._tps if self._ids[tp] in keep]
+        self._ids = {tp: self._ids[tp] for tp in self._tps}
+
+    def assign_worker(self, index: int, count: int) -> None:
+        """Read only worker ``index``'s share: every ``count``-th of the partitions.
+
+        A static assignment for ``tidal run --workers N`` on one machine (see
+        :mod:`tidal.runtime.workers`): no group rebalancing, so a restarted worker owns
+        what it owned. Asks the cluster for the partitions first.
+
+        Raises:
+            ConfigError: for an index outside ``0..count-1``.
+        """
+        if not 0 <= index < count:
+            msg = f"{self.name}: worker index {index} is not in 0..{count - 1}"
+            raise ConfigError(msg)
+        self._discover()
+        self._tps = self._tps[index::count]
+        self._ids = {tp: self._ids[tp] for tp in self._tps}
+
     def topic_partition(self, partition: int) -> TopicPartition:
         """The ``(topic, partition)`` of a partition id."""
         self._discover()

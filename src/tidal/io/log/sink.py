@@ -277,6 +277,13 @@ class LogSink(BaseSink):
         assert self.topic is not None
         return self.topic.append(partition, values, keys=keys, timestamps=timestamps)
 
+    def assign_worker(self, index: int, count: int) -> None:
+        """Nothing to change: appends are serialized by each partition's lock.
+
+        So the sinks of several worker processes (``tidal run --workers N``) may share a
+        topic; the output is at least once, as always with this sink.
+        """
+
     def flush(self) -> None:
         """Fsync what was written (a no-op with ``fsync="batch"``: it is durable already)."""
         if self.topic is not None:
@@ -356,6 +363,21 @@ class TransactionalLogSink(LogSink):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._staged: list[tuple[int, Array, Array | None, Array]] = []
+
+    def assign_worker(self, index: int, count: int) -> None:
+        """Refuse to be split: the sink must be its topic's only writer (see the class).
+
+        Raises:
+            ConfigError: when ``count > 1``.
+        """
+        if count > 1:
+            msg = (
+                f"{self.label} must be the only writer of its topic (its commits check the "
+                f"partitions' end offsets), so {count} worker processes cannot share it; with "
+                "--workers write the output to part files (tidal.io.jsonl.JsonlPartSink, "
+                "exactly once) or to a LogSink (at least once)"
+            )
+            raise ConfigError(msg)
 
     def _append_rows(
         self, partition: int, values: Array, keys: Array | None, timestamps: Array

@@ -131,6 +131,28 @@ class LogSource(BaseSource):
         """The partitions this source reads."""
         return tuple(self._parts)
 
+    def assign_worker(self, index: int, count: int) -> None:
+        """Read only worker ``index``'s share: every ``count``-th of the partitions.
+
+        Partition ``parts[j]`` belongs to worker ``j % count`` (a static assignment, for
+        ``tidal run --workers N`` on one machine; see :mod:`tidal.runtime.workers`).
+
+        Example:
+            >>> import tempfile
+            >>> from tidal.io.log.topic import Topic
+            >>> tmp = tempfile.TemporaryDirectory()
+            >>> Topic.create(tmp.name, "events", partitions=5).close()
+            >>> src = LogSource(tmp.name, "events")
+            >>> src.assign_worker(1, 2)
+            >>> src.partitions()
+            (1, 3)
+            >>> src.close(); src.topic.close(); tmp.cleanup()
+        """
+        if not 0 <= index < count:
+            msg = f"{self.name}: worker index {index} is not in 0..{count - 1}"
+            raise ConfigError(msg)
+        self._parts = self._parts[index::count]
+
     def open(self, positions: Mapping[int, Any]) -> None:
         """Start each partition at its position (the next offset).
 

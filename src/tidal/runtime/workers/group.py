@@ -1,0 +1,290 @@
+"""``tidal run FILE.py --group NAME``: one worker of a Kafka consumer group, on any machine.
+
+Kafka's group protocol decides which worker owns which input partition; Tidal moves the
+keyed state with the partitions (decision 0029). The worker:
+
+- joins group ``NAME`` with a *membership* consumer subscribed to the pipeline's input
+  topic. It never reads records (its partitions are paused); its ``poll`` runs the group
+  protocol, and its callbacks start and stop tasks;
+- runs one **task per owned partition**: the pipeline built again from the file, its
+  ``KafkaSource`` restricted to that partition, its ``KafkaTransactionalSink`` given the
+  transactional id ``<id>-p<partition>`` (the new owner of a partition fences the old one:
+  a worker that lost a partition can commit nothing more for it), and its checkpoints in
+  the state topic ``<group>.<pipeline>.tidal-state`` inside the output transaction
+  (:class:`~tidal.runtime.workers.kafka_state.KafkaStateStore`);
+- on **assign**, builds and restores the new tasks (restore time is measured); on
+  **revoke**, checkpoints the revoked tasks (their last transaction commits) and closes
+  them, inside the callback, one checkpoint per task; on **lost** (the session expired),
+  drops them without committing (someone else owns them already);
+- steps every task in turn, and polls the membership consumer between tasks, so that
+  ``max.poll.interval.ms`` is never exceeded by more than one micro-batch per task;
+- with bounded sources, ends once every partition of the input has drained, wherever
+  (the final state of each is in the state topic); a worker with nothing to do stays in
+  the group until then, since partitions may still come to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tidal.core.duration import to_seconds
+from tidal.errors import ConfigError
+from tidal.io.kafka._confluent import confluent
+from tidal.io.kafka.sink import KafkaTransactionalSink
+from tidal.io.kafka.source import KafkaSource
+from tidal.runtime.checkpoint import CheckpointConfig, CrashHook
+from tidal.runtime.executor import Executor
+from tidal.runtime.graph import Graph
+from tidal.runtime.workers.kafka_state import (
+    KafkaStateStore,
+    ensure_state_topic,
+    finished_partitions,
+    state_topic,
+)
+
+__all__ = ["GroupStats", "GroupWorker"]
+
+log = logging.getLogger("tidal.workers")
+
+
+@dataclass
+class GroupStats:
+    """What a group worker did.
+
+    Attributes:
+        events: events its tasks read in this run.
+        assigned: partitions it was given, in order (with repeats).
+        revoked: partitions taken from it, in order.
+        restore_ms: per restored partition, how long reading its state took.
+        finished: partitions whose input it drained.
+    """
+
+    events: int = 0
+    assigned: list[int] = field(default_factory=list)
+    revoked: list[int] = field(default_factory=list)
+    restore_ms: list[tuple[int, float]] = field(default_factory=list)
+    finished: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready figures."""
+        return {
+            "events": self.events,
+            "assigned": self.assigned,
+            "revoked": self.revoked,
+            "restore_ms": [[p, round(ms, 2)] for p, ms in self.restore_ms],
+            "finished": self.finished,
+        }
+
+
+def _parts(graph: Graph) -> tuple[KafkaSource, KafkaTransactionalSink]:
+    sources = [n for n in graph.nodes.values() if n.source is not None]
+    sinks = [n for n in graph.nodes.values() if n.sink is not None]
+    if len(sources) != 1 or not isinstance(sources[0].source, KafkaSource):
+        msg = (
+            f"--group runs pipelines with one KafkaSource; pipeline {graph.name!r} has "
+            f"{[type(n.source).__name__ for n in sources]}"
+        )
+        raise ConfigError(msg)
+    source = sources[0].source
+    if len(source.topics) != 1 or source.topics[0].startswith("^"):
+        msg = f"--group: the KafkaSource of pipeline {graph.name!r} must read one topic"
+        raise ConfigError(msg)
+    txn = [n.sink for n in sinks if isinstance(n.sink, KafkaTransactionalSink)]
+    if len(txn) != 1 or len(sinks) != 1 or graph.dead_letters is not None:
+        msg = (
+            f"--group: pipeline {graph.name!r} must write one KafkaTransactionalSink (its "
+            "transactions carry the output, the offsets and the state) and no other sink; "
+            f"it has {[type(n.sink).__name__ for n in sinks]}"
+        )
+        raise ConfigError(msg)
+    return source, txn[0]
+
+
+def _close(executor: Executor) -> None:
+    """Close a task's sinks (aborting an open transaction) and sources, checkpointing nothing."""
+    for n in executor.nodes:
+        if n.sink is not None:
+            n.sink.close()
+    for s in executor.sources:
+        s.source.close()
+
+
+class _Task:
+    def __init__(self, partition: int, executor: Executor, store: KafkaStateStore) -> None:
+        self.partition = partition
+        self.executor = executor
+        self.store = store
+        self.done = False
+
+
+class GroupWorker:
+    """One member of consumer group ``group`` running ``build()``'s pipeline.
+
+    Args:
+        build: makes a fresh pipeline (called once per task, and once to plan).
+        group: the consumer group (every worker of the job gives the same name).
+        interval: the checkpoint interval of every task.
+        max_batch: most events per micro-batch.
+        max_wait: the latency budget of a batch.
+        session_timeout_ms: how long the group waits for a silent worker before moving its
+            partitions (Kafka's ``session.timeout.ms``).
+    """
+
+    def __init__(
+        self,
+        build: Callable[[], Graph],
+        group: str,
+        *,
+        interval: str = "1s",
+        max_batch: int = 8192,
+        max_wait: str = "5ms",
+        session_timeout_ms: int = 6000,
+    ) -> None:
+        self.build = build
+        self.group = group
+        self.interval = interval
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.txn_timeout_ms = max(10_000, int(3000 * to_seconds(interval)))
+        probe = build()
+        source, sink = _parts(probe)
+        self.name = probe.name
+        self.topic = source.topics[0]
+        self.kafka = source.config
+        self.base_id = sink.transactional_id
+        self.all_partitions = set(source.partitions())
+        self.state_topic = state_topic(group, probe.name)
+        ensure_state_topic(self.kafka, self.state_topic)
+        ck = confluent()
+        self.membership = ck.Consumer(
+            self.kafka.client(
+                **{
+                    "group.id": group,
+                    "enable.auto.commit": False,
+                    "session.timeout.ms": session_timeout_ms,
+                    "heartbeat.interval.ms": max(500, session_timeout_ms // 6),
+                    "partition.assignment.strategy": "cooperative-sticky",
+                }
+            )
+        )
+        self.tasks: dict[int, _Task] = {}
+        self.stats = GroupStats()
+        self._stop = threading.Event()
+        self._joined = False
+
+    def stop(self) -> None:
+        """Stop after the current batch (thread- and signal-safe)."""
+        self._stop.set()
+
+    # -- tasks ---------------------------------------------------------------------------
+    def _start_task(self, partition: int) -> None:
+        graph = self.build()
+        source, sink = _parts(graph)
+        source.restrict([partition])
+        sink.use_transactional_id(f"{self.base_id}-p{partition}")
+        # a dead owner's open transaction holds back read_committed readers of the state
+        # topic until the new owner fences it, or the coordinator times it out: keep that
+        # bounded (a task's transaction lasts one checkpoint interval)
+        sink.producer_options.setdefault("transaction.timeout.ms", self.txn_timeout_ms)
+        sink.producer_options.setdefault("message.timeout.ms", self.txn_timeout_ms)
+        config = CheckpointConfig(interval=self.interval)
+        store = KafkaStateStore(
+            config, graph.name, partition, kafka=self.kafka, sink=sink, topic=self.state_topic
+        )
+        store.crash = CrashHook()
+        executor = Executor(
+            graph,
+            checkpoint=config,
+            checkpoint_store=store,
+            max_batch=self.max_batch,
+            max_wait=self.max_wait,
+            handle_signals=False,
+        )
+        executor.open()
+        task = _Task(partition, executor, store)
+        if store.restore_ms is not None:
+            self.stats.restore_ms.append((partition, store.restore_ms))
+        task.done = executor.restored_from is not None and all(s.finished for s in executor.sources)
+        if task.done:  # drained elsewhere: keep its final checkpoint as it is
+            _close(executor)
+        self.tasks[partition] = task
+        log.info(
+            "group %r: partition %d assigned (restored %s)",
+            self.group,
+            partition,
+            executor.restored_from,
+        )
+
+    def _stop_task(self, partition: int, *, commit: bool) -> None:
+        task = self.tasks.pop(partition, None)
+        if task is None or task.done:
+            return
+        ex = task.executor
+        if commit:
+            ex.finish(drain=False)  # a last checkpoint: output, offsets and state commit
+        else:  # lost: someone else owns it; abort what is open, commit nothing
+            _close(ex)
+        self.stats.events += ex.events - ex.restored_events
+
+    # -- group callbacks (run inside membership.poll) -------------------------------------
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        self._joined = True
+        mine = [tp for tp in partitions if tp.topic == self.topic]
+        consumer.incremental_assign(partitions)
+        consumer.pause(partitions)
+        for tp in mine:
+            self.stats.assigned.append(tp.partition)
+            self._start_task(tp.partition)
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            if tp.topic == self.topic and tp.partition in self.tasks:
+                self.stats.revoked.append(tp.partition)
+                self._stop_task(tp.partition, commit=True)
+        consumer.incremental_unassign(partitions)
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            if tp.topic == self.topic:
+                self.stats.revoked.append(tp.partition)
+                self._stop_task(tp.partition, commit=False)
+        consumer.incremental_unassign(partitions)
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self) -> GroupStats:
+        """Run until stopped, or until every owned task drained its bounded input."""
+        self.membership.subscribe(
+            [self.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        try:
+            while not self._stop.is_set():
+                self.membership.poll(0 if self.tasks else 0.1)
+                active = [t for t in self.tasks.values() if not t.done]
+                for task in active:
+                    if self.tasks.get(task.partition) is not task:
+                        continue  # revoked by the poll after the previous task: never again
+                    if not task.executor.step():
+                        task.executor.finish(drain=True)
+                        task.done = True
+                        self.stats.finished.append(task.partition)
+                        self.stats.events += task.executor.events - task.executor.restored_events
+                    self.membership.poll(0)
+                if self._joined and all(t.done for t in self.tasks.values()):
+                    # the job ends when every partition drained, wherever that happened;
+                    # until then stay in the group (partitions may still come here)
+                    done = finished_partitions(self.kafka, self.state_topic, timeout=1.0)
+                    if self.all_partitions <= done:
+                        break
+                    self.membership.poll(0.2)
+        finally:
+            for p in list(self.tasks):
+                self._stop_task(p, commit=True)
+            self.membership.close()
+        return self.stats

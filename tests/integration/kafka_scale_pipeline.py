@@ -1,0 +1,63 @@
+"""The pipeline file that test_kafka_workers.py runs with ``tidal run --workers N``.
+
+Environment: ``SCALE_BOOTSTRAP`` (the broker), ``SCALE_IN`` (the keyed input topic),
+``SCALE_OUT`` (the output topic, also the transactional id), ``SCALE_GATE`` (see
+``_gate``). A bounded ``KafkaSource`` (group ``<SCALE_OUT>-in``) -> key_by k -> 1 s
+tumbling windows (count, sum, min, max) -> ``KafkaTransactionalSink`` with the source's
+offsets in each transaction.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from tidal import Pipeline, bounded, tumbling
+from tidal import aggregations as agg
+from tidal.io.kafka import KafkaConfig
+from tidal.io.kafka.sink import KafkaTransactionalSink
+from tidal.io.kafka.source import KafkaSource
+
+_seen = [0]
+
+
+def _gate(batch: Any) -> Any:
+    """While file ``$SCALE_GATE`` exists, worker 1 parks in its 3rd batch (the test kills it)."""
+    gate = os.environ.get("SCALE_GATE")
+    _seen[0] += 1
+    if gate and os.environ.get("TIDAL_WORKER", "").startswith("1/") and _seen[0] == 3:
+        tmp = Path(gate + ".tmp")
+        tmp.write_text(str(os.getpid()))
+        tmp.replace(gate + ".reached")
+        while Path(gate).exists():
+            time.sleep(0.005)
+    return batch["v"] >= 0
+
+
+def build() -> Pipeline:
+    """Kafka -> keyed 1 s windows -> Kafka, exactly once."""
+    config = KafkaConfig(bootstrap_servers=os.environ["SCALE_BOOTSTRAP"])
+    out = os.environ["SCALE_OUT"]
+    source = KafkaSource(
+        os.environ["SCALE_IN"],
+        config=config,
+        group=f"{out}-in",
+        bounded=True,
+        schema={"k": str, "v": int, "ts": int},
+    )
+    sink = KafkaTransactionalSink(out, config=config, key="k", transactional_id=out, source=source)
+    p = Pipeline("kafka-scaled")
+    (
+        p.source("in", source, time="ts", watermark=bounded("100ms"))
+        .filter("gate", _gate)
+        .key_by("k")
+        .window(
+            "per_second",
+            tumbling("1s"),
+            {"n": agg.count(), "sum": agg.sum("v"), "lo": agg.min("v"), "hi": agg.max("v")},
+        )
+        .sink("out", sink)
+    )
+    return p
