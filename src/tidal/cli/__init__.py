@@ -87,12 +87,14 @@ from tidal.runtime.executor import Executor, RunSummary
 from tidal.runtime.replay import StartFrom
 
 if TYPE_CHECKING:
+    from tidal.observe.live import LiveRun
     from tidal.observe.status import StatusLine
 
 from tidal.cli.detect import _add_detect
 from tidal.cli.kafka import _add_kafka
 from tidal.cli.log import _add_log
 from tidal.cli.models import _add_models
+from tidal.cli.observe import DEMO_OBSERVE_OPTIONS, RUN_OBSERVE_OPTIONS, observing
 from tidal.cli.options import (
     _CHECKPOINT_INTERVAL,
     _DATA_DIR,
@@ -126,6 +128,7 @@ _RUN_OPTIONS = (
     _FROM_OFFSET,
     _FROM_TIME,
     _DEAD_LETTERS,
+    *RUN_OBSERVE_OPTIONS,
 )
 _DEMO_OPTIONS = (
     _EVENTS,
@@ -139,6 +142,7 @@ _DEMO_OPTIONS = (
     _DEMO_CHECKPOINT_INTERVAL,
     _DATA_DIR,
     _RESET,
+    *DEMO_OBSERVE_OPTIONS,
 )
 
 
@@ -316,10 +320,30 @@ def _execute(
 ) -> int:
     from rich.console import Console
 
-    from tidal.observe.status import StatusLine, summary_table
+    from tidal.observe.status import StatusLine
 
     if status is None:
         status = StatusLine(Console(), enabled=False if args.json else None)
+    say = None if args.json else (lambda line: status.console.print(line, highlight=False))
+    with observing(args, pipeline.name, say=say) as observer:
+        return _execute_observed(
+            pipeline, args, observer, extra, status, title, at_limit, around, closing
+        )
+
+
+def _execute_observed(
+    pipeline: Pipeline,
+    args: argparse.Namespace,
+    observer: LiveRun | None,
+    extra: Callable[[RunSummary], Any] | None,
+    status: StatusLine,
+    title: str,
+    at_limit: Literal["drain", "stop"],
+    around: Callable[[Executor], AbstractContextManager[Any]] | None,
+    closing: Callable[[RunSummary], str] | None,
+) -> int:
+    from tidal.observe.status import summary_table
+
     executor = Executor(
         pipeline,
         max_batch=args.max_batch,
@@ -329,6 +353,7 @@ def _execute(
         checkpoint=_checkpoint_config(args),
         start_from=_start_from(args),
         at_limit=at_limit,
+        observer=observer,
     )
     with _stdout_to_stderr(args.json), status:
         executor.open()  # restores the checkpoint and locks its directory first

@@ -395,6 +395,24 @@ class KafkaSource(BaseSource):
         except ck.KafkaException as exc:
             raise kafka_error(self.name, f"committing group {self.group!r}'s offsets", exc) from exc
 
+    def lag(self) -> dict[int, int]:
+        """Consumer lag per partition id: the last fetched high watermark minus the position.
+
+        It is librdkafka's cached figure (no request to the broker), for metrics.
+        """
+        if self._consumer is None:
+            return {}
+        ck = confluent()
+        out = {}
+        for (t, p), i in list(self._ids.items()):
+            try:
+                _lo, hi = self._consumer.get_watermark_offsets(ck.TopicPartition(t, p), cached=True)
+            except ck.KafkaException:
+                continue
+            if hi >= 0 and i in self._next:
+                out[i] = max(0, int(hi) - self._next[i])
+        return out
+
     def serve(self) -> None:
         """Serve the error callbacks of the clients without taking records (thread-safe)."""
         if self._dlq is not None:
