@@ -19,6 +19,11 @@
     tidal models list | show NAME[:VERSION] | register FILE --name NAME [--signature S]
     tidal models promote NAME VERSION | rollback NAME | shadow NAME VERSION|off
     tidal models canary NAME VERSION|off --fraction F
+    tidal top [--data-dir .tidal] [--pipeline NAME] [--once]
+
+``tidal run --ui`` and ``tidal demo`` (unless ``--no-ui``) serve a live dashboard on
+``http://127.0.0.1:8765/``; ``--metrics-port P`` serves Prometheus metrics on ``/metrics``
+(see :mod:`tidal.cli.observe`); ``tidal top`` shows the same figures in the terminal.
 
 Every option can also be set with an environment variable ``TIDAL_<OPTION>`` (``--max-wait``
 is ``TIDAL_MAX_WAIT``; flags take ``1/true/yes/on`` or ``0/false/no/off``); a command-line
@@ -114,6 +119,7 @@ from tidal.cli.options import (
     _SOURCE,
     ENV_PREFIX,
 )
+from tidal.cli.top import _add_top
 
 __all__ = ["main"]
 
@@ -180,6 +186,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_models(commands)
     _add_kafka(commands)
     _add_detect(commands)
+    _add_top(commands)
     return parser
 
 

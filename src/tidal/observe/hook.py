@@ -110,15 +110,24 @@ class ObservedRun(Protocol):
         tally: the executor's step tally.
     """
 
-    pipeline: Any
-    sources: Sequence[Any]
-    counters: dict[str, int]
-    dead_count: int
-    dead_kept: Any
-    events: int
-    restored_events: int
-    restored_from: int | None
-    tally: StepTally | None
+    @property
+    def pipeline(self) -> Any: ...  # noqa: D102
+    @property
+    def sources(self) -> Sequence[Any]: ...  # noqa: D102
+    @property
+    def counters(self) -> dict[str, int]: ...  # noqa: D102
+    @property
+    def dead_count(self) -> int: ...  # noqa: D102
+    @property
+    def dead_kept(self) -> Any: ...  # noqa: D102
+    @property
+    def events(self) -> int: ...  # noqa: D102
+    @property
+    def restored_events(self) -> int: ...  # noqa: D102
+    @property
+    def restored_from(self) -> int | None: ...  # noqa: D102
+    @property
+    def tally(self) -> StepTally | None: ...  # noqa: D102
 
     def summary(self) -> RunSummary:
         """The run's figures so far."""

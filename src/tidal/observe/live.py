@@ -167,7 +167,8 @@ class LiveRun:
     def on_open(self, run: ObservedRun) -> None:
         """Learn the graph; the figures start from the run's restored state."""
         tally = run.tally
-        nodes, edges = [], []
+        nodes: list[dict[str, Any]] = []
+        edges: list[dict[str, Any]] = []
         alert_sinks: list[str] = []
         for name, node in run.pipeline.nodes.items():
             kind = "source" if node.source is not None else "sink" if node.sink else "op"
