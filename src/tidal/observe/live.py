@@ -215,19 +215,7 @@ class LiveRun:
             tally.sink_rows = {}
         run = self.run
         with self.lock:
-            for name, fig in steps.items():
-                mine = self.steps.get(name)
-                if mine is None:
-                    mine = self.steps[name] = [0, 0, 0, 0.0, 0]
-                for i in (BATCHES, ROWS_IN, ROWS_OUT, SECONDS, LATE):
-                    mine[i] += fig[i]
-                hist = self.step_seconds.get(name)
-                if hist is None:
-                    hist = self.step_seconds[name] = Buckets(STEP_SECONDS)
-                    self.step_rows[name] = Buckets(BATCH_ROWS)
-                hist.observe(fig[SECONDS])
-                if fig[ROWS_IN]:
-                    self.step_rows[name].observe(fig[ROWS_IN])
+            self._absorb(steps)
             src = self.sources.get(source)
             if latency_ns is not None and src is not None:
                 src["records"] += len(latency_ns)
@@ -238,6 +226,21 @@ class LiveRun:
                 self._add_alerts(alerts)
         if run is not None and time.monotonic() >= self._next_refresh:
             self._refresh()
+
+    def _absorb(self, steps: dict[str, list[Any]]) -> None:
+        for name, fig in steps.items():
+            mine = self.steps.get(name)
+            if mine is None:
+                mine = self.steps[name] = [0, 0, 0, 0.0, 0]
+            for i in (BATCHES, ROWS_IN, ROWS_OUT, SECONDS, LATE):
+                mine[i] += fig[i]
+            hist = self.step_seconds.get(name)
+            if hist is None:
+                hist = self.step_seconds[name] = Buckets(STEP_SECONDS)
+                self.step_rows[name] = Buckets(BATCH_ROWS)
+            hist.observe(fig[SECONDS])
+            if fig[ROWS_IN]:
+                self.step_rows[name].observe(fig[ROWS_IN])
 
     def on_checkpoint(self, checkpoint_id: int, seconds: float, size: int) -> None:
         """Count a checkpoint (``size`` -1: it failed); committed alerts become visible."""
@@ -258,6 +261,16 @@ class LiveRun:
     def on_close(self, summary: RunSummary) -> None:
         """The run ended: take the final figures."""
         self._summary = summary
+        run = self.run
+        tally = None if run is None else run.tally
+        if tally is not None:  # what the last windows fired, after the last batch
+            steps = tally.take()
+            alerts = self._alert_records(tally.sink_rows) if tally.sink_rows else None
+            tally.sink_rows = {}
+            with self.lock:
+                self._absorb(steps)
+                if alerts:
+                    self._add_alerts(alerts)
         self._refresh(force=True, state="finished")
 
     # -- reading the run (in its thread, every `refresh` seconds) -------------------------
@@ -292,7 +305,7 @@ class LiveRun:
 
     def _source_figures(self, s: Any, now: float) -> dict[str, Any]:
         tracker = s.tracker
-        wm = MAX_TIME if s.finished else tracker.emitted
+        wm = tracker.emitted
         fig: dict[str, Any] = {"finished": bool(s.finished)}
         if wm not in (MIN_TIME, MAX_TIME):
             fig["watermark_ms"] = int(wm)
