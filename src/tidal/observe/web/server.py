@@ -50,6 +50,7 @@ from typing import Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
 
 from tidal.errors import ConfigError
 from tidal.observe.live import LiveRun
@@ -207,7 +208,7 @@ class ObserveServer:
     # -- the app ---------------------------------------------------------------------------
     def app(self) -> Any:
         """The FastAPI application (routes and the safety checks above)."""
-        from fastapi import FastAPI, Request
+        from fastapi import FastAPI
         from fastapi.responses import JSONResponse, RedirectResponse, Response
         from starlette.exceptions import HTTPException
         from starlette.responses import StreamingResponse
@@ -288,7 +289,7 @@ class ObserveServer:
         app.mount("/static", StaticFiles(directory=str(static)), name="static")
         return app
 
-    def _authorized(self, request: Any) -> bool:
+    def _authorized(self, request: Request) -> bool:
         assert self.token is not None
         want = self.token.encode()
         auth = request.headers.get("authorization", "")
@@ -302,7 +303,7 @@ class ObserveServer:
             self.live.snapshot(), option=orjson.OPT_NON_STR_KEYS, default=str
         )
 
-    async def _stream(self, request: Any) -> AsyncIterator[bytes]:
+    async def _stream(self, request: Request) -> AsyncIterator[bytes]:
         self._streams += 1
         try:
             yield b"retry: 2000\n\n"
