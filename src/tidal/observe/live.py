@@ -160,6 +160,7 @@ class LiveRun:
         self.series: deque[dict[str, Any]] = deque(maxlen=_SERIES)
         self._hist_marks: deque[tuple[float, Array]] = deque(maxlen=12)
         self._model_ops: dict[str, Any] = {}
+        self._alert_sink_names: tuple[str, ...] = ()
         self._next_refresh = 0.0
         self._summary: RunSummary | None = None
 
@@ -185,6 +186,7 @@ class LiveRun:
                     alert_sinks.append(name)
                     if callable(getattr(node.sink, "prepare", None)):
                         self._transactional.add(name)
+        self._alert_sink_names = tuple(alert_sinks)
         if tally is not None:
             tally.keep_sinks = frozenset(alert_sinks)
         with self.lock:
@@ -405,6 +407,9 @@ class LiveRun:
         }
 
     def _alerts_total(self) -> int:
+        """Rows written to the alert sinks; without any, the detectors' alert counters."""
+        if self._alert_sink_names:
+            return sum(self.steps.get(name, [0, 0])[ROWS_IN] for name in self._alert_sink_names)
         return sum(v for k, v in self.counters.items() if k.endswith(".alerts"))
 
     def _recent_latency(self) -> dict[str, float | None]:

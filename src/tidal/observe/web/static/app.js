@@ -13,7 +13,8 @@ const fmt = (n) => (n === null || n === undefined || Number.isNaN(n)) ? "-" :
   Math.abs(n) >= 1e9 ? (n / 1e9).toFixed(1) + "G" : Math.abs(n) >= 1e6 ? (n / 1e6).toFixed(1) + "M" :
   Math.abs(n) >= 1e4 ? (n / 1e3).toFixed(1) + "k" : String(Math.round(n * 10) / 10);
 const ms = (v) => (v === null || v === undefined) ? "-" : (v >= 1000 ? (v / 1000).toFixed(2) + "s" : v.toFixed(1) + "ms");
-const secs = (v) => (v === null || v === undefined) ? "-" : (v >= 120 ? (v / 60).toFixed(1) + "min" : v.toFixed(1) + "s");
+const secs = (v) => (v === null || v === undefined) ? "-" : v >= 172800 ? (v / 86400).toFixed(0) + " days" :
+  v >= 7200 ? (v / 3600).toFixed(1) + "h" : v >= 120 ? (v / 60).toFixed(1) + "min" : v.toFixed(1) + "s";
 const clock = (t) => new Date(t * 1000).toLocaleTimeString();
 
 function el(tag, attrs, text) {
