@@ -105,7 +105,9 @@ def test_dashboard_in_chromium(chrome: Any, tmp_path: Path) -> None:
             def attr(css: str, name: str) -> str:  # one script: the page redraws meanwhile
                 got = chrome.execute_script(
                     "const e = document.querySelector(arguments[0]);"
-                    "return e ? e.getAttribute(arguments[1]) : null;", css, name
+                    "return e ? e.getAttribute(arguments[1]) : null;",
+                    css,
+                    name,
                 )
                 return str(got or "")
 

@@ -28,7 +28,7 @@ class Double(BaseHandler):
 def make(seq: np.ndarray) -> dict[str, np.ndarray]:
     """10 ms apart; every 100th time unreadable, every 97th value negative, every 250th late."""
     ts = (EPOCH_MS + seq * 10).astype(object)
-    late = (seq % 250 == 249)
+    late = seq % 250 == 249
     ts[late] = EPOCH_MS + seq[late] * 10 - 5_000
     ts[seq % 100 == 50] = "soon"
     value = (seq % 50).astype(np.float64)

@@ -82,9 +82,7 @@ def test_checkpoint_metrics(tmp_path: Path) -> None:
     pipeline, _ = build(n=2000)
     live = LiveRun()
     config = CheckpointConfig(data_dir=tmp_path, interval=None, every_events=500)
-    ex = Executor(
-        pipeline, observer=live, max_batch=256, handle_signals=False, checkpoint=config
-    )
+    ex = Executor(pipeline, observer=live, max_batch=256, handle_signals=False, checkpoint=config)
     summary = ex.run()
     s = _parse(live)
     assert value(s, "tidal_checkpoints_total") == summary.counts["checkpoints"] >= 4

@@ -25,7 +25,7 @@ def local() -> Any:
 def test_loopback_serves_the_dashboard_without_a_token(local: ObserveServer) -> None:
     assert local.token is None and local.url.startswith("http://127.0.0.1:")
     status, headers, body = call(local.url)
-    assert status == 200 and b"<svg id=\"graph\"" in body
+    assert status == 200 and b'<svg id="graph"' in body
     assert "default-src 'self'" in headers["content-security-policy"]
     assert headers["referrer-policy"] == "no-referrer"
     assert b"http://" not in body and b"https://" not in body  # nothing from the internet
@@ -50,7 +50,7 @@ def test_read_only(local: ObserveServer, method: str) -> None:
 def test_bad_paths_get_404_json_without_a_traceback(local: ObserveServer, path: str) -> None:
     status, headers, body = call(local.url + path)
     assert status == 404, (path, body)
-    assert b"Traceback" not in body and b"File \"" not in body
+    assert b"Traceback" not in body and b'File "' not in body
     assert "error" in orjson.loads(body)
 
 

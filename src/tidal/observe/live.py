@@ -434,9 +434,7 @@ class LiveRun:
                     "seconds": round(v[SECONDS], 6), "late": v[LATE]}
                 for k, v in self.steps.items()
             }  # fmt: skip
-            by_reason = [
-                {"step": s, "reason": r, "count": n} for (s, r), n in self.dead_by.items()
-            ]
+            by_reason = [{"step": s, "reason": r, "count": n} for (s, r), n in self.dead_by.items()]
             return {
                 "pipeline": self.pipeline,
                 "state": self.state,

@@ -280,9 +280,6 @@ def registry_for(live: LiveRun) -> CollectorRegistry:
 
 
 METRIC_NAMES: tuple[str, ...] = tuple(
-    line.split("``")[1]
-    for line in (__doc__ or "").splitlines()
-    if line.startswith("``tidal_")
+    line.split("``")[1] for line in (__doc__ or "").splitlines() if line.startswith("``tidal_")
 )
 """Every metric name this module exposes (from the table above)."""
-

@@ -299,9 +299,7 @@ class ObserveServer:
         return cookie is not None and hmac.compare_digest(cookie.encode(), want)
 
     def _json(self) -> bytes:
-        return orjson.dumps(
-            self.live.snapshot(), option=orjson.OPT_NON_STR_KEYS, default=str
-        )
+        return orjson.dumps(self.live.snapshot(), option=orjson.OPT_NON_STR_KEYS, default=str)
 
     async def _stream(self, request: Request) -> AsyncIterator[bytes]:
         self._streams += 1
