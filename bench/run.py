@@ -15,7 +15,18 @@ if str(ROOT) not in sys.path:
 
 
 def main(argv: list[str]) -> int:
-    from bench import checkpoint, compression, detect, formats, kafka, latency, log, models, w1
+    from bench import (
+        checkpoint,
+        compression,
+        detect,
+        formats,
+        kafka,
+        latency,
+        log,
+        metrics_overhead,
+        models,
+        w1,
+    )
 
     benches = {
         "w1": w1.cli,
@@ -27,6 +38,7 @@ def main(argv: list[str]) -> int:
         "detect": detect.cli,
         "formats": formats.cli,
         "kafka": kafka.cli,
+        "metrics": metrics_overhead.cli,
     }
     if any(a in ("-h", "--help") for a in argv[:1]):
         print(__doc__)

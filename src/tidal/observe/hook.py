@@ -108,6 +108,8 @@ class ObservedRun(Protocol):
         restored_events: events counted by the restored checkpoint.
         restored_from: the checkpoint id the run started from, if any.
         tally: the executor's step tally.
+        hist: the executor's :class:`~tidal.observe.metrics.LatencyHistogram` (its counts
+            are regrouped into the Prometheus latency buckets, batch by batch).
     """
 
     @property
@@ -128,6 +130,9 @@ class ObservedRun(Protocol):
     def restored_from(self) -> int | None: ...  # noqa: D102
     @property
     def tally(self) -> StepTally | None: ...  # noqa: D102
+
+    @property
+    def hist(self) -> Any: ...  # noqa: D102
 
     def summary(self) -> RunSummary:
         """The run's figures so far."""

@@ -49,6 +49,7 @@ from tidal.observe.buckets import (
     LATENCY_SECONDS,
     STEP_SECONDS,
     Buckets,
+    FineToCoarse,
 )
 from tidal.observe.hook import BATCHES, LATE, ROWS_IN, ROWS_OUT, SECONDS, ObservedRun, StepTally
 from tidal.observe.metrics import LatencyHistogram
@@ -161,6 +162,8 @@ class LiveRun:
         self._hist_marks: deque[tuple[float, Array]] = deque(maxlen=12)
         self._model_ops: dict[str, Any] = {}
         self._alert_sink_names: tuple[str, ...] = ()
+        self._coarse = FineToCoarse(LATENCY_SECONDS)
+        self._fine_seen: Array | None = None
         self._next_refresh = 0.0
         self._summary: RunSummary | None = None
 
@@ -206,6 +209,9 @@ class LiveRun:
             self.state = "running"
             self.started = self.clock()
             self.restored_from = run.restored_from
+        hist = getattr(run, "hist", None)
+        if hist is not None:
+            self._fine_seen = np.array(hist.counts, copy=True)
         self._refresh(force=True)
 
     def on_batch(self, source: str, latency_ns: Array | None, tally: StepTally) -> None:
@@ -220,10 +226,11 @@ class LiveRun:
             self._absorb(steps)
             src = self.sources.get(source)
             if latency_ns is not None and src is not None:
-                src["records"] += len(latency_ns)
-                self.steps[source][ROWS_OUT] += len(latency_ns)
-                self.events += len(latency_ns)
-                self.latency[source].observe_many(latency_ns * 1e-9)
+                n = len(latency_ns)
+                src["records"] += n
+                self.steps[source][ROWS_OUT] += n
+                self.events += n
+                self._add_latency(source, latency_ns, run)
             if alerts:
                 self._add_alerts(alerts)
         if run is not None and time.monotonic() >= self._next_refresh:
@@ -243,6 +250,18 @@ class LiveRun:
             hist.observe(fig[SECONDS])
             if fig[ROWS_IN]:
                 self.step_rows[name].observe(fig[ROWS_IN])
+
+    def _add_latency(self, source: str, latency_ns: Array, run: ObservedRun | None) -> None:
+        """Bucket a batch's latencies: from the executor's histogram when it has one."""
+        hist = None if run is None else getattr(run, "hist", None)
+        counts = None if hist is None else getattr(hist, "counts", None)
+        if counts is None or self._fine_seen is None:
+            self.latency[source].observe_many(latency_ns * 1e-9)
+            return
+        fine = counts - self._fine_seen  # what the executor recorded since the last batch
+        self._fine_seen = counts.copy()
+        total = float(latency_ns.sum()) * 1e-9
+        self.latency[source].add_counts(self._coarse.regroup(fine), total)
 
     def on_checkpoint(self, checkpoint_id: int, seconds: float, size: int) -> None:
         """Count a checkpoint (``size`` -1: it failed); committed alerts become visible."""
