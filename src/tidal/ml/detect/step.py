@@ -15,9 +15,9 @@
 Counters: ``<step>.alerts`` (incidents opened), ``<step>.anomalies`` (rows at or above
 ``alert_on``). Rows with a missing (NaN) value get NaN scores and never alert; they are
 counted as ``<step>.missing``. With ``ttl``, a key whose newest event time is ``ttl`` or
-more behind the step's watermark is forgotten (detector and incident state cleared, its id reused; counted
-as ``<step>.expired_keys``), so state stays bounded by the live keys; it warms up again when
-it comes back. Rows are scored in arrival order per key, causally: a score uses only
+more behind the step's watermark is forgotten (detector and incident state cleared, its id
+reused; counted as ``<step>.expired_keys``), so state stays bounded by the live keys; it
+warms up again when it comes back. Rows are scored in arrival order per key, causally: a score uses only
 the key's earlier rows. The state (key index, detector, incidents) goes into checkpoints as
 numeric arrays and JSON, like every operator's.
 
