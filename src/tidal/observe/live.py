@@ -61,6 +61,8 @@ _REASONS_PER_STEP = 20
 _KEEP_DEAD = 10
 _KEEP_ALERTS = 20
 _SERIES = 180
+_LAG_EVERY_S = 2.0
+"""Consumer lag is read at most this often (the embedded log reads each partition's end)."""
 
 
 def live_file(data_dir: str | os.PathLike[str], pipeline: str) -> Path:
@@ -107,7 +109,7 @@ class LiveRun:
 
     Args:
         refresh: seconds between reads of what costs more than a batch's figures
-            (consumer lag, model stats, counters, dead letters, the live file).
+            (model stats, counters, dead letters, the live file; consumer lag every 2 s).
         live_path: the live file for ``tidal top`` (``None``: none); see :func:`live_file`.
         alert_sinks: sinks whose last records are shown as alerts (default: the sinks whose
             name starts with ``alert``).
@@ -165,6 +167,7 @@ class LiveRun:
         self._coarse = FineToCoarse(LATENCY_SECONDS)
         self._fine_seen: Array | None = None
         self._next_refresh = 0.0
+        self._next_lag = 0.0
         self._summary: RunSummary | None = None
 
     # -- the observer hook ------------------------------------------------------------------
@@ -301,7 +304,10 @@ class LiveRun:
             return
         now = self.clock()
         self._next_refresh = time.monotonic() + self.refresh
-        sources = {s.node.name: self._source_figures(s, now) for s in run.sources}
+        lag = force or time.monotonic() >= self._next_lag
+        if lag:
+            self._next_lag = time.monotonic() + max(self.refresh, _LAG_EVERY_S)
+        sources = {s.node.name: self._source_figures(s, now, lag=lag) for s in run.sources}
         models = {name: self._model_figures(name, op) for name, op in self._model_ops.items()}
         counters = dict(run.counters)
         new_dead = run.dead_count - self.dead_count
@@ -324,7 +330,7 @@ class LiveRun:
         if self.live_path is not None:
             self._write_live()
 
-    def _source_figures(self, s: Any, now: float) -> dict[str, Any]:
+    def _source_figures(self, s: Any, now: float, *, lag: bool) -> dict[str, Any]:
         tracker = s.tracker
         wm = tracker.emitted
         fig: dict[str, Any] = {"finished": bool(s.finished)}
@@ -338,10 +344,10 @@ class LiveRun:
             fig["idle_partitions"] = sum(
                 1 for p in tracker.partitions if (mono - seen.get(p, -1e18)) * 1000.0 >= idle_ms
             )
-        lag = getattr(s.source, "lag", None)
-        if callable(lag):
+        read_lag = getattr(s.source, "lag", None) if lag else None
+        if callable(read_lag):
             try:
-                per = {str(k): int(v) for k, v in lag().items()}
+                per = {str(k): int(v) for k, v in read_lag().items()}
             except Exception:  # noqa: BLE001 - a figure for the eyes; never stop the run
                 per = {}
             fig["lag_by_partition"] = per
