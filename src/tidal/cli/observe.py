@@ -17,11 +17,14 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from tidal.cli.options import _OFF, _count, _flag, _Option, _text
 from tidal.errors import ConfigError
 from tidal.observe.live import LiveRun, live_file
-from tidal.observe.web.server import ObserveServer
+
+if TYPE_CHECKING:  # the web server (FastAPI, uvicorn) loads only when a run serves one
+    from tidal.observe.web.server import ObserveServer
 
 __all__ = ["DEMO_OBSERVE_OPTIONS", "RUN_OBSERVE_OPTIONS", "observing"]
 
@@ -70,6 +73,8 @@ DEMO_OBSERVE_OPTIONS = (_NO_UI, _UI_PORT, _UI_HOST, _UI_TOKEN, _METRICS_PORT, _L
 
 
 def _start(live: LiveRun, args: argparse.Namespace, port: int, *, ui: bool) -> ObserveServer:
+    from tidal.observe.web.server import ObserveServer
+
     return ObserveServer(live, host=args.ui_host, port=port, token=args.ui_token, ui=ui).start()
 
 

@@ -46,15 +46,17 @@ import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.requests import Request
 
 from tidal.errors import ConfigError
 from tidal.observe.live import LiveRun
 from tidal.observe.prometheus import registry_for
+
+if TYPE_CHECKING:  # FastAPI, Starlette and uvicorn load when a server starts, not before
+    from starlette.requests import Request
 
 __all__ = ["ObserveServer", "is_loopback"]
 
@@ -276,7 +278,6 @@ class ObserveServer:
         async def snapshot() -> Response:
             return Response(self._json(), media_type="application/json")
 
-        @app.get("/events")
         async def events(request: Request) -> Response:
             if self._streams >= _MAX_STREAMS:
                 return error(503, f"too many open dashboards (at most {_MAX_STREAMS})")
@@ -285,6 +286,8 @@ class ObserveServer:
                 media_type="text/event-stream",
                 headers={"X-Accel-Buffering": "no"},
             )
+
+        app.add_route("/events", events, methods=["GET"])  # a plain route: it takes the request
 
         app.mount("/static", StaticFiles(directory=str(static)), name="static")
         return app
