@@ -36,7 +36,7 @@ import numpy as np
 
 from tidal.core.batch import Array
 from tidal.errors import ConfigError
-from tidal.ml.detect.base import Scored, check_params, grow, layout
+from tidal.ml.detect.base import Scored, array_state, grow, layout, load_arrays
 
 __all__ = ["GatedZ"]
 
@@ -161,19 +161,16 @@ class GatedZ:
 
     def snapshot(self) -> dict[str, Any]:
         """State arrays and parameters."""
-        return {
-            "kind": self.kind,
-            "params": self.params(),
-            "n": self.n.copy(),
-            "mean": self.mean.copy(),
-            "var": self.var.copy(),
-            "streak": self.streak.copy(),
-        }
+        return array_state(self, "n", "mean", "var", "streak")
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Load :meth:`snapshot` (raises :class:`~tidal.errors.StateError` on a mismatch)."""
-        check_params(self.kind, snap, self.params())
-        self.n = np.asarray(snap["n"], dtype=np.int64).copy()
-        self.mean = np.asarray(snap["mean"], dtype=np.float64).copy()
-        self.var = np.asarray(snap["var"], dtype=np.float64).copy()
-        self.streak = np.asarray(snap["streak"], dtype=np.int64).copy()
+        one: tuple[int, ...] = ()
+        load_arrays(
+            self,
+            snap,
+            n=(np.int64, one),
+            mean=(np.float64, one),
+            var=(np.float64, one),
+            streak=(np.int64, one),
+        )

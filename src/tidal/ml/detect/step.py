@@ -17,9 +17,11 @@ Counters: ``<step>.alerts`` (incidents opened), ``<step>.anomalies`` (rows at or
 counted as ``<step>.missing``. With ``ttl``, a key whose newest event time is ``ttl`` or
 more behind the step's watermark is forgotten (detector and incident state cleared, its id
 reused; counted as ``<step>.expired_keys``), so state stays bounded by the live keys; it
-warms up again when it comes back. Rows are scored in arrival order per key, causally: a
-score uses only the key's earlier rows. The state (key index, detector, incidents) goes into
-checkpoints as numeric arrays and JSON, like every operator's.
+warms up again when it comes back.
+
+Rows are scored in arrival order per key, causally: a score uses only the key's earlier
+rows. The state (key index, detector, incidents) goes into checkpoints as
+numeric arrays and JSON, like every operator's.
 
 Example:
     >>> import numpy as np
