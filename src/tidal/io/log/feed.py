@@ -453,7 +453,7 @@ class FeedProcess:
                     self.on_error(ConnectorError(self.failed))
                 return
 
-    def stop(self, timeout: float = 10.0, start_timeout: float = 300.0) -> None:
+    def stop(self, timeout: float = 60.0, start_timeout: float = 300.0) -> None:
         """Ask the child to stop, wait for it (killing it after ``timeout`` s).
 
         The ``timeout`` counts from the moment the child is running its loop, where it sees
