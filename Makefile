@@ -13,7 +13,22 @@ FULL := $(VENV)/.test-installed
 # PyTorch from PyPI is a large (CUDA) build: it is only installed for tests, never for the demo.
 TEST_EXTRAS ?= dev,sklearn,river,torch,kafka,formats,learn
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench clean browser
+
+# The dashboard's browser test (tests/integration/test_dashboard_browser.py) drives Debian's
+# headless Chromium; `make test` installs chromium and chromium-driver when they are missing
+# and it runs as root with apt-get, and otherwise that one test is skipped, saying why.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "make: installing chromium and chromium-driver (apt-get) for the dashboard's browser test"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      --no-install-recommends chromium chromium-driver >/dev/null) \
+	      || echo "make: could not install chromium; the browser test will be skipped"; \
+	  else \
+	    echo "make: chromium/chromium-driver missing and not root: the browser test will be skipped"; \
+	  fi; \
+	fi
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -38,7 +53,7 @@ lint: $(FULL)
 	$(BIN)/ruff check src tests bench examples
 	$(BIN)/mypy
 
-test: $(FULL) lint
+test: $(FULL) lint browser
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: $(FULL)

@@ -44,7 +44,9 @@ def make_columns(events_per_s: int) -> Any:
     return make
 
 
-def run_once(events_per_s: int, seconds: float, max_wait: str, max_batch: int) -> dict[str, Any]:
+def run_once(
+    events_per_s: int, seconds: float, max_wait: str, max_batch: int, observer: Any = None
+) -> dict[str, Any]:
     """One run; returns the summary figures and the number of micro-batches."""
     total = int(events_per_s * seconds)
     p = Pipeline("latency")
@@ -64,7 +66,9 @@ def run_once(events_per_s: int, seconds: float, max_wait: str, max_batch: int) -
         )
         .sink("out", sink)
     )
-    ex = Executor(p, max_batch=max_batch, max_wait=max_wait, handle_signals=False)
+    ex = Executor(
+        p, max_batch=max_batch, max_wait=max_wait, handle_signals=False, observer=observer
+    )
     # Executor.run() is this loop (plus signal handling); stepping lets us count batches
     ex.open()
     batches = 0

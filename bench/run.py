@@ -25,6 +25,7 @@ def main(argv: list[str]) -> int:
         latency,
         learn,
         log,
+        metrics_overhead,
         models,
         reco,
         scale,
@@ -47,6 +48,7 @@ def main(argv: list[str]) -> int:
         "reco": reco.cli,
         "scale": scale.cli,
         "state-move": state_move.cli,
+        "metrics": metrics_overhead.cli,
     }
     if any(a in ("-h", "--help") for a in argv[:1]):
         print(__doc__)

@@ -93,8 +93,10 @@ class CountingSink(BaseSink):
         self.batches.append(batch)
 
 
-def tidal_pipeline(data: Data, *, max_batch: int = 65_536) -> tuple[Executor, CountingSink]:
-    """The W1 pipeline, built (not run)."""
+def tidal_pipeline(
+    data: Data, *, max_batch: int = 65_536, observer: Any = None
+) -> tuple[Executor, CountingSink]:
+    """The W1 pipeline, built (not run); ``observer`` watches it (bench/metrics_overhead)."""
     p = Pipeline("w1")
     source = MemorySource({"key": data.key, "value": data.value, "ts": data.ts})
     sink = CountingSink()
@@ -108,13 +110,15 @@ def tidal_pipeline(data: Data, *, max_batch: int = 65_536) -> tuple[Executor, Co
         )
         .sink("out", sink)
     )
-    ex = Executor(p, max_batch=max_batch, max_wait="0ms", handle_signals=False)
+    ex = Executor(p, max_batch=max_batch, max_wait="0ms", handle_signals=False, observer=observer)
     return ex, sink
 
 
-def run_tidal(data: Data, *, max_batch: int = 65_536) -> tuple[float, Result]:
+def run_tidal(
+    data: Data, *, max_batch: int = 65_536, observer: Any = None
+) -> tuple[float, Result]:
     """Seconds for ``Executor.run()`` (pipeline construction excluded), and the result."""
-    ex, sink = tidal_pipeline(data, max_batch=max_batch)
+    ex, sink = tidal_pipeline(data, max_batch=max_batch, observer=observer)
     t0 = time.perf_counter()
     summary = ex.run()
     seconds = time.perf_counter() - t0

@@ -19,6 +19,11 @@
     tidal models list | show NAME[:VERSION] | register FILE --name NAME [--signature S]
     tidal models promote NAME VERSION | rollback NAME | shadow NAME VERSION|off
     tidal models canary NAME VERSION|off --fraction F
+    tidal top [--data-dir .tidal] [--pipeline NAME] [--once]
+
+``tidal run --ui`` and ``tidal demo`` (unless ``--no-ui``) serve a live dashboard on
+``http://127.0.0.1:8765/``; ``--metrics-port P`` serves Prometheus metrics on ``/metrics``
+(see :mod:`tidal.cli.observe`); ``tidal top`` shows the same figures in the terminal.
 
 Every option can also be set with an environment variable ``TIDAL_<OPTION>`` (``--max-wait``
 is ``TIDAL_MAX_WAIT``; flags take ``1/true/yes/on`` or ``0/false/no/off``); a command-line
@@ -94,6 +99,7 @@ from tidal.runtime.replay import StartFrom
 
 if TYPE_CHECKING:
     from tidal.io.kafka.config import KafkaConfig
+    from tidal.observe.live import LiveRun
     from tidal.observe.status import StatusLine
 
 from tidal.cli.detect import _add_detect
@@ -108,6 +114,7 @@ from tidal.cli.kafka import (
 from tidal.cli.learn import _add_learn
 from tidal.cli.log import _add_log
 from tidal.cli.models import _add_models
+from tidal.cli.observe import DEMO_OBSERVE_OPTIONS, RUN_OBSERVE_OPTIONS, observing
 from tidal.cli.options import (
     _CHECKPOINT_INTERVAL,
     _DATA_DIR,
@@ -129,6 +136,7 @@ from tidal.cli.options import (
     _WORKERS,
     ENV_PREFIX,
 )
+from tidal.cli.top import _add_top
 
 __all__ = ["main"]
 
@@ -145,6 +153,7 @@ _RUN_OPTIONS = (
     _DEAD_LETTERS,
     _WORKERS,
     _GROUP,
+    *RUN_OBSERVE_OPTIONS,
 )
 _DEMO_OPTIONS = (
     _EVENTS,
@@ -158,6 +167,7 @@ _DEMO_OPTIONS = (
     _DEMO_CHECKPOINT_INTERVAL,
     _DATA_DIR,
     _RESET,
+    *DEMO_OBSERVE_OPTIONS,
 )
 
 
@@ -209,6 +219,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_kafka(commands)
     _add_detect(commands)
     _add_learn(commands)
+    _add_top(commands)
     return parser
 
 
@@ -399,10 +410,30 @@ def _execute(
 ) -> int:
     from rich.console import Console
 
-    from tidal.observe.status import StatusLine, summary_table
+    from tidal.observe.status import StatusLine
 
     if status is None:
         status = StatusLine(Console(), enabled=False if args.json else None)
+    say = None if args.json else (lambda line: status.console.print(line, highlight=False))
+    with observing(args, pipeline.name, say=say) as observer:
+        return _execute_observed(
+            pipeline, args, observer, extra, status, title, at_limit, around, closing
+        )
+
+
+def _execute_observed(
+    pipeline: Pipeline,
+    args: argparse.Namespace,
+    observer: LiveRun | None,
+    extra: Callable[[RunSummary], Any] | None,
+    status: StatusLine,
+    title: str,
+    at_limit: Literal["drain", "stop"],
+    around: Callable[[Executor], AbstractContextManager[Any]] | None,
+    closing: Callable[[RunSummary], str] | None,
+) -> int:
+    from tidal.observe.status import summary_table
+
     executor = Executor(
         pipeline,
         max_batch=args.max_batch,
@@ -412,6 +443,7 @@ def _execute(
         checkpoint=_checkpoint_config(args),
         start_from=_start_from(args),
         at_limit=at_limit,
+        observer=observer,
     )
     with _stdout_to_stderr(args.json), status:
         executor.open()  # restores the checkpoint and locks its directory first

@@ -57,6 +57,7 @@ from tidal.core.operators import position_of, raw_of
 from tidal.core.watermark import MAX_TIME, MIN_TIME, WatermarkTracker
 from tidal.errors import ConfigError, PipelineError, StateError
 from tidal.io.base import Sink, TransactionAborted, TransactionalSink
+from tidal.observe.hook import RunObserver, StepTally
 from tidal.observe.metrics import LatencyHistogram
 from tidal.observe.summary import RunSummary
 from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore, CommitsOutside, CrashHook
@@ -189,6 +190,8 @@ class Executor:
             unbounded source such as a log topic.
         checkpoint_store: where checkpoints go instead of ``checkpoint.data_dir`` (with
             ``checkpoint``): e.g. a Kafka topic (:mod:`tidal.runtime.workers.kafka_state`).
+        observer: told what each batch did (see :mod:`tidal.observe.hook`): the Prometheus
+            metrics, the dashboard and ``tidal top`` read a run through it.
 
     Raises:
         ConfigError: for bad options, or a transactional sink without ``checkpoint``.
@@ -209,6 +212,7 @@ class Executor:
         start_from: StartFrom | None = None,
         at_limit: Literal["drain", "stop"] = "drain",
         checkpoint_store: CheckpointStore | None = None,
+        observer: RunObserver | None = None,
     ) -> None:
         if max_batch <= 0:
             msg = f"max_batch must be > 0, got {max_batch}"
@@ -254,6 +258,8 @@ class Executor:
         self._stop = threading.Event()
         self._opened = False
         self._started = 0.0
+        self.observer = observer
+        self.tally: StepTally | None = None if observer is None else StepTally()
         self._init_checkpoints(checkpoint, start_from, checkpoint_store)
 
     def _init_checkpoints(
@@ -396,6 +402,8 @@ class Executor:
         self._opened = True
         self._started = time.perf_counter()
         self._last_at, self._last_events = time.monotonic(), self.events
+        if self.observer is not None:
+            self.observer.on_open(self)
         if self.store is not None and self.start_from is not None:
             self.checkpoint()  # from now on a restart resumes the replay
 
@@ -473,9 +481,14 @@ class Executor:
                 self.events += len(batch)
                 self._emit(s.node, 0, batch)
             self._advance(s.node, s.watermark())
+            latency = None
             if batch is not None and len(batch):
                 assert batch.ingest is not None
-                self.hist.record(time.time_ns() - batch.ingest)
+                latency = time.time_ns() - batch.ingest
+                self.hist.record(latency)
+            if self.observer is not None and batch is not None:
+                assert self.tally is not None
+                self.observer.on_batch(s.node.name, latency, self.tally)
         if self.max_events is not None and self.events >= self.max_events:
             return False
         return not all(s.finished for s in self.sources)
@@ -533,6 +546,8 @@ class Executor:
         for s in self.sources:
             s.source.close()
         self.seconds = time.perf_counter() - self._started
+        if self.observer is not None:
+            self.observer.on_close(self.summary())
 
     def summary(self) -> RunSummary:
         """The run's figures so far.
@@ -592,14 +607,23 @@ class Executor:
         if store is None:
             msg = "this executor takes no checkpoints; give it checkpoint=CheckpointConfig(...)"
             raise ConfigError(msg)
-        t0 = time.perf_counter()
+        t0, cid, size = time.perf_counter(), self._next_id, -1
+        try:
+            cid, size = self._checkpoint(store, t0)
+        finally:  # a size of -1: it failed, or was rewound
+            if self.observer is not None:
+                self.observer.on_checkpoint(cid, time.perf_counter() - t0, size)
+        return cid
+
+    def _checkpoint(self, store: CheckpointStore, t0: float) -> tuple[int, int]:
+        """Take checkpoint; its id and size (-1: rewound, see :meth:`_rewind`)."""
         cid = self._next_id
         pending = {name: sink.prepare(cid) for name, sink in self.transactional.items()}
         for sink in self.plain_sinks:
             sink.flush()
         store.crash.hit("after_prepare")
         state = encode({"snapshot": self.snapshot(), "sinks": pending, "ended": self._ended})
-        store.write(cid, state, final=self._ended is not None)
+        written = store.write(cid, state, final=self._ended is not None)
         self._next_id = cid + 1
         store.crash.hit("after_manifest")
         for i, (name, sink) in enumerate(self.transactional.items()):
@@ -609,7 +633,7 @@ class Executor:
                 if i > 0 or self._decider is None:
                     raise
                 self._rewind(cid, exc)
-                return cid
+                return cid, -1
             if i == 0:
                 store.crash.hit("mid_commit")
         store.crash.hit("after_commit")
@@ -617,7 +641,7 @@ class Executor:
         self.checkpoints += 1
         self.checkpoint_ms.append((time.perf_counter() - t0) * 1000.0)
         self._last_at, self._last_events = time.monotonic(), self.events
-        return cid
+        return cid, written.size
 
     def _rewind(self, cid: int, exc: TransactionAborted) -> None:
         """The deciding sink's commit of checkpoint ``cid`` was aborted: go back in process.
@@ -664,13 +688,21 @@ class Executor:
     def _emit(self, node: Node, port: int, batch: Batch) -> None:
         if len(batch) == 0:
             return
+        tally = self.tally
         for child, in_port in self.children[node.name][port]:
             if child.sink is not None:
+                t0 = time.perf_counter() if tally is not None else 0.0
                 child.sink.write(batch)
                 self.outputs[child.name] += len(batch)
+                if tally is not None:
+                    tally.sink(child.name, batch, time.perf_counter() - t0)
                 continue
             assert child.op is not None
-            for out_port, out in child.op.process(batch, in_port):
+            t0 = time.perf_counter() if tally is not None else 0.0
+            outs = child.op.process(batch, in_port)
+            if tally is not None:
+                tally.add(child.name, len(batch), outs, time.perf_counter() - t0)
+            for out_port, out in outs:
                 self._emit(child, out_port, out)
 
     def _advance(self, node: Node, wm: int) -> None:
@@ -689,7 +721,11 @@ class Executor:
             if new <= self.node_wm[child.name] or child.sink is not None:
                 continue
             assert child.op is not None
-            for out_port, out in child.op.on_watermark(new):
+            t0 = time.perf_counter() if self.tally is not None else 0.0
+            fired = child.op.on_watermark(new)
+            if self.tally is not None:
+                self.tally.add(child.name, 0, fired, time.perf_counter() - t0)
+            for out_port, out in fired:
                 self._emit(child, out_port, out)
             self._advance(child, new)
 

@@ -144,6 +144,7 @@ class KafkaSource(BaseSource):
         self.dead_letters_produced = 0
         self._only = None if partitions is None else [int(p) for p in partitions]
         self._consumer: Any = None
+        self._last_lag: dict[int, int] = {}
         self._dlq: Any = None
         self._dlq_pending = 0
         self._tps: list[TopicPartition] = []
@@ -419,6 +420,26 @@ class KafkaSource(BaseSource):
         except ck.KafkaException as exc:
             raise kafka_error(self.name, f"committing group {self.group!r}'s offsets", exc) from exc
 
+    def lag(self) -> dict[int, int]:
+        """Consumer lag per partition id: the last fetched high watermark minus the position.
+
+        It is librdkafka's cached figure (no request to the broker), for metrics; after
+        :meth:`close`, the figure at closing.
+        """
+        if self._consumer is None:
+            return dict(self._last_lag)
+        ck = confluent()
+        out = {}
+        for (t, p), i in list(self._ids.items()):
+            try:
+                _lo, hi = self._consumer.get_watermark_offsets(ck.TopicPartition(t, p), cached=True)
+            except ck.KafkaException:
+                continue
+            if hi >= 0 and i in self._next:
+                out[i] = max(0, int(hi) - self._next[i])
+        self._last_lag = out
+        return out
+
     def serve(self) -> None:
         """Serve the error callbacks of the clients without taking records (thread-safe)."""
         if self._dlq is not None:
@@ -599,6 +620,7 @@ class KafkaSource(BaseSource):
             self._flush_dead_letters()
             self._dlq = None
         if self._consumer is not None:
+            self.lag()  # kept for metrics read after the run
             self._consumer.close()
             self._consumer = None
             self._tps = []

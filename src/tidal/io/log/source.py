@@ -197,6 +197,13 @@ class LogSource(BaseSource):
         """The end offsets seen at ``open`` (where a bounded source stops)."""
         return dict(self._ends)
 
+    def lag(self) -> dict[int, int]:
+        """Consumer lag: ``{partition: records appended but not read yet}`` (for metrics)."""
+        return {
+            p: max(0, self.topic.end_offset(p) - r.next_offset)
+            for p, r in list(self._readers.items())
+        }
+
     def commit(self, group: str | None = None) -> None:
         """Write the current positions as ``group``'s (default: this source's group).
 
