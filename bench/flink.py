@@ -195,26 +195,50 @@ def main(argv: list[str] | None = None) -> int:
             ("Flink SQL alone (rolling z)", "Flink SQL", args.rows, False),
         ]
         rates: list[float] = []
+        # the first job of a process also starts the JVM's JIT and caches: not a variant's
+        run_flink(QUERIES["vectorized UDF calling Tidal"], files[args.rows // 10])
         for name, how, n, thread in plan:
             t_small = run_flink(QUERIES[name], files[n // 10], thread=thread)
             t_big = run_flink(QUERIES[name], files[n], thread=thread)
-            marginal = (n - n // 10) / max(t_big - t_small, 1e-9)
+            # under heavy load the difference can drown in noise: then the larger job's
+            # plain rate (start-up included, a lower bound) is what is shown, marked "<="
+            marginal = (n - n // 10) / (t_big - t_small) if t_big > t_small else 0.0
+            shown = rate(marginal)
+            if marginal < n / t_big:
+                marginal, shown = n / t_big, ">= " + rate(n / t_big)
             rates.append(marginal)
-            rows.append([name, how, f"{n:,}", f"{t_big:.1f}", f"{t_small:.1f}", rate(marginal)])
-            print(f"{name} ({how}): {n:,} rows {t_big:.1f} s, {n // 10:,} rows {t_small:.1f} s",
-                  file=sys.stderr)
+            rows.append([name, how, f"{n:,}", f"{t_big:.1f}", f"{t_small:.1f}", shown])
+            print(
+                f"{name} ({how}): {n:,} rows {t_big:.1f} s, {n // 10:,} rows {t_small:.1f} s",
+                file=sys.stderr,
+            )
         data = make_data(args.rows)
         secs = run_tidal(data)
         rates.append(args.rows / secs)
-        rows.append(["Tidal alone", "Tidal pipeline", f"{args.rows:,}", f"{secs:.2f}", "-",
-                     rate(args.rows / secs)])
+        rows.append(
+            [
+                "Tidal alone",
+                "Tidal pipeline",
+                f"{args.rows:,}",
+                f"{secs:.2f}",
+                "-",
+                rate(args.rows / secs),
+            ]
+        )
     per_record = max(v for r, v in zip(rows, rates, strict=True) if r[0] == "per-record UDF")
     for r, v in zip(rows, rates, strict=True):
         r.append(f"{v / per_record:.1f}x")
     table(
         "Scoring + detection inside Flink (local mini-cluster, parallelism 1; wall time per job)",
-        ["variant", "engine", "rows", "s (rows)", "s (rows/10)", "rows/s (marginal)",
-         "vs best per-record UDF"],
+        [
+            "variant",
+            "engine",
+            "rows",
+            "s (rows)",
+            "s (rows/10)",
+            "rows/s (marginal)",
+            "vs best per-record UDF",
+        ],
         rows,
     )
     return 0

@@ -26,7 +26,6 @@ if os.environ.get("TIDAL_FLINK_TESTS") == "1" and not HAVE_PYFLINK:
     raise RuntimeError(msg)
 
 
-
 @pytest.fixture
 def stream_env() -> Callable[..., Any]:
     """Make a StreamExecutionEnvironment on the local mini-cluster, Python workers from

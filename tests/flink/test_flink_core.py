@@ -7,12 +7,12 @@ import pickle
 import numpy as np
 import pytest
 
+from tidal.core.batch import Batch
 from tidal.errors import ConfigError, ModelError, StateError
 from tidal.flink.core import KeyedDetector, Scorer, logistic_onnx, registry_model
 from tidal.ml.onnx import OnnxHandler
 from tidal.ml.predict import Predict
 from tidal.ml.registry import Registry
-from tidal.core.batch import Batch
 
 
 def _series(n: int, seed: int = 0) -> np.ndarray:

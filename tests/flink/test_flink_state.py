@@ -75,7 +75,8 @@ def _job(env: Any, out: Path, gate: Path, window: bool) -> None:
             DetectWindowFunction("v", "median_mad", fields=fields), with_detection(rows)
         )
     else:
-        detected = keyed.process(DetectFunction("v", "median_mad", fields=fields), with_detection(rows))
+        fn = DetectFunction("v", "median_mad", fields=fields)
+        detected = keyed.process(fn, with_detection(rows))
     detected.uid("detect").flat_map(Write(), Types.STRING()).uid("write").print()
 
 

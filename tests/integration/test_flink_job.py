@@ -44,16 +44,20 @@ def _events() -> list[dict[str, Any]]:
         for j in range(PER_WINDOW):
             for h, host in enumerate(HOSTS):
                 spike = host == "h1" and w == SPIKE
-                out.append({
-                    "host": host,
-                    "ts": T0 + w * 1000 + j * 250,
-                    "latency_ms": 400.0 if spike else 20 + 5 * math.sin(w / 10 + h) + j * 0.5,
-                    "errors": 3 if spike else 0,
-                })
+                out.append(
+                    {
+                        "host": host,
+                        "ts": T0 + w * 1000 + j * 250,
+                        "latency_ms": 400.0 if spike else 20 + 5 * math.sin(w / 10 + h) + j * 0.5,
+                        "errors": 3 if spike else 0,
+                    }
+                )
     return out
 
 
-def test_flink_job_scores_and_detects_from_kafka_to_kafka(kafka_config: Any, kafka_topic: Any) -> None:
+def test_flink_job_scores_and_detects_from_kafka_to_kafka(
+    kafka_config: Any, kafka_topic: Any
+) -> None:
     from confluent_kafka import Consumer, Producer
 
     bootstrap = kafka_config.bootstrap_servers
@@ -67,9 +71,13 @@ def test_flink_job_scores_and_detects_from_kafka_to_kafka(kafka_config: Any, kaf
     example = _example()
     example.build(bootstrap, source, sink, bounded=True).wait()
 
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": "check", "auto.offset.reset": "earliest",
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "check",
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([sink])
     rows: list[dict[str, Any]] = []
     deadline = time.monotonic() + 60
@@ -91,7 +99,8 @@ def test_flink_job_scores_and_detects_from_kafka_to_kafka(kafka_config: Any, kaf
     for host in HOSTS:
         mine = sorted((r for r in rows if r["host"] == host), key=lambda r: r["last_ts"])
         assert [r["events"] for r in mine] == [PER_WINDOW] * WINDOWS
-        cols, _ = KeyedDetector("median_mad").score(None, np.array([r["mean_latency"] for r in mine]))
+        means = np.array([r["mean_latency"] for r in mine])
+        cols, _ = KeyedDetector("median_mad").score(None, means)
         np.testing.assert_array_equal([r["deviation"] for r in mine], cols["deviation"])
         alerts = [i for i, r in enumerate(mine) if r["alert"]]
         assert alerts == ([SPIKE] if host == "h1" else [])

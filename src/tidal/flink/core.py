@@ -24,6 +24,7 @@ the registry itself).
 
 Example:
     >>> import numpy as np
+    >>> from tidal.ml.onnx import OnnxHandler
     >>> model = logistic_onnx([1.0, -1.0], 0.0, output="p")
     >>> s = Scorer(OnnxHandler(model, version="v1"), output="p")
     >>> s.open()
@@ -53,7 +54,6 @@ from tidal.ml.batcher import split_rows
 from tidal.ml.detect.base import Detector
 from tidal.ml.detect.step import OUTPUTS, DetectStep
 from tidal.ml.handler import ModelHandler
-from tidal.ml.onnx import OnnxHandler
 from tidal.runtime.snapshot import decode, encode
 
 __all__ = [
@@ -234,7 +234,9 @@ class KeyedDetector:
             seed=self.seed,
         )
 
-    def score(self, state: bytes | None, values: Array) -> tuple[dict[str, Array], bytes]:
+    def score(
+        self, state: bytes | None, values: Array | Sequence[float]
+    ) -> tuple[dict[str, Array], bytes]:
         """Score one key's new values in order, from the key's state; return the new state.
 
         Args:
@@ -272,6 +274,7 @@ def logistic_onnx(weights: Sequence[float], bias: float, *, output: str = "score
     too, which is what the Flink benchmark compares against.
 
     Example:
+        >>> from tidal.ml.onnx import OnnxHandler
         >>> h = OnnxHandler(logistic_onnx([2.0], -1.0))
         >>> h.load()
         >>> round(float(h.predict(np.array([[0.5]], dtype=np.float32))["score"][0]), 3)

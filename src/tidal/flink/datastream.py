@@ -116,8 +116,10 @@ def with_detection(input_type: Any) -> Any:
 
 
 def with_score(input_type: Any, output: str = "score") -> Any:
-    """The row type of :class:`ScoreWindowFunction`'s output: the input's fields, then
-    the score (DOUBLE) and ``model_version`` (STRING)."""
+    """The row type of :class:`ScoreWindowFunction`'s output.
+
+    The input's fields, then the score (DOUBLE) and ``model_version`` (STRING).
+    """
     names = list(input_type.get_field_names())
     types = list(input_type.get_field_types())
     return Types.ROW_NAMED(
@@ -183,9 +185,11 @@ class DetectFunction(_Detecting, KeyedProcessFunction):  # type: ignore[misc]  #
     """
 
     def open(self, runtime_context: Any) -> None:
+        """Get the key's detector state (Flink calls this once per operator)."""
         self.state = runtime_context.get_state(state_descriptor(self.state_name))
 
     def process_element(self, value: Any, ctx: Any) -> Iterator[Row]:
+        """Score one row against its key's state; update the state; emit the row."""
         cols, state = self.keyed.score(self.state.value(), [_value(value[self.index])])
         self.state.update(state)
         yield _detection_row(value, cols, 0)
@@ -203,6 +207,7 @@ class DetectWindowFunction(_Detecting, ProcessWindowFunction):  # type: ignore[m
     """
 
     def process(self, key: Any, context: Any, elements: Iterable[Any]) -> Iterator[Row]:
+        """Score a key's window of rows at once against the key's state; emit them."""
         rows = list(elements)
         if not rows:
             return
@@ -235,9 +240,11 @@ class ScoreWindowFunction(ProcessWindowFunction):  # type: ignore[misc]  # untyp
         self.scorer = Scorer(model, output=output, features=list(features))
 
     def open(self, runtime_context: Any) -> None:
+        """Load the model (once per operator)."""
         self.scorer.open()
 
     def process(self, key: Any, context: Any, elements: Iterable[Any]) -> Iterator[Row]:
+        """Score a window's rows with one model call; emit them with the score."""
         rows = list(elements)
         if not rows:
             return
