@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
+from flink_env import require_pyflink, stream_env  # noqa: E402
 
 from tidal.flink.core import KeyedDetector, Scorer, logistic_onnx
 from tidal.ml.onnx import OnnxHandler
 
-pytest.importorskip("pyflink", reason="PyFlink lives in .venv-flink: `make flink-test` runs this")
+require_pyflink()
 pytestmark = pytest.mark.slow
 
 MODEL = logistic_onnx([0.7, -1.3], 0.2)
 
 
-def test_score_window_function_equals_tidal(stream_env: Any) -> None:
+def test_score_window_function_equals_tidal() -> None:
     from pyflink.common import Row, Types
     from pyflink.datastream.window import CountTumblingWindowAssigner
 

@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from flink_env import require_pyflink, stream_env  # noqa: E402
 
 from tidal.flink.core import KeyedDetector
 
-pytest.importorskip("pyflink", reason="PyFlink lives in .venv-flink: `make flink-test` runs this")
+require_pyflink()
 pytestmark = pytest.mark.slow
 
 N, KEYS, HOLD = 1600, 4, 500
@@ -99,9 +100,7 @@ def _expected() -> dict[int, tuple[float, bool]]:
 
 
 @pytest.mark.parametrize("window", [False, True], ids=["per-record", "window"])
-def test_detector_state_survives_a_restart_from_a_savepoint(
-    stream_env: Any, tmp_path: Path, window: bool
-) -> None:
+def test_detector_state_survives_a_restart_from_a_savepoint(tmp_path: Path, window: bool) -> None:
     from tidal.flink.datastream import stop_with_savepoint
 
     out, gate, saves = tmp_path / "out.jsonl", tmp_path / "gate", tmp_path / "savepoints"
