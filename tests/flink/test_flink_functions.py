@@ -12,7 +12,7 @@ from tidal.ml.onnx import OnnxHandler
 require_pyflink()
 pytestmark = pytest.mark.slow
 
-MODEL = logistic_onnx([0.7, -1.3], 0.2)
+MODEL = logistic_onnx([0.7, -1.3], 0.2, output="p")
 
 
 def test_score_window_function_equals_tidal() -> None:
@@ -43,7 +43,7 @@ def test_score_window_function_equals_tidal() -> None:
     got = sorted(out.execute_and_collect(), key=lambda r: r[0])
     scorer = Scorer(OnnxHandler(MODEL, version="v2"))
     scorer.open()
-    want = scorer.score([a, b])["score"]
+    want = scorer.score([a, b])["score"]  # the model's first output, under "score"
     assert [r[0] for r in got] == list(range(60))
     np.testing.assert_array_equal([r["p"] for r in got], want)
     assert {r["model_version"] for r in got} == {"v2"}

@@ -114,18 +114,21 @@ class _DetectOver(AggregateFunction):  # type: ignore[misc]  # PyFlink is untype
         self.detector = detector
         self.output = output
 
-    def create_accumulator(self) -> Any:
-        return None
+    # PyFlink calls a pandas aggregate as create_accumulator, accumulate(acc, *series),
+    # get_value(acc) on each window: the accumulator is a list the result is appended to.
+    def create_accumulator(self) -> list[float | None]:
+        return []
 
-    def get_value(self, accumulator: Any) -> Any:
-        return accumulator
+    def get_value(self, accumulator: list[float | None]) -> float | None:
+        return accumulator[0] if accumulator else None
 
-    def accumulate(self, accumulator: Any, *args: Any) -> Any:
+    def accumulate(self, accumulator: list[float | None], *args: Any) -> None:
         values = np.asarray(args[0], dtype=np.float64)
         if len(values) == 0:
-            return None
+            accumulator.append(None)
+            return
         cols, _state = self.detector.score(None, values)
-        return float(cols[self.output][-1])
+        accumulator.append(float(cols[self.output][-1]))
 
 
 def detect_over(
