@@ -35,7 +35,7 @@ def _tidal(
         env=full_env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         check=False,
     )
 
@@ -287,11 +287,13 @@ def test_demo_reset_starts_afresh_and_events_counts_the_job(
     committed = len(read_committed(out))
     assert committed > 0
     # --reset: the topic, the checkpoints and the alerts are gone; the demo starts at 0
+    sentinel = tmp_path / "d" / "log" / "demo-sensors" / "was-here"
+    sentinel.touch()  # gone only if --reset deletes the topic (a new one is made)
     assert main([*base, "--events", "20000", "--reset"]) == 0
     fresh = _one_json(capsys.readouterr().out)
     assert fresh["restored_from"] is None and fresh["restored_events"] == 0
     assert fresh["events"] == fresh["events_total"] == fresh["position"] == 20_000
-    assert fresh["produced"] < 50_000  # the feed wrote the topic anew
+    assert not sentinel.exists() and sentinel.parent.is_dir()  # the feed wrote the topic anew
     assert len(read_committed(out)) == fresh["alerts"] < committed
     # an --out that holds more than alerts is not deleted
     (tmp_path / "alerts" / "notes.txt").write_text("mine")
@@ -323,10 +325,10 @@ def test_demo_screen_fits_80_columns_and_ends_with_a_scorecard(tmp_path: Path) -
 
 def test_demo_stops_cleanly_on_sigint(tmp_path: Path) -> None:
     with _demo_process(tmp_path, "--rate", "0", "--sensors", "200") as proc:
-        seen = _read_until(proc, "ALERT", timeout=30)  # it runs and prints alerts
+        seen = _read_until(proc, "ALERT", timeout=180)  # it runs and prints alerts
         assert seen[0].startswith("tidal demo: 200 sensors")
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert "tidal demo" in out and "events/s" in out and "alerts" in out
@@ -337,9 +339,9 @@ def test_a_second_demo_on_the_same_data_dir_fails_at_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with _demo_process(tmp_path, "--sensors", "50", "--data-dir", "d") as first:
-        _read_until(first, "tidal demo:", timeout=30)
+        _read_until(first, "tidal demo:", timeout=120)
         checkpoints = tmp_path / "d" / "checkpoints" / "iot-demo-log"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while not list(checkpoints.glob("chk-*")):  # it runs, holding the checkpoint lock
             assert time.monotonic() < deadline, "the first demo wrote no checkpoint"
             time.sleep(0.02)
@@ -351,7 +353,7 @@ def test_a_second_demo_on_the_same_data_dir_fails_at_once(
         assert "another process is running pipeline 'iot-demo-log'" in capsys.readouterr().err
         assert (tmp_path / "d" / "log" / "demo-sensors").is_dir()
         first.send_signal(signal.SIGINT)
-        _, err = first.communicate(timeout=30)
+        _, err = first.communicate(timeout=120)
     assert first.returncode == 0, err  # the first one was not disturbed
 
 

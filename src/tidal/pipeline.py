@@ -352,7 +352,7 @@ class Stream:
 
         Adds ``anomaly_score`` (0-1), ``deviation``, ``expected_low``/``expected_high``,
         ``detector`` and ``alert``; ``options`` go to :class:`~tidal.ml.detect.DetectStep`
-        (``alert_on``, ``alert_off``, ``quiet``, ``seed``). See :mod:`tidal.ml.detect`.
+        (``alert_on``, ``alert_off``, ``quiet``, ``seed``, ``ttl``). See :mod:`tidal.ml.detect`.
 
         Example:
             >>> from tidal.testing import MemorySource, collect, run

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ HOUSE = Path(__file__).parents[1] / "runtime" / "exactly_once_worker.py"
 
 
 def house() -> Any:
-    """tests/runtime/exactly_once_worker.py, whose ``make`` defines the events."""
+    """tests/runtime/exactly_once_worker.py: its events (``make``) and pipeline (``windowed``)."""
     spec = importlib.util.spec_from_file_location("exactly_once_worker", HOUSE)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -55,15 +54,11 @@ def produce(bootstrap: str, topic: str, total: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    import orjson
-
-    from tidal import Executor, Pipeline, bounded, tumbling
-    from tidal import aggregations as agg
+    from tidal import Pipeline
     from tidal.io.jsonl import JsonlPartSink
     from tidal.io.kafka import KafkaConfig
     from tidal.io.kafka.sink import KafkaSink, KafkaTransactionalSink
     from tidal.io.kafka.source import KafkaSource
-    from tidal.runtime.checkpoint import CheckpointConfig
 
     kind, bootstrap, in_topic, out_topic = argv[0], argv[1], argv[2], argv[3]
     out, data, rate = Path(argv[4]), argv[5], float(argv[6])
@@ -83,36 +78,12 @@ def main(argv: list[str]) -> int:
     else:
         sink = KafkaSink(out_topic, config=config, key="k")
 
-    def pace(batch: Any) -> Any:
-        if rate:
-            time.sleep(len(batch) / rate)
-        return batch["k"] >= 0
-
+    worker = house()
     p = Pipeline("kafka-exactly-once")
-    windows = (
-        p.source("in", source, time="ts", watermark=bounded("250ms"))
-        .filter("pace", pace)
-        .key_by("k")
-        .window(
-            "per_second",
-            tumbling("1s"),
-            {"n": agg.count(), "sum": agg.sum("v"), "lo": agg.min("v"), "hi": agg.max("v")},
-        )
-    )
+    windows = worker.windowed(p, source, rate)
     windows.sink("main", sink)
     windows.late.sink("late", JsonlPartSink(out / "late"))
-    executor = Executor(
-        p,
-        max_batch=500,
-        max_wait="0ms",
-        checkpoint=CheckpointConfig(data_dir=data, interval="50ms", keep=3),
-    )
-    executor.open()
-    sys.stdout.write(orjson.dumps({"restored_from": executor.restored_from}).decode() + "\n")
-    sys.stdout.flush()
-    summary = executor.run()
-    sys.stdout.write(orjson.dumps(summary.to_json()).decode() + "\n")
-    return 0
+    return int(worker.run(p, data))
 
 
 if __name__ == "__main__":

@@ -51,31 +51,17 @@ def produce(data: Path, total: int) -> None:
     topic.close()
 
 
-def main(argv: list[str]) -> int:
-    import orjson
-
-    from tidal import Executor, Pipeline, bounded, tumbling
+def windowed(p: Any, source: Any, rate: float) -> Any:
+    """source -> pace to ``rate`` events/s -> key_by ``k`` -> 1 s windows (count/sum/min/max)."""
     from tidal import aggregations as agg
-    from tidal.io.generator import GeneratorSource
-    from tidal.io.jsonl import JsonlPartSink
-    from tidal.io.log import LogSource
-    from tidal.io.log.sink import TransactionalLogSink
-    from tidal.io.parquet import ParquetPartSink
-    from tidal.runtime.checkpoint import CheckpointConfig
-
-    kind, out, data, total, rate = argv[0], Path(argv[1]), argv[2], int(argv[3]), float(argv[4])
-    p = Pipeline("exactly-once")
-    if kind == "gen":
-        source: Any = GeneratorSource(make, total=total)
-    else:
-        source = LogSource(data, "events", bounded=True, schema={"k": int, "v": int, "ts": int})
+    from tidal import bounded, tumbling
 
     def pace(batch: Any) -> Any:
         if rate:
             time.sleep(len(batch) / rate)
         return batch["k"] >= 0
 
-    windows = (
+    return (
         p.source("in", source, time="ts", watermark=bounded("250ms"))
         .filter("pace", pace)
         .key_by("k")
@@ -85,12 +71,15 @@ def main(argv: list[str]) -> int:
             {"n": agg.count(), "sum": agg.sum("v"), "lo": agg.min("v"), "hi": agg.max("v")},
         )
     )
-    if kind == "gen":
-        windows.sink("main", JsonlPartSink(out / "main"))
-        windows.late.sink("late", ParquetPartSink(out / "late"))
-    else:
-        windows.sink("main", TransactionalLogSink(data, "windows", key="k", partitions=2))
-        windows.late.sink("late", JsonlPartSink(out / "late"))
+
+
+def run(p: Any, data: str) -> int:
+    """Checkpoint every 50 ms under ``data``; print where it restored from, then the summary."""
+    import orjson
+
+    from tidal import Executor
+    from tidal.runtime.checkpoint import CheckpointConfig
+
     executor = Executor(
         p,
         max_batch=500,
@@ -103,6 +92,30 @@ def main(argv: list[str]) -> int:
     summary = executor.run()
     sys.stdout.write(orjson.dumps(summary.to_json()).decode() + "\n")
     return 0
+
+
+def main(argv: list[str]) -> int:
+    from tidal import Pipeline
+    from tidal.io.generator import GeneratorSource
+    from tidal.io.jsonl import JsonlPartSink
+    from tidal.io.log import LogSource
+    from tidal.io.log.sink import TransactionalLogSink
+    from tidal.io.parquet import ParquetPartSink
+
+    kind, out, data, total, rate = argv[0], Path(argv[1]), argv[2], int(argv[3]), float(argv[4])
+    p = Pipeline("exactly-once")
+    if kind == "gen":
+        source: Any = GeneratorSource(make, total=total)
+    else:
+        source = LogSource(data, "events", bounded=True, schema={"k": int, "v": int, "ts": int})
+    windows = windowed(p, source, rate)
+    if kind == "gen":
+        windows.sink("main", JsonlPartSink(out / "main"))
+        windows.late.sink("late", ParquetPartSink(out / "late"))
+    else:
+        windows.sink("main", TransactionalLogSink(data, "windows", key="k", partitions=2))
+        windows.late.sink("late", JsonlPartSink(out / "late"))
+    return run(p, data)
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def _reference(kind: str, tmp: Path) -> tuple[Counter[bytes], Counter[bytes]]:
     out, data = tmp / "ref", tmp / "ref-data"
     _setup(kind, data)
     proc = _start(kind, out, data, 0, None)
-    stdout, stderr = proc.communicate(timeout=60)
+    stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr.decode()
     summary = orjson.loads(stdout.splitlines()[-1])
     assert summary["events"] == TOTAL and summary["late"] > 0
@@ -117,7 +117,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(kind: str, tmp_pa
     for _attempt in range(200):
         if len(kills) >= MIN_KILLS:  # enough: let it finish, at full speed
             proc = _start(kind, out, data, 0, None)
-            stdout, stderr = proc.communicate(timeout=60)
+            stdout, stderr = proc.communicate(timeout=300)
             assert proc.returncode == 0, stderr.decode()
             restored.append(orjson.loads(stdout.splitlines()[0])["restored_from"])
             finished = True
@@ -139,7 +139,7 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(kind: str, tmp_pa
                 time.sleep(rng.uniform(0.0, 0.3))
                 proc.send_signal(signal.SIGKILL)
             moment = crash or "running"
-        _, stderr = proc.communicate(timeout=60)
+        _, stderr = proc.communicate(timeout=300)
         assert proc.returncode == -signal.SIGKILL, (crash, proc.returncode, stderr.decode())
         kills.append(moment)
     assert finished, f"the run did not finish after {len(kills)} kills"

@@ -293,7 +293,7 @@ def test_sigterm_stops_gracefully_and_flushes(tmp_path: Path) -> None:
         assert proc.poll() is None and time.monotonic() < deadline, "the job wrote nothing"
         time.sleep(0.01)
     proc.send_signal(signal.SIGTERM)
-    rest, _ = proc.communicate(timeout=10)
+    rest, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0
     events = int(rest.split()[-1])
     lines = out.read_text().splitlines()

@@ -74,6 +74,7 @@ import importlib.util
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
@@ -87,10 +88,18 @@ from tidal.runtime.executor import Executor, RunSummary
 from tidal.runtime.replay import StartFrom
 
 if TYPE_CHECKING:
+    from tidal.io.kafka.config import KafkaConfig
     from tidal.observe.status import StatusLine
 
 from tidal.cli.detect import _add_detect
-from tidal.cli.kafka import _add_kafka
+from tidal.cli.kafka import (
+    KAFKA_OPTIONS,
+    _add_kafka,
+    add_kafka_options,
+    cluster_given,
+    kafka_config,
+    project_broker,
+)
 from tidal.cli.log import _add_log
 from tidal.cli.models import _add_models
 from tidal.cli.options import (
@@ -171,7 +180,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     for opt in _DEMO_OPTIONS:
         opt.add_to(demo)
-    demo.set_defaults(handler=_demo, options=_DEMO_OPTIONS)
+    demo.add_argument(
+        "--kafka",
+        dest="source",
+        action="store_const",
+        const="kafka",
+        help=(
+            "run through Kafka topics (= --source kafka): the readings in topic demo-sensors, "
+            "the alerts committed exactly once to demo-alerts; without --bootstrap-servers "
+            "(TIDAL_KAFKA) it starts the project's broker under --data-dir (`tidal kafka down` "
+            "stops it)"
+        ),
+    )
+    add_kafka_options(demo)
+    demo.set_defaults(handler=_demo, options=(*_DEMO_OPTIONS, *KAFKA_OPTIONS))
     _add_log(commands)
     _add_models(commands)
     _add_kafka(commands)
@@ -239,15 +261,17 @@ def _demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from tidal.apps.demo import TOPIC, build_demo, reset_demo
+    from tidal.apps.demo.pipeline import ALERTS_TOPIC
     from tidal.observe.status import StatusLine
 
     hz = 10.0
     rate = float(args.sensors * hz) if args.rate is None else (args.rate or None)
     exactly_once = args.checkpoint_interval != _OFF
-    from_log = args.source == "log"
+    from_log = args.source in ("log", "kafka")
     if from_log and not exactly_once:
+        where = "on Kafka" if args.source == "kafka" else "on the embedded log"
         msg = (
-            "the demo on the embedded log resumes from its checkpoints: give "
+            f"the demo {where} resumes from its checkpoints: give "
             "--checkpoint-interval a duration (e.g. 1s), or run --source generator"
         )
         raise ConfigError(msg)
@@ -256,8 +280,9 @@ def _demo(args: argparse.Namespace) -> int:
         out = "alerts" if exactly_once else "alerts.jsonl"
     console = Console()
     say = (lambda line: console.print(line, highlight=False)) if not args.json else None
+    kafka = _demo_cluster(args, say) if args.source == "kafka" else None
     if args.reset:
-        deleted = reset_demo(args.data_dir, out or None)
+        deleted = reset_demo(args.data_dir, out or None, kafka=kafka)
         if say is not None:
             what = ", ".join(str(p) for p in deleted) if deleted else "nothing to delete"
             say(f"tidal demo --reset: {what}")
@@ -273,6 +298,7 @@ def _demo(args: argparse.Namespace) -> int:
         exactly_once=exactly_once,
         source=args.source,
         data_dir=args.data_dir,
+        kafka=kafka,
     )
     if say is not None:
         pace = "as fast as possible" if rate is None else f"{rate:,.0f} events/s"
@@ -280,7 +306,11 @@ def _demo(args: argparse.Namespace) -> int:
         if from_log and handles.feed is not None:
             at = handles.feed.next_seq
             resume = f", resuming after {at:,} readings" if at else " (new)"
-            say(f"  readings: log topic {TOPIC} in {args.data_dir}{resume}")
+            if kafka is not None:
+                say(f"  readings: Kafka topic {TOPIC} at {kafka.bootstrap_servers}{resume}")
+                say(f"  alerts: also Kafka topic {ALERTS_TOPIC} (exactly once, read_committed)")
+            else:
+                say(f"  readings: log topic {TOPIC} in {args.data_dir}{resume}")
         where = "screen only"
         if out:
             where = f"{out}/ (exactly once)" if exactly_once else out
@@ -301,6 +331,21 @@ def _demo(args: argparse.Namespace) -> int:
         around=lambda executor: handles.feeding(on_error=lambda _: executor.stop()),
         closing=scorecard,
     )
+
+
+def _demo_cluster(args: argparse.Namespace, say: Callable[[str], None] | None) -> KafkaConfig:
+    """``tidal demo --kafka``'s cluster: the one named, else the project's own broker."""
+    try:
+        from tidal.io.kafka.admin import require_kafka
+
+        require_kafka()
+    except ImportError as exc:
+        raise ConfigError(str(exc)) from exc
+    config = kafka_config(args)
+    if cluster_given(args):
+        return config
+    broker = project_broker(args.data_dir, say)
+    return replace(config, bootstrap_servers=broker.bootstrap)
 
 
 def _execute(

@@ -31,7 +31,7 @@ from tidal.cli.options import _DATA_DIR, _count, _flag, _Option, _positive, _tex
 from tidal.errors import ConfigError
 from tidal.io.kafka.config import DEFAULT_BOOTSTRAP, KafkaConfig
 
-__all__ = ["KAFKA_OPTIONS", "kafka_config"]
+__all__ = ["KAFKA_OPTIONS", "cluster_given", "kafka_config", "project_broker"]
 
 _UP_PORT = 9092  # what KafkaConfig's default bootstrap points at
 
@@ -252,6 +252,36 @@ def _add_kafka(commands: Any) -> None:
 
 def _broker_dir(args: argparse.Namespace) -> Path:
     return Path(args.data_dir) / "kafka"
+
+
+def cluster_given(args: argparse.Namespace) -> bool:
+    """Whether the user named a cluster (``--bootstrap-servers`` or ``$TIDAL_KAFKA``)."""
+    import os
+
+    return "TIDAL_KAFKA" in os.environ or args.bootstrap_servers != DEFAULT_BOOTSTRAP
+
+
+def project_broker(data_dir: str | Path, say: Any = None) -> Any:
+    """The project's broker of ``data_dir`` (``tidal kafka up``'s), started if not running.
+
+    A broker started here outlives the command, like ``tidal kafka up``'s: a rerun finds it,
+    and ``tidal kafka down`` stops it. ``say`` (a print function) hears what happens.
+    """
+    from tidal.io.kafka.broker import Broker, port_free
+
+    where = Path(data_dir) / "kafka"
+    running = Broker.find(where)
+    if running is not None:
+        return running
+    recorded = Broker(where).port
+    port: int | None = recorded or _UP_PORT
+    if recorded is None and not port_free(_UP_PORT):
+        port = None  # 9092 is taken (another Kafka?): any free port
+    broker = Broker(where, port=port, detach=True)
+    if say is not None:
+        say(f"  starting Apache Kafka {broker.version} in {where} (`tidal kafka down` stops it)")
+    broker.start()
+    return broker
 
 
 def _broker_command(args: argparse.Namespace) -> int:

@@ -185,8 +185,8 @@ _OUT = _Option(
 
 def _source(text: str) -> str:
     low = text.strip().lower()
-    if low not in ("log", "generator"):
-        msg = f"expected 'log' or 'generator', got {text!r}"
+    if low not in ("log", "generator", "kafka"):
+        msg = f"expected 'log', 'kafka' or 'generator', got {text!r}"
         raise ValueError(msg)
     return low
 
@@ -196,8 +196,9 @@ _SOURCE = _Option(
     _source,
     "log",
     "'log': a feed process writes the readings into the embedded log (topic demo-sensors "
-    "under --data-dir) and the pipeline reads them there; 'generator': made in the pipeline",
-    "log|generator",
+    "under --data-dir) and the pipeline reads them there; 'kafka': the same through Kafka "
+    "topics (see --kafka); 'generator': made in the pipeline",
+    "log|kafka|generator",
 )
 
 _CHECKPOINT_INTERVAL = _Option(

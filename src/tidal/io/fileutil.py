@@ -20,6 +20,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -31,7 +34,16 @@ from tidal.core.batch import Array, Batch
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.base import BaseSink, BaseSource, DeadLetter
 
-__all__ = ["LineSource", "FileSink", "conform", "to_table", "open_error", "start_position"]
+__all__ = [
+    "FileSink",
+    "LineSource",
+    "conform",
+    "open_error",
+    "open_input",
+    "quiet_broken_pipe",
+    "start_position",
+    "to_table",
+]
 
 
 def open_error(what: str, path: Path | str, exc: OSError) -> ConnectorError:
@@ -459,3 +471,23 @@ class FileSink(BaseSink):
                 file.flush()
             finally:
                 file.close()
+
+
+def open_input(file: str) -> IO[bytes]:
+    """Open a command's input file for reading bytes, or raise a one-line ConnectorError."""
+    try:
+        return Path(file).open("rb")
+    except OSError as exc:
+        msg = f"cannot read {file!r}: {exc.strerror}"
+        raise ConnectorError(msg) from exc
+
+
+def quiet_broken_pipe() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush does not fail.
+
+    For commands that print into a pipe whose reader went away (``... | head``).
+    """
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+

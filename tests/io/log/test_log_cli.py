@@ -28,7 +28,7 @@ def tidal(
         env=full_env,
         input=stdin,
         capture_output=True,
-        timeout=60,
+        timeout=300,
         check=False,
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,42 @@ def test_feed_process_stops_on_a_sigterm_sent_while_it_starts(tmp_path: Path) ->
     assert process.failed is None
     process.stop()
     _check_exactly_once(tmp_path, process.produced)
+
+
+def test_feed_process_stop_waits_for_a_child_that_is_still_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop asked while the child still starts must not kill it (exit status -9).
+
+    The child's import of its ``make`` blocks on a gate file, as an import of numpy does for
+    seconds on a busy machine. ``stop(timeout=2)`` is asked meanwhile: its kill deadline
+    counts from the moment the child runs, so the child, once released, stops cleanly.
+    """
+    gate = tmp_path / "gate"
+    gate.touch()
+    monkeypatch.setenv("TIDAL_TEST_FEED_GATE", str(gate))
+    from feed_gate import make  # the parent imports it through the open gate
+
+    gate.unlink()
+    process = FeedProcess(LogFeed(make, tmp_path / "data", "t", key="key", rate=1_000))
+    process.start()
+    errors: list[BaseException] = []
+
+    def stop() -> None:
+        try:
+            process.stop(timeout=2.0)
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+
+    stopper = threading.Thread(target=stop)
+    stopper.start()
+    stopper.join(3.0)  # past the 2 s kill deadline: the child is still gated
+    assert stopper.is_alive(), "stop() gave up on a child that had not started yet"
+    gate.touch()
+    stopper.join(120)
+    assert not stopper.is_alive()
+    assert errors == []
+    assert process._proc.exitcode == 0  # noqa: SLF001 - a clean stop, not -9
 
 
 def _parent(data: str, ready: Any) -> None:  # pragma: no cover - runs in a child process

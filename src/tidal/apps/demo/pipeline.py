@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import orjson
@@ -41,12 +41,17 @@ from tidal.io.log.feed import FeedProcess, LogFeed
 from tidal.io.log.groups import resolve_data_dir
 from tidal.io.log.source import LogSource
 from tidal.io.memory import MemorySink
-from tidal.ml.anomaly import ZScoreDetector
+from tidal.ml.detect.gated import GatedZ
 from tidal.pipeline import Pipeline
 from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore
 from tidal.runtime.executor import RunSummary
 
+if TYPE_CHECKING:
+    from tidal.io.kafka.config import KafkaConfig
+
 __all__ = [
+    "ALERTS_TOPIC",
+    "KAFKA_PIPELINE",
     "PIPELINE",
     "TOPIC",
     "DemoHandles",
@@ -60,9 +65,15 @@ TOPIC = "demo-sensors"
 """The embedded-log topic of the sensor readings (``source="log"``)."""
 PIPELINE = "iot-demo-log"
 """The pipeline's name with ``source="log"`` (its checkpoints are kept under this name)."""
+KAFKA_PIPELINE = "iot-demo-kafka"
+"""The pipeline's name with ``source="kafka"`` (also its transactional id)."""
+ALERTS_TOPIC = "demo-alerts"
+"""With ``source="kafka"``: the Kafka topic the alerts are committed to, exactly once."""
 PARTITIONS = 4
 MARKER = "demo.json"
 """The file in the data directory that records the demo set-up its topic holds."""
+KAFKA_MARKER = "demo-kafka.json"
+"""As :data:`MARKER`, for the readings in the Kafka topic (``source="kafka"``)."""
 _SCHEMA: SchemaLike = {"sensor": "int", "ts": "int", "value": "float", "seq": "int"}
 
 WINDOW = "10s"
@@ -90,23 +101,28 @@ class SensorSource:
 
 def sensor_source(
     fleet: SensorFleet,
-    kind: Literal["generator", "log"],
+    kind: Literal["generator", "log", "kafka"],
     *,
     rate: float | None,
     seed: int,
     data_dir: str | Path | None = None,
+    kafka: KafkaConfig | None = None,
 ) -> SensorSource:
     """Where the demo's readings come from: the one place a transport plugs in.
 
     Args:
         fleet: the sensor model.
-        kind: ``"generator"`` (readings made in the pipeline) or ``"log"`` (a
+        kind: ``"generator"`` (readings made in the pipeline), ``"log"`` (a
             :class:`~tidal.io.log.feed.LogFeed` writes them into the topic :data:`TOPIC` of
-            ``data_dir``, a :class:`~tidal.io.log.source.LogSource` reads them).
+            ``data_dir``, a :class:`~tidal.io.log.source.LogSource` reads them) or
+            ``"kafka"`` (a :class:`~tidal.io.kafka.feed.KafkaFeed` writes them into the
+            Kafka topic :data:`TOPIC`, a :class:`~tidal.io.kafka.source.KafkaSource` reads
+            them).
         rate: wall-clock events per second; ``None`` as fast as possible.
         seed: the generator's seed (recorded with the topic).
         data_dir: the log's data directory (``None``: ``$TIDAL_DATA_DIR`` or ``./.tidal``);
             the feed refuses one that holds another demo's readings.
+        kafka: the cluster, with ``kind="kafka"``.
 
     Raises:
         ConfigError: for an unknown ``kind``, or a data directory of another demo set-up.
@@ -117,27 +133,14 @@ def sensor_source(
     """
     if kind == "generator":
         return SensorSource(GeneratorSource(fleet, rate=rate), "iot-demo")
-    if kind != "log":
-        msg = f"source must be 'generator' or 'log', got {kind!r}"
+    if kind not in ("log", "kafka"):
+        msg = f"source must be 'generator', 'log' or 'kafka', got {kind!r}"
         raise ConfigError(msg)
     root = resolve_data_dir(data_dir)
     setup = {"topic": TOPIC, "sensors": fleet.sensors, "hz": fleet.hz, "seed": seed}
-    marker = root / MARKER
-    if marker.exists():
-        try:
-            found = orjson.loads(marker.read_bytes())
-        except orjson.JSONDecodeError:
-            found = None
-        if found != setup:
-            msg = (
-                f"{root} holds the readings of another demo set-up ({found}); this one is "
-                f"{setup}. Run it with that set-up, start afresh with `tidal demo --reset`, "
-                "or give it another --data-dir"
-            )
-            raise ConfigError(msg)
-    else:
-        root.mkdir(parents=True, exist_ok=True)
-        marker.write_bytes(orjson.dumps(setup))
+    _check_setup(root / (MARKER if kind == "log" else KAFKA_MARKER), setup)
+    if kind == "kafka":
+        return _kafka_readings(fleet, root, rate=rate, config=kafka)
     feed = LogFeed(
         fleet,
         root,
@@ -156,7 +159,63 @@ def sensor_source(
     )
 
 
-def reset_demo(data_dir: str | Path | None, out: str | Path | None = None) -> list[Path]:
+def _kafka_readings(
+    fleet: SensorFleet, root: Path, *, rate: float | None, config: KafkaConfig | None
+) -> SensorSource:
+    """The readings through the Kafka topic :data:`TOPIC` (see :func:`sensor_source`)."""
+    from tidal.io.kafka.admin import KafkaAdmin
+    from tidal.io.kafka.config import KafkaConfig
+    from tidal.io.kafka.feed import KafkaFeed
+    from tidal.io.kafka.source import KafkaSource
+
+    config = config if config is not None else KafkaConfig()
+    keep = {"retention.ms": "-1"}  # a restart must find every reading it has not read yet
+    feed = KafkaFeed(
+        fleet,
+        TOPIC,
+        config=config,
+        key="sensor",
+        partitions=PARTITIONS,
+        lock_dir=root,
+        rate=rate,
+        topic_config=keep,
+    )
+    feed.open()  # creates the topic, finds where the feed resumes
+    feed.close()  # the feed process opens it again
+    KafkaAdmin(config).create_topic(ALERTS_TOPIC, 1, config=keep, exist_ok=True)
+    source = KafkaSource(TOPIC, config=config, schema=_SCHEMA, name="sensors")
+
+    def position() -> int:
+        return int(sum(p["offset"] for p in source.position().values()))
+
+    return SensorSource(source, KAFKA_PIPELINE, feed, position=position)
+
+
+def _check_setup(marker: Path, setup: dict[str, Any]) -> None:
+    """Refuse a data directory whose demo readings were made with another set-up."""
+    root = marker.parent
+    if marker.exists():
+        try:
+            found = orjson.loads(marker.read_bytes())
+        except orjson.JSONDecodeError:
+            found = None
+        if found != setup:
+            msg = (
+                f"{root} holds the readings of another demo set-up ({found}); this one is "
+                f"{setup}. Run it with that set-up, start afresh with `tidal demo --reset`, "
+                "or give it another --data-dir"
+            )
+            raise ConfigError(msg)
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        marker.write_bytes(orjson.dumps(setup))
+
+
+def reset_demo(
+    data_dir: str | Path | None,
+    out: str | Path | None = None,
+    kafka: KafkaConfig | None = None,
+) -> list[Path]:
     """Delete what the demo left: its topic, its checkpoints, its set-up and its alerts.
 
     Refuses while anything runs on that data: a demo holds its checkpoints' lock, a feed
@@ -165,6 +224,8 @@ def reset_demo(data_dir: str | Path | None, out: str | Path | None = None) -> li
     Args:
         data_dir: the demo's data directory (``None``: ``$TIDAL_DATA_DIR`` or ``./.tidal``).
         out: the alerts output (a JSON Lines file or a part-file directory), if any.
+        kafka: also delete the Kafka demo's topics (:data:`TOPIC`, :data:`ALERTS_TOPIC`)
+            and the consumer group its transactions record checkpoints in, on this cluster.
 
     Returns:
         The paths deleted.
@@ -184,7 +245,7 @@ def reset_demo(data_dir: str | Path | None, out: str | Path | None = None) -> li
     root = resolve_data_dir(data_dir)
     with ExitStack() as held:
         stores = []
-        for name in (PIPELINE, "iot-demo"):
+        for name in (PIPELINE, KAFKA_PIPELINE, "iot-demo"):
             store = CheckpointStore(CheckpointConfig(data_dir=root), name)
             if store.path.is_dir():
                 store.lock()  # raises StateError while a run holds it
@@ -193,7 +254,12 @@ def reset_demo(data_dir: str | Path | None, out: str | Path | None = None) -> li
         topic = root / "log" / TOPIC
         if (topic / "feed.lock").exists():
             held.enter_context(_feed_lock(topic / "feed.lock"))
-        targets = [*stores, topic, root / MARKER]
+        kafka_feed = root / f"kafka-feed-{TOPIC}"
+        if (kafka_feed / "feed.lock").exists():
+            held.enter_context(_feed_lock(kafka_feed / "feed.lock"))
+        targets = [*stores, topic, root / MARKER, kafka_feed, root / KAFKA_MARKER]
+        if kafka is not None:
+            _reset_kafka(kafka)
         if out is not None and str(out):
             targets.append(_alerts_output(Path(out)))
         deleted = []
@@ -206,6 +272,21 @@ def reset_demo(data_dir: str | Path | None, out: str | Path | None = None) -> li
                 continue
             deleted.append(path)
     return deleted
+
+
+def _reset_kafka(config: KafkaConfig) -> None:
+    """Delete the Kafka demo's topics and its transactions' checkpoint group."""
+    from tidal.io.kafka.admin import KafkaAdmin
+    from tidal.io.kafka.sink import KafkaTransactionalSink
+
+    admin = KafkaAdmin(config)
+    admin.check()
+    for name in (TOPIC, ALERTS_TOPIC):
+        admin.delete_topic(name, missing_ok=True)
+    group = KafkaTransactionalSink(
+        ALERTS_TOPIC, config=config, transactional_id=KAFKA_PIPELINE
+    ).checkpoint_group
+    admin.delete_group(group, missing_ok=True)
 
 
 def _alerts_output(out: Path) -> Path:
@@ -375,8 +456,9 @@ def build_demo(
     screen: Callable[[str], None] | None = None,
     keep_alerts: bool = False,
     exactly_once: bool = False,
-    source: Literal["generator", "log"] = "generator",
+    source: Literal["generator", "log", "kafka"] = "generator",
     data_dir: str | Path | None = None,
+    kafka: KafkaConfig | None = None,
     alpha: float = 0.05,
     threshold: float = 5.0,
     warmup: int = 5,
@@ -399,9 +481,12 @@ def build_demo(
             (:class:`~tidal.io.jsonl.JsonlPartSink`) and the screen shows alerts as they
             commit (:class:`~tidal.apps.demo.screen.CommittedAlertPrinter`); run with
             checkpoints.
-        source: ``"generator"`` or ``"log"``; see :func:`sensor_source`.
+        source: ``"generator"``, ``"log"`` or ``"kafka"``; see :func:`sensor_source`. With
+            ``"kafka"`` the alerts are also committed to the Kafka topic
+            :data:`ALERTS_TOPIC` in one transaction per checkpoint (run with checkpoints).
         data_dir: the data directory of the log (``None``: ``$TIDAL_DATA_DIR`` or
             ``./.tidal``).
+        kafka: the cluster, with ``source="kafka"`` (default ``$TIDAL_KAFKA``).
         alpha: the detector's EWMA weight per window.
         threshold: ``|z|`` of the window mean that raises an alert.
         warmup: windows per sensor before it is scored.
@@ -419,7 +504,7 @@ def build_demo(
         ['sensors', 'validate', 'features', 'complete']
     """
     fleet = SensorFleet(sensors, hz=hz, seed=seed)
-    readings = sensor_source(fleet, source, rate=rate, seed=seed, data_dir=data_dir)
+    readings = sensor_source(fleet, source, rate=rate, seed=seed, data_dir=data_dir, kafka=kafka)
     p = Pipeline(readings.pipeline)
     sensor_stream = p.source("sensors", readings.source, time="ts", watermark=bounded("1s"))
     features = (
@@ -443,19 +528,21 @@ def build_demo(
         full: Array = batch["count"] >= min_count
         return full
 
-    detector = ZScoreDetector(
-        "detect",
-        key="sensor",
-        value="mean",
-        alpha=alpha,
-        threshold=threshold,
-        warmup=warmup,
-        min_std=min_std,
-        ttl="10m",
-    )
+    detector = GatedZ(alpha=alpha, warmup=warmup, gate=threshold, min_scale=min_std)
+
+    def signed(batch: Batch) -> Batch:
+        """The demo's ``score`` (signed z of the window mean) and ``is_anomaly`` columns."""
+        dev = batch["deviation"]
+        middle = (batch["expected_low"] + batch["expected_high"]) / 2.0
+        with np.errstate(invalid="ignore"):
+            sign = np.where(batch["mean"] < middle, -1.0, 1.0)
+            flag = dev >= threshold
+        return batch.with_columns(score=sign * dev, is_anomaly=flag)
+
     alerts = (
         features.filter("complete", complete)
-        .apply(detector)
+        .detect("detect", detector, value="mean", alert_on=threshold, ttl="10m")
+        .map("score", signed)
         .filter("anomalies", _is_anomaly)
         .apply(Incidents("incidents", key="sensor", quiet=quiet, window=WINDOW))
         .map("alert", _alert_fields)
@@ -465,6 +552,19 @@ def build_demo(
         from tidal.io.jsonl import JsonlPartSink, JsonlSink
 
         alerts.sink("alerts", JsonlPartSink(path) if exactly_once else JsonlSink(path))
+    if source == "kafka":
+        from tidal.io.kafka.sink import KafkaTransactionalSink
+
+        kafka_source: Any = readings.source
+        alerts.sink(
+            "alerts.kafka",
+            KafkaTransactionalSink(
+                ALERTS_TOPIC,
+                config=kafka_source.config,
+                key="sensor",
+                transactional_id=KAFKA_PIPELINE,
+            ),
+        )
     memory = MemorySink() if keep_alerts else None
     if memory is not None:
         alerts.sink("alerts" if path is None else "alerts.memory", memory)

@@ -351,6 +351,21 @@ class KafkaAdmin:
         listing = self._result(future, "listing consumer groups")
         return sorted(g.group_id for g in listing.valid)
 
+    def delete_group(self, group: str, *, missing_ok: bool = False) -> None:
+        """Delete consumer group ``group`` (its committed offsets); it must have no members.
+
+        Raises:
+            ConnectorError: the cluster refused, or (unless ``missing_ok``) no such group.
+        """
+        from confluent_kafka import KafkaError
+
+        futures = self._client.delete_consumer_groups([group], request_timeout=self.timeout)
+        try:
+            self._result(futures[group], f"deleting consumer group {group!r}")
+        except ConnectorError as exc:
+            if not (missing_ok and _error_code(exc.__cause__) == KafkaError.GROUP_ID_NOT_FOUND):
+                raise
+
     def committed(self, group: str, topic: str) -> dict[int, int]:
         """``group``'s committed offsets in ``topic`` (partitions it never committed left out).
 

@@ -60,7 +60,7 @@ import orjson
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.kafka.config import KafkaConfig
 
-__all__ = ["FAST_START", "KAFKA_VERSION", "Broker", "ensure_jars", "kafka_home"]
+__all__ = ["FAST_START", "KAFKA_VERSION", "Broker", "ensure_jars", "kafka_home", "port_free"]
 
 KAFKA_VERSION = "4.4.0"
 FAST_START = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
@@ -262,14 +262,15 @@ def _free_port() -> int:
     if low > 20000:
         for _ in range(200):
             port = secrets.randbelow(low - 15000) + 15000
-            if _port_free(port):
+            if port_free(port):
                 return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((_HOST, 0))
         return int(s.getsockname()[1])
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Whether nothing listens on ``port`` of 127.0.0.1 (a bind succeeds)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the JVM binds
         try:
@@ -500,7 +501,7 @@ class Broker:
             while self._port == self._controller_port:
                 self._port = _free_port()
         for what, port in (("client", self._port), ("controller", self._controller_port)):
-            if not _port_free(port):
+            if not port_free(port):
                 msg = (
                     f"cannot start Kafka in {self.data_dir}: its {what} port {_HOST}:{port} "
                     "is in use (another broker?); stop that, or give another port (--port)"

@@ -22,17 +22,16 @@ Example (not run here: it needs a broker)::
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 import uuid
 from collections.abc import Mapping
-from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
 from tidal.errors import ConfigError, ConnectorError
+from tidal.io.fileutil import open_input, quiet_broken_pipe
 from tidal.io.kafka.admin import KafkaAdmin, client_settings
 from tidal.io.kafka.config import KafkaConfig
 
@@ -197,11 +196,7 @@ def produce(
     sender = _Sender(config, topic, partition)
     with contextlib.ExitStack() as stack:
         if file is not None:
-            try:
-                handle: IO[bytes] = stack.enter_context(Path(file).open("rb"))
-            except OSError as exc:
-                msg = f"cannot read {file!r}: {exc.strerror}"
-                raise ConnectorError(msg) from exc
+            handle: IO[bytes] = stack.enter_context(open_input(file))
         else:
             handle = source or sys.stdin.buffer
         for number, line in _lines(handle):
@@ -226,13 +221,6 @@ def produce(
 
 
 # -- consume -------------------------------------------------------------------------------
-def _quiet_broken_pipe() -> None:
-    """Point stdout at /dev/null, so that the interpreter's last flush does not fail."""
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-
-
 def consume(
     config: KafkaConfig,
     topic: str,
@@ -279,7 +267,7 @@ def consume(
         _copy(consumer, topic, first, ends, max_records, group, out or sys.stdout.buffer)
     except BrokenPipeError:
         if stdout:
-            _quiet_broken_pipe()
+            quiet_broken_pipe()
     except KeyboardInterrupt:
         pass
     finally:

@@ -53,7 +53,9 @@ log = logging.getLogger("tidal.kafka")
 
 CRASH_ENV = "TIDAL_TEST_KAFKA_CRASH"
 """Tests only: ``in_commit[:n]`` SIGKILLs the process the n-th time a transaction's offsets
-were sent and its commit was not (the middle of :meth:`KafkaTransactionalSink.commit`)."""
+were sent and its commit was not (the middle of :meth:`KafkaTransactionalSink.commit`);
+``after_write[:n]`` the n-th time :meth:`KafkaSink.write` wrote records, once the broker
+has them (output no checkpoint covers yet)."""
 
 _CALL_TIMEOUT = 20.0
 
@@ -104,6 +106,7 @@ class KafkaSink(BaseSink):
         self.written = 0
         self._producer: Any = None
         self._failed: list[str] = []
+        self._crash = _CrashHook(os.environ.get(CRASH_ENV, ""))
 
     def _settings(self) -> dict[str, Any]:
         return self.config.client(
@@ -164,6 +167,9 @@ class KafkaSink(BaseSink):
         self._producer.poll(0)
         self.written += n
         self._raise_failed()
+        if self._crash.armed("after_write"):
+            self.flush()
+            self._crash.hit("after_write")
 
     def _values(self, batch: Batch) -> list[bytes]:
         if self.format.batched:
@@ -271,7 +277,6 @@ class KafkaTransactionalSink(KafkaSink):
         self._in_txn = False
         self._marker: Any = None
         self._source_offsets: dict[tuple[str, int], int] = {}
-        self._crash = _CrashHook(os.environ.get(CRASH_ENV, ""))
 
     def _settings(self) -> dict[str, Any]:
         return {
@@ -551,14 +556,18 @@ class _CrashHook:
 
     def __init__(self, raw: str) -> None:
         point, _, nth = raw.partition(":")
-        if raw and point != "in_commit":
-            msg = f"{CRASH_ENV}={raw!r}: the only point is in_commit[:n]"
+        if raw and point not in ("in_commit", "after_write"):
+            msg = f"{CRASH_ENV}={raw!r}: the points are in_commit[:n] and after_write[:n]"
             raise ConfigError(msg)
+        self.point = point
         self.n = int(nth) if raw and nth else (1 if raw else 0)
         self._seen = 0
 
-    def hit(self) -> None:
-        if not self.n:
+    def armed(self, point: str) -> bool:
+        return bool(self.n) and point == self.point
+
+    def hit(self, point: str = "in_commit") -> None:
+        if not self.armed(point):
             return
         self._seen += 1
         if self._seen == self.n:

@@ -26,12 +26,10 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict
-from pathlib import Path
 from typing import IO, Any, Literal
 
 import numpy as np
@@ -39,6 +37,7 @@ import orjson
 
 from tidal.core.duration import Duration
 from tidal.errors import ConfigError, ConnectorError
+from tidal.io.fileutil import open_input, quiet_broken_pipe
 from tidal.io.jsonl import dumps_rows
 from tidal.io.log.groups import group_positions
 from tidal.io.log.sink import route_keys
@@ -309,12 +308,7 @@ def produce(
         if fmt == "csv":
             _produce_csv(file or "/dev/stdin", name, producer, key)
         elif file is not None:
-            try:
-                handle = Path(file).open("rb")
-            except OSError as exc:
-                msg = f"cannot read {file!r}: {exc.strerror}"
-                raise ConnectorError(msg) from exc
-            with handle:
+            with open_input(file) as handle:
                 _produce_jsonl(handle, name, producer, key)
         else:
             _produce_jsonl(source or sys.stdin.buffer, name, producer, key)
@@ -325,13 +319,6 @@ def produce(
 
 
 # -- consume -------------------------------------------------------------------------------
-def _quiet_broken_pipe() -> None:
-    """Point stdout at /dev/null, so that the interpreter's last flush does not fail."""
-    with contextlib.suppress(OSError, ValueError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-
-
 class DamageReport:
     """Damaged records, reported as one line per damaged range instead of one per record.
 
@@ -479,7 +466,7 @@ def _run(
         _print(src, out or sys.stdout.buffer, budget, timeout, err or sys.stderr)
     except BrokenPipeError:
         if stdout:
-            _quiet_broken_pipe()
+            quiet_broken_pipe()
     except KeyboardInterrupt:
         pass
     finally:

@@ -399,6 +399,7 @@ class FeedProcess:
         self._shared = ctx.Value("q", 0, lock=False)
         self._produced = ctx.Value("q", feed.next_seq, lock=False)
         self._stopping = ctx.Event()
+        self._started = ctx.Event()
         self._proc = ctx.Process(
             target=_child,
             args=(
@@ -406,6 +407,7 @@ class FeedProcess:
                 self._shared,
                 self._produced,
                 self._stopping,
+                self._started,
                 os.getpid(),
                 consumed is not None,
             ),
@@ -451,8 +453,13 @@ class FeedProcess:
                     self.on_error(ConnectorError(self.failed))
                 return
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 60.0, start_timeout: float = 300.0) -> None:
         """Ask the child to stop, wait for it (killing it after ``timeout`` s).
+
+        The ``timeout`` counts from the moment the child is running its loop, where it sees
+        the request within milliseconds: a child still starting (importing numpy on a busy
+        machine can take seconds) is waited for, up to ``start_timeout`` s, rather than
+        killed in the middle of its start.
 
         Raises:
             ConnectorError: if the child failed.
@@ -462,6 +469,10 @@ class FeedProcess:
         if self._watcher.is_alive():
             self._watcher.join()
         if self._proc.pid is not None:
+            start_deadline = time.monotonic() + start_timeout
+            while not self._started.wait(0.05) and self._proc.is_alive():
+                if time.monotonic() >= start_deadline:
+                    break
             self._proc.join(timeout)
             if self._proc.is_alive():
                 self._proc.kill()
@@ -488,6 +499,7 @@ def _child(
     consumed: Any,
     produced: Any,
     stopping: Any,
+    started: Any,
     parent: int,
     bounded: bool,
 ) -> None:
@@ -510,6 +522,9 @@ def _child(
 
     try:
         feed.open()
+        # From here on the child answers a stop within milliseconds: the parent's kill
+        # deadline starts now (see FeedProcess.stop).
+        started.set()
         try:
             feed.run((lambda: int(consumed.value)) if bounded else None, stopped)
         finally:

@@ -6,6 +6,7 @@ name            what                                                catches
 ``median_mad``  median / MAD of a block window (robust baseline)    spikes, dips
 ``rolling_z``   mean / std of a block window                        spikes, dips
 ``ewma``        exponentially weighted mean / std of block means    spikes, dips
+``gated_z``     EWMA z-score that does not learn what it flags      faults lasting many rows
 ``changepoint`` CUSUM of level and variance on robust z-scores      shifts, variance changes
 ``seasonal``    same phase of earlier seasons (learned period)      wrong-time values
 ``hst``         Half-Space Trees, vectorized (multivariate)         unusual regions, jumps
@@ -20,8 +21,8 @@ follows :class:`~tidal.ml.detect.base.Detector`; :class:`~tidal.ml.detect.step.D
 (``stream.detect(...)``) runs one in a pipeline, with alerts (hysteresis) and explanations.
 
 Example:
-    >>> sorted(DETECTORS)
-    ['changepoint', 'ensemble', 'ewma', 'hst', 'iforest', 'median_mad', 'rolling_z', 'seasonal']
+    >>> " ".join(sorted(DETECTORS))
+    'changepoint ensemble ewma gated_z hst iforest median_mad rolling_z seasonal'
     >>> make("auto").kind
     'ensemble'
 """
@@ -33,6 +34,7 @@ from tidal.ml.detect.baseline import EWMA, MedianMAD, RollingZ
 from tidal.ml.detect.catalog import AUTO, DETECTORS, default_ensemble, make
 from tidal.ml.detect.changepoint import ChangePoint
 from tidal.ml.detect.ensemble import Ensemble, Hysteresis
+from tidal.ml.detect.gated import GatedZ
 from tidal.ml.detect.iforest import IsolationForest
 from tidal.ml.detect.seasonal import Seasonal
 from tidal.ml.detect.step import DetectStep, explain
@@ -46,6 +48,7 @@ __all__ = [
     "DetectStep",
     "Detector",
     "Ensemble",
+    "GatedZ",
     "HalfSpaceTrees",
     "Hysteresis",
     "IsolationForest",

@@ -203,3 +203,27 @@ def check_params(kind: str, snap: dict[str, Any], params: dict[str, Any]) -> Non
             f"{params}; restore into a detector with the same parameters"
         )
         raise StateError(msg)
+
+
+def array_state(det: Any, *names: str) -> dict[str, Any]:
+    """A detector's snapshot: its ``kind``, ``params()`` and a copy of each named array.
+
+    Example:
+        >>> from tidal.ml.detect import GatedZ
+        >>> sorted(array_state(GatedZ(), "n", "mean"))
+        ['kind', 'mean', 'n', 'params']
+    """
+    arrays = {name: np.array(getattr(det, name), copy=True) for name in names}
+    return {"kind": det.kind, "params": det.params(), **arrays}
+
+
+def load_arrays(det: Any, snap: dict[str, Any], **layout: tuple[Any, tuple[int, ...]]) -> None:
+    """Check ``snap`` is ``det``'s kind with its parameters, then load each named array.
+
+    ``layout`` maps an attribute to ``(dtype, shape of one key's entry)``; the first axis
+    (keys) is free. Raises :class:`~tidal.errors.StateError` on a mismatch.
+    """
+    check_params(det.kind, snap, det.params())
+    for name, (dtype, tail) in layout.items():
+        setattr(det, name, np.asarray(snap[name], dtype=dtype).reshape(-1, *tail).copy())
+

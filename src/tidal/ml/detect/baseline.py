@@ -113,6 +113,11 @@ class BlockWindow:
         self.seen[k] = end
         return window, row_block
 
+    def forget(self, ids: Array) -> None:
+        """Clear the state of keys ``ids``."""
+        ids = ids[ids < len(self.seen)]
+        self.seen[ids], self.open[ids], self.ring[ids] = 0, 0.0, np.nan
+
     def snapshot(self) -> dict[str, Any]:
         """Arrays of the per-key state."""
         return {"seen": self.seen.copy(), "open": self.open.copy(), "ring": self.ring.copy()}
@@ -193,6 +198,10 @@ class _BlockDetector:
             low[lay.order] = level - self.range * scale
             high[lay.order] = level + self.range * scale
         return Scored(dev, low, high)
+
+    def forget(self, ids: Array) -> None:
+        """Clear the state of keys ``ids`` (they warm up again when they come back)."""
+        self.win.forget(ids)
 
     def params(self) -> dict[str, Any]:
         """Parameters (JSON)."""

@@ -14,6 +14,7 @@ from tidal.ml.detect.base import Detector
 from tidal.ml.detect.baseline import EWMA, MedianMAD, RollingZ
 from tidal.ml.detect.changepoint import ChangePoint
 from tidal.ml.detect.ensemble import Ensemble
+from tidal.ml.detect.gated import GatedZ
 from tidal.ml.detect.iforest import IsolationForest
 from tidal.ml.detect.seasonal import Seasonal
 from tidal.ml.detect.trees import HalfSpaceTrees
@@ -32,6 +33,7 @@ DETECTORS: dict[str, Callable[[int, int], Detector]] = {
     "median_mad": lambda f, s: MedianMAD(),
     "rolling_z": lambda f, s: RollingZ(),
     "ewma": lambda f, s: EWMA(),
+    "gated_z": lambda f, s: GatedZ(),
     "changepoint": lambda f, s: ChangePoint(),
     "seasonal": lambda f, s: Seasonal(),
     "hst": lambda f, s: HalfSpaceTrees(features=f, seed=s),

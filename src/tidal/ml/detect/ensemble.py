@@ -187,6 +187,11 @@ class Hysteresis:
         self.calm[k] = np.minimum(calm_run[last], self.quiet)
         return alert, active
 
+    def forget(self, ids: Array) -> None:
+        """Clear the incident state of keys ``ids``."""
+        ids = ids[ids < len(self.active)]
+        self.active[ids], self.calm[ids] = False, 0
+
     def params(self) -> dict[str, Any]:
         """Thresholds (JSON)."""
         return {"on": self.on, "off": self.off, "quiet": self.quiet}

@@ -34,7 +34,7 @@ import numpy as np
 
 from tidal.core.batch import Array
 from tidal.errors import ConfigError
-from tidal.ml.detect.base import Scored, check_params, grow, layout
+from tidal.ml.detect.base import Scored, array_state, grow, layout, load_arrays
 
 if TYPE_CHECKING:
     from sklearn.ensemble import IsolationForest as _Forest  # type: ignore[import-untyped]
@@ -171,23 +171,19 @@ class IsolationForest:
 
     def snapshot(self) -> dict[str, Any]:
         """Rings and training windows (the forests are refit from them on restore)."""
-        return {
-            "kind": self.kind,
-            "params": self.params(),
-            "seen": self.seen.copy(),
-            "last": self.last.copy(),
-            "ring": self.ring.copy(),
-            "train": self.train.copy(),
-        }
+        return array_state(self, "seen", "last", "ring", "train")
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Load :meth:`snapshot` and refit each key's current forest."""
-        check_params(self.kind, snap, self.params())
-        shape = (-1, self.window, self.dims)
-        self.seen = np.asarray(snap["seen"], dtype=np.int64).copy()
-        self.last = np.asarray(snap["last"], dtype=np.float64).copy()
-        self.ring = np.asarray(snap["ring"], dtype=np.float64).reshape(shape).copy()
-        self.train = np.asarray(snap["train"], dtype=np.float64).reshape(shape).copy()
+        entry = (self.window, self.dims)
+        load_arrays(
+            self,
+            snap,
+            seen=(np.int64, ()),
+            last=(np.float64, ()),
+            ring=(np.float64, entry),
+            train=(np.float64, entry),
+        )
         self._models = {}
         for key in np.flatnonzero(self.seen > self.window).tolist():
             self._fit(key)

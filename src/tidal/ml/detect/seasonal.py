@@ -39,7 +39,7 @@ import numpy as np
 
 from tidal.core.batch import Array
 from tidal.errors import ConfigError
-from tidal.ml.detect.base import Scored, check_params, grow, layout
+from tidal.ml.detect.base import Scored, array_state, grow, layout, load_arrays
 from tidal.ml.detect.baseline import _check_univariate
 
 __all__ = ["Seasonal", "learn_period"]
@@ -188,20 +188,17 @@ class Seasonal:
 
     def snapshot(self) -> dict[str, Any]:
         """Rings, counts and learned periods per key."""
-        return {
-            "kind": self.kind,
-            "params": self.params(),
-            "ring": self.ring.copy(),
-            "seen": self.seen.copy(),
-            "periods": self.periods.copy(),
-        }
+        return array_state(self, "ring", "seen", "periods")
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Load :meth:`snapshot`."""
-        check_params(self.kind, snap, self.params())
-        self.ring = np.asarray(snap["ring"], dtype=np.float64).reshape(-1, self.size).copy()
-        self.seen = np.asarray(snap["seen"], dtype=np.int64).copy()
-        self.periods = np.asarray(snap["periods"], dtype=np.int64).copy()
+        load_arrays(
+            self,
+            snap,
+            ring=(np.float64, (self.size,)),
+            seen=(np.int64, ()),
+            periods=(np.int64, ()),
+        )
 
 
 def learn_period(values: Array, max_period: int, min_acf: float = 0.3) -> int:

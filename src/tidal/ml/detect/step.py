@@ -12,9 +12,15 @@
 ``alert``         True on the first row of an incident (hysteresis: one per incident)
 ================  ==============================================================
 
-Rows with a missing (NaN) value get NaN scores and never alert; they are counted as
-``<step>.missing``. Rows are scored in arrival order per key, causally: a score uses only
-the key's earlier rows. The state (key index, detector, incidents) goes into checkpoints as
+Counters: ``<step>.alerts`` (incidents opened), ``<step>.anomalies`` (rows at or above
+``alert_on``). Rows with a missing (NaN) value get NaN scores and never alert; they are
+counted as ``<step>.missing``. With ``ttl``, a key whose newest event time is ``ttl`` or
+more behind the step's watermark is forgotten (detector and incident state cleared, its id
+reused; counted as ``<step>.expired_keys``), so state stays bounded by the live keys; it
+warms up again when it comes back.
+
+Rows are scored in arrival order per key, causally: a score uses only the key's earlier
+rows. The state (key index, detector, incidents) goes into checkpoints as
 numeric arrays and JSON, like every operator's.
 
 Example:
@@ -37,10 +43,12 @@ from typing import Any
 import numpy as np
 
 from tidal.core.batch import Array, Batch
+from tidal.core.duration import Duration, to_millis
 from tidal.core.keys import KeyIndex
 from tidal.core.operator import Emit, Operator
+from tidal.core.watermark import MAX_TIME, MIN_TIME
 from tidal.errors import ConfigError, PipelineError, StateError
-from tidal.ml.detect.base import Detector, to_score
+from tidal.ml.detect.base import Detector, grow, to_score
 from tidal.ml.detect.ensemble import Hysteresis
 
 __all__ = ["DetectStep", "explain"]
@@ -62,10 +70,12 @@ class DetectStep(Operator):
         alert_off: deviation under which a row is quiet.
         quiet: quiet rows in a row that close an incident.
         seed: seed for detectors built by name.
+        ttl: forget keys idle this long in event time (``"10m"``); needs a detector with
+            a ``forget(ids)`` method (the baselines and ``gated_z``) and event time.
 
     Raises:
-        ConfigError: for an unknown detector name, or several value columns for a
-            univariate detector.
+        ConfigError: for an unknown detector name, several value columns for a
+            univariate detector, or ``ttl`` with a detector that cannot forget a key.
     """
 
     def __init__(
@@ -79,6 +89,7 @@ class DetectStep(Operator):
         alert_off: float = 3.0,
         quiet: int = 16,
         seed: int = 0,
+        ttl: Duration | None = None,
     ) -> None:
         from tidal.ml.detect.catalog import make
 
@@ -95,6 +106,14 @@ class DetectStep(Operator):
                 f"{self.values}; use 'hst' or 'iforest' for several, or one step per column"
             )
             raise ConfigError(msg)
+        if ttl is not None and not callable(getattr(detector, "forget", None)):
+            msg = (
+                f"step {name!r}: detector {detector.kind!r} cannot forget single keys, so it "
+                "takes no ttl; use a baseline (median_mad, rolling_z, ewma, gated_z) or drop ttl"
+            )
+            raise ConfigError(msg)
+        self.ttl_ms = None if ttl is None else to_millis(ttl)
+        self.last: Array = np.zeros(0, dtype=np.int64)
         self.detector = detector
         self.key = key
         self.alerts = Hysteresis(on=alert_on, off=alert_off, quiet=quiet)
@@ -130,9 +149,13 @@ class DetectStep(Operator):
             member[sel] = out.member
         dev[~finite] = np.nan
         alert, _active = self.alerts.update(dev, ids)
+        if self.ttl_ms is not None:
+            self._touch(batch, ids)
         names = self._names[member]
         names[~finite] = None
         self.ctx.count(f"{self.name}.alerts", int(alert.sum()))
+        with np.errstate(invalid="ignore"):
+            self.ctx.count(f"{self.name}.anomalies", int((dev >= self.alerts.on).sum()))
         self.ctx.count(f"{self.name}.missing", int(n - finite.sum()))
         return batch.with_columns(
             anomaly_score=to_score(dev),
@@ -142,6 +165,30 @@ class DetectStep(Operator):
             detector=names,
             alert=alert,
         )
+
+    def _touch(self, batch: Batch, ids: Array) -> None:
+        """Keep each key's newest event time (for ``ttl``)."""
+        if batch.time is None:
+            msg = f"step {self.name!r}: ttl needs event time; give the source time=..."
+            raise PipelineError(msg)
+        self.last = grow(self.last, self.keys.capacity, MIN_TIME)
+        np.maximum.at(self.last, ids, batch.time)
+
+    def on_watermark(self, wm: int) -> Emit:
+        """With ``ttl``, forget the keys idle for ``ttl`` behind the watermark ``wm``.
+
+        The end-of-input watermark expires nothing: the state is left as it is.
+        """
+        if self.ttl_ms is None or wm >= MAX_TIME or not len(self.last):
+            return []
+        gone = np.flatnonzero((self.last > MIN_TIME) & (self.last + self.ttl_ms <= wm))
+        if len(gone):
+            self.detector.forget(gone)  # type: ignore[attr-defined]  # checked in __init__
+            self.alerts.forget(gone)
+            self.last[gone] = MIN_TIME
+            self.keys.release(gone)
+            self.ctx.count(f"{self.name}.expired_keys", len(gone))
+        return []
 
     def _values(self, batch: Batch) -> Array:
         need = [*self.values, *([self.key] if self.key else [])]
@@ -172,6 +219,7 @@ class DetectStep(Operator):
             "keys": self.keys.snapshot(),
             "detector": self.detector.snapshot(),
             "alerts": self.alerts.snapshot(),
+            "last": self.last.copy(),
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -194,6 +242,7 @@ class DetectStep(Operator):
             msg = f"step {self.name!r}: {exc}"
             raise StateError(msg) from exc
         self.alerts.restore(snap["alerts"])
+        self.last = np.asarray(snap.get("last", np.zeros(0)), dtype=np.int64).copy()
 
 
 def explain(row: Mapping[str, Any], value: str | None = None) -> str:

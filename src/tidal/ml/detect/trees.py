@@ -46,7 +46,7 @@ import numpy as np
 
 from tidal.core.batch import Array
 from tidal.errors import ConfigError
-from tidal.ml.detect.base import Layout, Scored, check_params, grow, layout
+from tidal.ml.detect.base import Layout, Scored, array_state, grow, layout, load_arrays
 
 __all__ = ["HalfSpaceTrees"]
 
@@ -286,29 +286,22 @@ class HalfSpaceTrees:
 
     def snapshot(self) -> dict[str, Any]:
         """Per-key counts, tables, scaling ranges and positions."""
-        return {
-            "kind": self.kind,
-            "params": self.params(),
-            "seen": self.seen.copy(),
-            "last": self.last.copy(),
-            "lo": self.lo.copy(),
-            "hi": self.hi.copy(),
-            "latest": self.latest.copy(),
-            "table": self.table.copy(),
-            "mean": self.mean.copy(),
-        }
+        return array_state(self, "seen", "last", "lo", "hi", "latest", "table", "mean")
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Load :meth:`snapshot`."""
-        check_params(self.kind, snap, self.params())
-        shape = (-1, self.trees, self.leaves)
-        self.seen = np.asarray(snap["seen"], dtype=np.int64).copy()
-        self.last = np.asarray(snap["last"], dtype=np.float64).copy()
-        self.lo = np.asarray(snap["lo"], dtype=np.float64).reshape(-1, self.dims).copy()
-        self.hi = np.asarray(snap["hi"], dtype=np.float64).reshape(-1, self.dims).copy()
-        self.latest = np.asarray(snap["latest"], dtype=np.int32).reshape(shape).copy()
-        self.table = np.asarray(snap["table"], dtype=np.float32).reshape(shape).copy()
-        self.mean = np.asarray(snap["mean"], dtype=np.float64).copy()
+        grid = (self.trees, self.leaves)
+        load_arrays(
+            self,
+            snap,
+            seen=(np.int64, ()),
+            last=(np.float64, ()),
+            lo=(np.float64, (self.dims,)),
+            hi=(np.float64, (self.dims,)),
+            latest=(np.int32, grid),
+            table=(np.float32, grid),
+            mean=(np.float64, ()),
+        )
 
 
 def _cell_tables(spread: Array, splits: Array, ws_lo: Array, ws_width: Array) -> list[Array]:
