@@ -9,11 +9,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 CORE := $(VENV)/.core-installed
 FULL := $(VENV)/.test-installed
+# PyFlink pins numpy<2.2, pyarrow<17 and pandas<2.3, so Tidal-inside-Flink gets its own
+# environment: PyFlink + Tidal's core (its wide ranges install beside the pins) + the Kafka
+# extra (the example's test talks to the broker) + pytest, resolved in ONE pip call so the
+# pins hold. `make test` runs the Flink tests there after the main suite.
+FLINK_VENV := .venv-flink
+FLINK_BIN := $(FLINK_VENV)/bin
+FLINK := $(FLINK_VENV)/.flink-installed
+PYFLINK ?= apache-flink==2.3.*
+FLINK_TESTS ?= tests/flink tests/integration/test_flink_job.py src/tidal/flink
 # Everything the test suite exercises: the core plus the optional model backends.
 # PyTorch from PyPI is a large (CUDA) build: it is only installed for tests, never for the demo.
 TEST_EXTRAS ?= dev,sklearn,river,torch,kafka,formats,learn
 
-.PHONY: demo test lint typecheck bench clean browser
+.PHONY: demo test lint typecheck bench clean browser flink-env flink-test flink-bench
 
 # The dashboard's browser test (tests/integration/test_dashboard_browser.py) drives Debian's
 # headless Chromium; `make test` installs chromium and chromium-driver when they are missing
@@ -46,6 +55,26 @@ $(FULL): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --progress-bar on -e '.[$(TEST_EXTRAS)]'
 	touch $(FULL) $(CORE)
 
+$(FLINK): pyproject.toml
+	@echo "make: building $(FLINK_VENV) ($(PYFLINK) + Tidal's core + pytest; about 700 MB, a few minutes)"
+	test -x $(FLINK_BIN)/python || $(PY) -m venv $(FLINK_VENV)
+	$(FLINK_BIN)/python -m pip install --quiet --upgrade pip
+	$(FLINK_BIN)/python -m pip install --progress-bar on '$(PYFLINK)' -e '.[kafka]' 'pytest>=8'
+	$(FLINK_BIN)/python -m pip check
+	touch $(FLINK)
+
+flink-env: $(FLINK)
+
+# The Flink tests on PyFlink's local mini-cluster (Java 17; the example's test also starts
+# the project's Kafka broker and fetches Flink's Kafka connector jar with Maven, once).
+# Flink's Python workers are started as `python` from PATH: the venv goes first.
+flink-test: $(FLINK)
+	PATH="$(abspath $(FLINK_BIN)):$$PATH" TIDAL_FLINK_TESTS=1 \
+		$(FLINK_BIN)/python -m pytest $(FLINK_TESTS) $(FLINK_ARGS)
+
+flink-bench: $(FLINK)
+	PATH="$(abspath $(FLINK_BIN)):$$PATH" $(FLINK_BIN)/python bench/flink.py $(ARGS)
+
 demo: $(CORE)
 	$(BIN)/tidal demo $(ARGS)
 
@@ -55,9 +84,10 @@ lint: $(FULL)
 
 test: $(FULL) lint browser
 	$(BIN)/python -m pytest $(ARGS)
+	$(MAKE) flink-test
 
 bench: $(FULL)
 	$(BIN)/python bench/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(FLINK_VENV) .pytest_cache .mypy_cache .ruff_cache

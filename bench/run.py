@@ -6,12 +6,25 @@ Options after a benchmark's name go to that benchmark, e.g.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+def flink(args: list[str]) -> None:
+    """Run bench/flink.py in the PyFlink environment (.venv-flink: `make flink-env`)."""
+    import subprocess
+
+    python = ROOT / ".venv-flink" / "bin" / "python"
+    if not python.exists():
+        print("flink: no .venv-flink here; build it with `make flink-env` (skipped)")
+        return
+    env = {**os.environ, "PATH": f"{python.parent}:{os.environ.get('PATH', '')}"}
+    subprocess.run([str(python), str(ROOT / "bench" / "flink.py"), *args], env=env, check=True)
 
 
 def main(argv: list[str]) -> int:
@@ -49,6 +62,7 @@ def main(argv: list[str]) -> int:
         "scale": scale.cli,
         "state-move": state_move.cli,
         "metrics": metrics_overhead.cli,
+        "flink": flink,
     }
     if any(a in ("-h", "--help") for a in argv[:1]):
         print(__doc__)

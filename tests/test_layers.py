@@ -2,7 +2,7 @@
 
 The layers of DESIGN.md, top to bottom::
 
-    cli -> apps -> pipeline -> runtime -> io / ml / observe -> core -> errors
+    cli -> apps -> pipeline -> runtime / flink -> io / ml / observe -> core -> errors
 
 Every module under ``src/tidal`` is parsed with :mod:`ast` (nothing is imported), and every
 ``import tidal...`` / ``from tidal... import ...`` counts: at module level, inside a
@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "ml": 2,
     "observe": 2,
     "runtime": 3,
+    "flink": 3,  # Tidal steps as PyFlink functions: uses ml, core and runtime's snapshots
     "pipeline": 4,
     "apps": 5,
     "cli": 6,
