@@ -161,8 +161,10 @@ def test_feed_process_stop_waits_for_a_child_that_is_still_starting(
     """A stop asked while the child still starts must not kill it (exit status -9).
 
     The child's import of its ``make`` blocks on a gate file, as an import of numpy does for
-    seconds on a busy machine. ``stop(timeout=2)`` is asked meanwhile: its kill deadline
-    counts from the moment the child runs, so the child, once released, stops cleanly.
+    seconds on a busy machine. ``stop(timeout=15)`` is asked meanwhile: its kill deadline
+    counts from the moment the child runs, so the child, released after 16 s, stops cleanly
+    (15 s, not less: a released child on a machine at load 15 took over 2 s to open its
+    topic, see that it must stop, sync and exit).
     """
     gate = tmp_path / "gate"
     gate.touch()
@@ -176,13 +178,13 @@ def test_feed_process_stop_waits_for_a_child_that_is_still_starting(
 
     def stop() -> None:
         try:
-            process.stop(timeout=2.0)
+            process.stop(timeout=15.0)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             errors.append(exc)
 
     stopper = threading.Thread(target=stop)
     stopper.start()
-    stopper.join(3.0)  # past the 2 s kill deadline: the child is still gated
+    stopper.join(16.0)  # past the 15 s kill deadline: the child is still gated
     assert stopper.is_alive(), "stop() gave up on a child that had not started yet"
     gate.touch()
     stopper.join(120)
