@@ -53,23 +53,17 @@ from tidal.core.batch import Batch
 from tidal.core.deadletter import DeadLetter
 from tidal.core.duration import Duration, to_seconds
 from tidal.core.operator import Context
-from tidal.core.operators import position_of, raw_of
-from tidal.core.watermark import MAX_TIME, MIN_TIME, WatermarkTracker
+from tidal.core.watermark import MAX_TIME, MIN_TIME
 from tidal.errors import ConfigError, PipelineError, StateError
 from tidal.io.base import Sink, TransactionAborted, TransactionalSink
 from tidal.observe.hook import RunObserver, StepTally
 from tidal.observe.metrics import LatencyHistogram
 from tidal.observe.summary import RunSummary
 from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore, CommitsOutside, CrashHook
-from tidal.runtime.eventtime import (
-    event_time_ms,
-    future_reason,
-    future_rows,
-    unreadable_reason,
-)
 from tidal.runtime.graph import Graph, Node
 from tidal.runtime.replay import StartFrom
 from tidal.runtime.snapshot import decode, encode
+from tidal.runtime.sources import SourceRun
 
 __all__ = ["DEAD_LETTERS", "SNAPSHOT_VERSION", "Executor", "RunSummary"]
 
@@ -79,91 +73,6 @@ DEAD_LETTERS = "<dead letters>"
 """The name under which a transactional dead-letter sink's transactions are checkpointed."""
 
 log = logging.getLogger("tidal.executor")
-
-
-class _SourceRun:
-    """A source step at run time: polling, event time, watermarks."""
-
-    def __init__(self, node: Node, dead: Callable[[DeadLetter], None]) -> None:
-        assert node.source is not None and node.watermark is not None
-        self.node = node
-        self.source = node.source
-        self.tracker: WatermarkTracker = node.watermark.tracker()
-        self.processing = node.watermark.kind == "processing"
-        self.finished = False
-        self.dead = dead
-
-    def poll(self, max_batch: int, max_wait: float, idle: float) -> Batch | None:
-        """Collect one micro-batch (``None`` once the source is exhausted)."""
-        parts: list[Batch] = []
-        n = 0
-        deadline: float | None = None
-        while n < max_batch:
-            now = time.monotonic()
-            remaining = idle if deadline is None else deadline - now
-            if remaining < 0:
-                break
-            b = self.source.poll(max_batch - n, remaining)
-            for d in self.source.dead_letters():
-                self.dead(d)
-            if b is None:
-                self.finished = True
-                break
-            if len(b):
-                if b.ingest is None:
-                    b.ingest = np.full(len(b), time.time_ns(), dtype=np.int64)
-                parts.append(b)
-                n += len(b)
-                if max_wait <= 0:
-                    break  # no latency budget: every poll is a batch
-                if deadline is None:
-                    deadline = now + max_wait
-            elif deadline is None:
-                break
-        if not parts:
-            return None if self.finished else Batch()
-        return self._stamp(Batch.concat(parts))
-
-    def _stamp(self, batch: Batch) -> Batch:
-        assert batch.ingest is not None
-        if self.processing:
-            times = batch.ingest // 1_000_000
-        else:
-            col = self.node.time
-            assert col is not None
-            unit = self.node.time_unit
-            if col not in batch:
-                ok = np.zeros(len(batch), dtype=bool)
-                times = np.zeros(len(batch), dtype=np.int64)
-            else:
-                times, ok = event_time_ms(batch[col], unit)
-            reasons: dict[int, str] = {}
-            if not ok.all():
-                values = batch[col] if col in batch else np.full(len(batch), None)
-                for i in np.flatnonzero(~ok).tolist():
-                    reasons[i] = unreadable_reason(values[i], col, unit)
-            future_ms = self.node.watermark.max_future_ms if self.node.watermark else None
-            if future_ms is not None:
-                wall = time.time_ns() // 1_000_000
-                ahead = future_rows(times, future_ms, wall) & ok
-                if ahead.any():
-                    ok = ok & ~ahead
-                    for i in np.flatnonzero(ahead).tolist():
-                        reasons[i] = future_reason(int(times[i]), future_ms, wall)
-            if reasons:
-                for i in sorted(reasons):
-                    where, raw = position_of(batch, i), raw_of(batch, i)
-                    self.dead(DeadLetter(self.node.name, reasons[i], where, raw))
-                batch, times = batch.filter(ok), times[ok]
-        batch.time = times
-        batch.wm = self.tracker.assign(times, batch.partition, now=time.monotonic())
-        return batch
-
-    def watermark(self) -> int:
-        """The source's watermark now."""
-        if self.finished:
-            return MAX_TIME
-        return self.tracker.current(time.monotonic(), wall_ms=time.time_ns() // 1_000_000)
 
 
 class Executor:
@@ -250,7 +159,7 @@ class Executor:
         self.dead_kept: deque[DeadLetter] = deque(maxlen=10_000)
         self.gauges: dict[str, float] = {}
         self.ctx = Context(dead=self._dead, counters=self.counters, gauges=self.gauges)
-        self.sources = [_SourceRun(n, self._dead) for n in self.nodes if n.source is not None]
+        self.sources = [SourceRun(n, self._dead) for n in self.nodes if n.source is not None]
         self.hist = LatencyHistogram()
         self.events = 0
         self.restored_events = 0
