@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import socket
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -141,4 +140,5 @@ def test_server_sent_events_stream_snapshots_and_end_on_stop() -> None:
 def test_is_loopback() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("example.com")
-    assert not is_loopback(socket.gethostbyname(socket.gethostname())) or True
+    assert is_loopback("127.0.0.2") and is_loopback("[::1]")
+    assert not is_loopback("192.0.2.1")
