@@ -9,7 +9,9 @@ import pytest
 
 from tidal.core.batch import Batch
 from tidal.errors import ConfigError, ModelError, StateError
-from tidal.flink.core import KeyedDetector, Scorer, logistic_onnx, registry_model
+from tidal.flink.core import KeyedDetector, KeyedLearner, Scorer, logistic_onnx, registry_model
+from tidal.ml.learn.features import Features
+from tidal.ml.learn.step import LearnStep
 from tidal.ml.onnx import OnnxHandler
 from tidal.ml.predict import Predict
 from tidal.ml.registry import Registry
@@ -92,3 +94,75 @@ def test_keyed_detector_refuses_foreign_state() -> None:
         KeyedDetector("median_mad").score(state, np.zeros(2))
     with pytest.raises(ConfigError, match="unknown detector"):
         KeyedDetector("nope")
+
+
+CHUNKS = [(0, 1), (1, 97), (97, 98), (98, 640), (640, 1000)]
+
+
+def _labeled(n: int, seed: int = 3) -> tuple[list[np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    cols = [rng.normal(2.0, 3.0, n), rng.normal(-1.0, 0.5, n)]
+    y = ((cols[0] - 2.0) / 3.0 - 2.0 * (cols[1] + 1.0) + rng.normal(0, 0.3, n) > 0).astype(float)
+    return cols, y
+
+
+def _in_chunks(k: KeyedLearner, cols: list[np.ndarray], y: np.ndarray) -> dict[str, np.ndarray]:
+    state, parts = None, []
+    for lo, hi in CHUNKS:
+        out, state = k.learn(state, [c[lo:hi] for c in cols], y[lo:hi])
+        assert isinstance(state, bytes) and state[:2] == b"PK"  # an npz, not a pickle
+        parts.append(out)
+    return {n: np.concatenate([p[n] for p in parts]) for n in k.outputs}
+
+
+def test_keyed_learner_in_chunks_equals_the_learn_step_over_the_same_rows() -> None:
+    cols, y = _labeled(1000)
+    k = KeyedLearner("logistic", features=["a", "b"], metrics=["accuracy"], lr=0.2)
+    got = _in_chunks(pickle.loads(pickle.dumps(k)), cols, y)  # shipped as Flink ships it
+    step = LearnStep("m", "logistic", features=["a", "b"], target="y", metrics=["accuracy"])
+    step.learner.params["lr"] = 0.2
+    want: dict[str, list[np.ndarray]] = {n: [] for n in k.outputs}
+    for lo, hi in CHUNKS:  # one step kept in memory: no state round trip between chunks
+        out = step.learn(Batch({"a": cols[0][lo:hi], "b": cols[1][lo:hi], "y": y[lo:hi]}))
+        for n in k.outputs:
+            want[n].append(out[n])
+    for n in k.outputs:
+        np.testing.assert_allclose(got[n], np.concatenate(want[n]), rtol=0, atol=1e-12)
+    assert got["accuracy"][-1] > 0.85  # it did learn
+
+
+@pytest.mark.parametrize("name", ["logistic", "adam-logistic", "linear"])
+def test_keyed_learner_in_exact_mode_equals_one_pass(name: str) -> None:
+    cols, y = _labeled(1000, seed=5)
+    if name == "linear":
+        y = 0.5 * cols[0] - cols[1] + 0.1
+    spec = Features(numeric=["a", "b"], standardize=False)
+    k = KeyedLearner(name, features=spec, mode="exact", lr=0.05)
+    got = _in_chunks(k, cols, y)
+    whole, _ = KeyedLearner(name, features=spec, mode="exact", lr=0.05).learn(None, cols, y)
+    for n in k.outputs:
+        np.testing.assert_allclose(got[n], whole[n], rtol=0, atol=1e-12)
+
+
+def test_keyed_learner_predicts_unlabeled_rows_without_learning_them() -> None:
+    cols, y = _labeled(400)  # (unlabeled rows still update the standardization statistics)
+    k = KeyedLearner("logistic", features=Features(numeric=["a", "b"], standardize=False), lr=0.1)
+    _, state = k.learn(None, cols, np.where(y > 0, "yes", "no"))
+    probe = [np.array([9.0, -4.0]), np.array([-3.0, 1.0])]
+    a, after = k.learn(state, probe, [None, None])
+    b, _ = k.learn(after, probe, [None, None])  # nothing was learned: same predictions
+    assert a["prediction"].tolist() == b["prediction"].tolist() == ["yes", "no"]
+    np.testing.assert_array_equal(a["prediction_score"], b["prediction_score"])
+
+
+def test_keyed_learner_refuses_foreign_state_and_bad_input() -> None:
+    k = KeyedLearner("logistic", features=["a"])
+    with pytest.raises(StateError, match="not a Tidal state"):
+        k.learn(b"garbage", [np.zeros(2)], np.zeros(2))
+    _, other = KeyedLearner("linear", features=["a"]).learn(None, [np.zeros(2)], np.zeros(2))
+    with pytest.raises(StateError):
+        k.learn(other, [np.zeros(2)], np.zeros(2))
+    with pytest.raises(ConfigError, match="it takes"):
+        k.learn(None, [np.zeros(2), np.zeros(2)], np.zeros(2))
+    with pytest.raises(ConfigError, match="unknown learner"):
+        KeyedLearner("nope", features=["a"])

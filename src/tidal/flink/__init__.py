@@ -5,13 +5,15 @@ pipelines. PyFlink's vectorized (pandas/Arrow) functions hand Python whole batch
 Tidal's columnar steps take — so a model is called once per batch, not once per row.
 
 * :mod:`tidal.flink.core` — the Flink-free part: :class:`Scorer` (a model over feature
-  columns, with its version) and :class:`KeyedDetector` (one key's detector whose state is
-  bytes, for Flink's keyed state). Importable without PyFlink.
+  columns, with its version), :class:`KeyedDetector` and :class:`KeyedLearner` (one key's
+  detector or online learner whose state is bytes, for Flink's keyed state). Importable
+  without PyFlink.
 * :mod:`tidal.flink.table` — vectorized functions for the Table API and SQL
   (``model_function``, ``detect_over``). Needs PyFlink.
 * :mod:`tidal.flink.datastream` — DataStream operators with the detector's state in
   Flink's keyed ``ValueState`` (``DetectFunction``, ``DetectWindowFunction``,
-  ``ScoreWindowFunction``). Needs PyFlink.
+  ``ScoreWindowFunction``) and the learner's likewise (``LearnFunction``,
+  ``LearnWindowFunction``). Needs PyFlink.
 * :mod:`tidal.flink.jars` — Flink's Kafka SQL connector jar, from Maven Central.
 
 PyFlink 2.3 pins numpy < 2.2, pyarrow < 17 and pandas < 2.3, so it lives in its own
@@ -30,6 +32,7 @@ from tidal.flink.core import (
     DETECT_OUTPUTS,
     VERSION_COLUMN,
     KeyedDetector,
+    KeyedLearner,
     ModelSource,
     Scorer,
     logistic_onnx,
@@ -40,6 +43,7 @@ __all__ = [
     "DETECT_OUTPUTS",
     "VERSION_COLUMN",
     "KeyedDetector",
+    "KeyedLearner",
     "ModelSource",
     "Scorer",
     "logistic_onnx",

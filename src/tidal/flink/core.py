@@ -16,6 +16,11 @@ classes that know nothing of Flink (so the main environment, without PyFlink, te
   (an ``.npz`` of numeric arrays with a JSON manifest, read with ``allow_pickle=False``), so
   Flink's keyed state holds them as a plain ``byte[]`` (no pickle anywhere) and Flink's
   checkpoints and savepoints cover the detector.
+* :class:`KeyedLearner` does the same for one key's online learner: a
+  :class:`~tidal.ml.learn.step.LearnStep` (learner, feature statistics, class labels,
+  prequential metrics) whose :meth:`KeyedLearner.learn` predicts each new row of the key
+  before learning it (test-then-train) and returns the predictions and the new state,
+  again as :func:`~tidal.runtime.snapshot.encode`'s bytes.
 
 A model is given as a handler (not yet loaded: Flink ships the function to its Python
 workers by value, and a loaded ONNX session does not travel) or as a zero-argument factory
@@ -36,6 +41,12 @@ Example:
     >>> cols, state = d.score(state, np.array([8.0, 0.5]))
     >>> cols["alert"].tolist(), bool(cols["anomaly_score"][0] > 0.99)
     ([True, False], True)
+    >>> lr = KeyedLearner("logistic", features=["x"], lr=0.5)
+    >>> x = np.array([-2.0, 2.0] * 200)
+    >>> cols, state = lr.learn(None, [x], np.where(x > 0, "up", "down"))
+    >>> cols, state = lr.learn(state, [np.array([-1.0, 1.0])], [None, None])
+    >>> cols["prediction"].tolist(), lr.outputs
+    (['down', 'up'], ['prediction', 'prediction_score'])
 """
 
 from __future__ import annotations
@@ -54,12 +65,16 @@ from tidal.ml.batcher import split_rows
 from tidal.ml.detect.base import Detector
 from tidal.ml.detect.step import OUTPUTS, DetectStep
 from tidal.ml.handler import ModelHandler
+from tidal.ml.learn.base import Learner
+from tidal.ml.learn.features import Features
+from tidal.ml.learn.step import LearnStep
 from tidal.runtime.snapshot import decode, encode
 
 __all__ = [
     "DETECT_OUTPUTS",
     "VERSION_COLUMN",
     "KeyedDetector",
+    "KeyedLearner",
     "ModelSource",
     "Scorer",
     "logistic_onnx",
@@ -264,6 +279,159 @@ class KeyedDetector:
         out = step.detect(Batch({"value": x}))
         cols = {name: out[name] for name in DETECT_OUTPUTS}
         return cols, encode(step.snapshot())
+
+
+_LABEL = "__tidal_label__"
+
+
+class KeyedLearner:
+    """One key's online learner with its state as bytes; see the module docs.
+
+    Args:
+        learner: a learner name (``"logistic"``, ``"linear"``, ...; see
+            :data:`tidal.ml.learn.LEARNERS`) or a factory returning a fresh learner.
+        features: the feature names (numeric, standardized online), or a
+            :class:`~tidal.ml.learn.features.Features` spec over these names.
+        metrics: prequential metrics to add as columns (default none: a key's
+            ``accuracy`` is rarely what a Flink job emits per row).
+        window: rows in the rolling metrics' window.
+        classes: class labels in id order (default: order of first appearance).
+        seed: seed for learners built by name.
+        **settings: the learner's settings when built by name (``optimizer``, ``lr``,
+            ``mode``, ...).
+
+    Raises:
+        ConfigError: for an unknown learner name or settings it does not take.
+        PipelineError: for metrics that do not fit the learner.
+    """
+
+    def __init__(  # noqa: PLR0913 - keyword settings
+        self,
+        learner: str | Callable[[], Learner] = "logistic",
+        *,
+        features: Sequence[str] | Features,
+        metrics: Sequence[str] = (),
+        window: int = 1000,
+        classes: Sequence[Any] | None = None,
+        seed: int = 0,
+        **settings: Any,
+    ) -> None:
+        self.learner, self.settings = learner, dict(settings)
+        self.features = features if isinstance(features, Features) else [str(f) for f in features]
+        self.metrics, self.window, self.seed = list(metrics), int(window), seed
+        self.classes = None if classes is None else list(classes)
+        self._step: LearnStep | None = None
+        self._fresh: dict[str, Any] | None = None
+        self._step = self._new_step()  # validates the name and settings now, not on a worker
+        self._fresh = self._step.snapshot()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Flink ships functions to its workers by value: ship the parameters only.
+        return {k: v for k, v in self.__dict__.items() if k not in ("_step", "_fresh")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._step = self._new_step()
+        self._fresh = self._step.snapshot()
+
+    def _new_step(self) -> LearnStep:
+        from tidal.ml.learn.catalog import make
+
+        if isinstance(self.learner, str):
+            model = make(self.learner, seed=self.seed, **self.settings)
+        else:
+            model = self.learner()
+        features = self.features
+        spec = Features(numeric=features) if isinstance(features, list) else features
+        return LearnStep(
+            "flink",
+            model,
+            features=spec,
+            target=None if model.task == "clustering" else _LABEL,
+            metrics=self.metrics,
+            window=self.window,
+            classes=self.classes,
+            seed=self.seed,
+        )
+
+    @property
+    def task(self) -> str:
+        """What the learner predicts: ``"classification"``, ``"regression"``, ``"clustering"``."""
+        assert self._step is not None  # noqa: S101 - set in __init__
+        return str(self._step.task)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The feature columns :meth:`learn` takes, in order."""
+        assert self._step is not None  # noqa: S101 - set in __init__
+        return list(self._step.features.columns)
+
+    @property
+    def outputs(self) -> list[str]:
+        """The columns :meth:`learn` returns, in order.
+
+        ``prediction``, then ``prediction_score`` (classifiers), then each metric and its
+        rolling value.
+        """
+        assert self._step is not None  # noqa: S101 - set in __init__
+        step = self._step
+        out = [step.output]
+        if step.task == "classification":
+            out.append(f"{step.output}_score")
+        return out + (step.metrics.columns() if step.metrics else [])
+
+    def learn(
+        self, state: bytes | None, columns: Sequence[Any], labels: Any = None
+    ) -> tuple[dict[str, Any], bytes]:
+        """Predict one key's new rows, each before it is learned; return the new state.
+
+        Args:
+            state: what the previous call returned for this key (``None``: a new key).
+            columns: the feature columns (:attr:`feature_names`, in order), oldest row first.
+            labels: the rows' labels (``None``/NaN: not labeled yet, only predicted);
+                not given for clustering.
+
+        Returns:
+            The :attr:`outputs` columns for the rows (as the ``learn`` step's), and the
+            key's new state.
+
+        Raises:
+            StateError: if ``state`` is not a state of a learner with these parameters.
+            PipelineError: if a feature is not numeric or a label does not fit the learner.
+        """
+        step = self._step
+        assert step is not None and self._fresh is not None  # noqa: S101 - set in __init__
+        if state is None:
+            step.restore(self._fresh)
+        else:
+            try:
+                snap = decode(bytes(state))
+            except StateError as exc:
+                msg = f"the Flink keyed state of the learner is not a Tidal state: {exc}"
+                raise StateError(msg) from exc
+            step.restore(snap)
+        names = step.features.columns
+        if len(columns) != len(names):
+            msg = f"KeyedLearner.learn: {len(columns)} feature columns given, it takes {names}"
+            raise ConfigError(msg)
+        data: dict[str, Any] = {n: np.asarray(c) for n, c in zip(names, columns, strict=True)}
+        if step.target is not None:
+            data[_LABEL] = _label_column(labels, len(data[names[0]]) if names else 0)
+        out = step.learn(Batch(data))
+        return {name: out[name] for name in self.outputs}, encode(step.snapshot())
+
+
+def _label_column(labels: Any, n: int) -> Array:
+    """Labels as float64 (NaN: missing) when they are numbers or None, else an object array."""
+    if labels is None:
+        return np.full(n, np.nan)
+    arr = np.asarray(labels)
+    if arr.dtype.kind != "O":
+        return arr
+    values = arr.tolist()
+    if all(v is None or isinstance(v, int | float) for v in values):
+        return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    return arr
 
 
 def logistic_onnx(weights: Sequence[float], bias: float, *, output: str = "score") -> bytes:

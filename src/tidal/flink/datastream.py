@@ -17,7 +17,14 @@ Two shapes:
 * :class:`DetectFunction` — a ``KeyedProcessFunction``: one row at a time, output at once,
   the state decoded and encoded per row. The per-record slow path, for low rates.
 
-Each emits the input row's fields followed by the detection columns
+Learners follow the same pattern: :class:`LearnFunction` (per row) and
+:class:`LearnWindowFunction` (per window) keep a key's online learner — a
+:class:`~tidal.flink.core.KeyedLearner`: weights, optimizer state, feature statistics,
+class labels — in a ``ValueState<byte[]>`` too, predict each row before learning it
+(test-then-train), and append the prediction (and, for classifiers, its score);
+:func:`with_prediction` gives the output type.
+
+Each detection operator emits the input row's fields followed by the detection columns
 (:data:`~tidal.flink.core.DETECT_OUTPUTS`); :func:`with_detection` gives the output type.
 :class:`ScoreWindowFunction` scores the rows of a window with a model, once per window, and
 appends the score and ``model_version`` (:func:`with_score` gives the type). For scoring in
@@ -56,23 +63,34 @@ from pyflink.datastream.functions import KeyedProcessFunction, ProcessWindowFunc
 from pyflink.datastream.state import ValueStateDescriptor
 
 from tidal.errors import ConfigError
-from tidal.flink.core import DETECT_OUTPUTS, VERSION_COLUMN, KeyedDetector, ModelSource, Scorer
+from tidal.flink.core import (
+    DETECT_OUTPUTS,
+    VERSION_COLUMN,
+    KeyedDetector,
+    KeyedLearner,
+    ModelSource,
+    Scorer,
+)
 
 __all__ = [
     "DetectFunction",
     "DetectWindowFunction",
+    "LearnFunction",
+    "LearnWindowFunction",
     "ScoreWindowFunction",
     "state_descriptor",
     "stop_with_savepoint",
     "with_detection",
+    "with_prediction",
     "with_score",
 ]
 
 DEFAULT_STATE = "tidal-detector"
+LEARNER_STATE = "tidal-learner"
 
 
 def state_descriptor(name: str = DEFAULT_STATE) -> Any:
-    """The keyed state holding a detector: a ``ValueState`` of ``byte[]`` (no pickle)."""
+    """The keyed state holding a detector or learner: a ``ValueState`` of ``byte[]``."""
     return ValueStateDescriptor(name, Types.PRIMITIVE_ARRAY(Types.BYTE()))
 
 
@@ -253,3 +271,112 @@ class ScoreWindowFunction(ProcessWindowFunction):  # type: ignore[misc]  # untyp
         scores, versions = out[self.scorer.output or "score"], out[VERSION_COLUMN]
         for i, row in enumerate(rows):
             yield Row(*tuple(row), float(scores[i]), str(versions[i]))
+
+
+def with_prediction(input_type: Any, learner: KeyedLearner, target: str | None = None) -> Any:
+    """The row type of a learning operator's output: the input's fields, then the outputs.
+
+    ``prediction`` is DOUBLE for a regressor, BIGINT (the cluster id) for k-means, and for a
+    classifier the type of the ``target`` field (the predicted label), followed by
+    ``prediction_score`` (DOUBLE); each metric column is DOUBLE.
+
+    Raises:
+        ConfigError: a classifier's ``target`` is not one of the input's fields.
+    """
+    names = list(input_type.get_field_names())
+    types = list(input_type.get_field_types())
+    if learner.task == "classification":
+        pred = types[_field_index(names, str(target), "with_prediction")]
+    else:
+        pred = Types.DOUBLE() if learner.task == "regression" else Types.LONG()
+    outs = learner.outputs
+    return Types.ROW_NAMED([*names, *outs], [*types, pred, *[Types.DOUBLE()] * (len(outs) - 1)])
+
+
+class _Learning:
+    """What the two learning operators share: the field indices and the keyed learner."""
+
+    def __init__(
+        self,
+        learner: str | Any = "logistic",
+        *,
+        features: Sequence[str],
+        target: str | None,
+        fields: Sequence[str],
+        state_name: str = LEARNER_STATE,
+        **params: Any,
+    ) -> None:
+        what = type(self).__name__
+        self.fields = [str(f) for f in fields]
+        self.keyed = KeyedLearner(learner, features=features, **params)
+        self.indices = [_field_index(self.fields, f, what) for f in self.keyed.feature_names]
+        self.target = None if target is None else _field_index(self.fields, target, what)
+        if self.target is None and self.keyed.task != "clustering":
+            msg = f"{what}: a {self.keyed.task} learner needs target='label field'"
+            raise ConfigError(msg)
+        self.state_name = state_name
+
+    def _learn(self, state: Any, rows: list[Any]) -> Iterator[Row]:
+        cols = [
+            np.fromiter((_value(r[i]) for r in rows), np.float64, len(rows)) for i in self.indices
+        ]
+        labels = None if self.target is None else [r[self.target] for r in rows]
+        out, new = self.keyed.learn(state.value(), cols, labels)
+        state.update(new)
+        names = self.keyed.outputs
+        classify = self.keyed.task == "classification"
+        for i, row in enumerate(rows):
+            pred = out[names[0]][i]
+            if classify and labels is not None and labels[i] is not None:
+                self._cast = type(labels[i])  # the label field's Python type (float, int, str)
+            cast = getattr(self, "_cast", None) if classify else None
+            if cast is not None:
+                pred = cast(pred)
+            else:
+                pred = pred.item() if isinstance(pred, np.generic) else pred
+            yield Row(*tuple(row), pred, *(float(out[n][i]) for n in names[1:]))
+
+
+class LearnFunction(_Learning, KeyedProcessFunction):  # type: ignore[misc]  # untyped PyFlink
+    """Learn online row by row on a keyed stream; the learner lives in keyed state.
+
+    Each row is predicted by the key's learner as it was before the row, then learned
+    (rows whose label is null are only predicted). The per-record slow path: the state is
+    decoded and encoded per row; :class:`LearnWindowFunction` does it once per window.
+
+    Args:
+        learner: a learner name (:data:`tidal.ml.learn.LEARNERS`) or a factory.
+        features: the fields holding the (numeric) features, in order.
+        target: the field holding the label (``None`` only for clustering).
+        fields: the input rows' field names (``row_type.get_field_names()``).
+        state_name: the keyed state's name (keys the state in checkpoints: keep it stable).
+        **params: more :class:`~tidal.flink.core.KeyedLearner` parameters (``metrics``,
+            ``classes``, ``seed``) and the learner's settings (``lr``, ``mode``, ...).
+
+    Raises:
+        ConfigError: a feature or the target is not one of ``fields``, or an unknown learner.
+    """
+
+    def open(self, runtime_context: Any) -> None:
+        """Get the key's learner state (Flink calls this once per operator)."""
+        self.state = runtime_context.get_state(state_descriptor(self.state_name))
+
+    def process_element(self, value: Any, ctx: Any) -> Iterator[Row]:
+        """Predict then learn one row from its key's state; update the state; emit the row."""
+        yield from self._learn(self.state, [value])
+
+
+class LearnWindowFunction(_Learning, ProcessWindowFunction):  # type: ignore[misc]
+    """Learn online on a keyed window's rows at once; the learner lives in keyed state.
+
+    The rows are predicted and learned in the order the window holds them, in one
+    vectorized call, against the key's learner from earlier windows (the window
+    function's global, per-key state). Args: as :class:`LearnFunction`.
+    """
+
+    def process(self, key: Any, context: Any, elements: Iterable[Any]) -> Iterator[Row]:
+        """Predict then learn a key's window of rows at once; emit them with predictions."""
+        rows = list(elements)
+        if rows:
+            state = context.global_state().get_state(state_descriptor(self.state_name))
+            yield from self._learn(state, rows)
