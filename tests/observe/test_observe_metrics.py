@@ -151,3 +151,29 @@ def _parse(live: LiveRun) -> dict[Any, float]:
             labels = tuple(sorted((k, v) for k, v in smp.labels.items() if k != "pipeline"))
             out[(smp.name, labels)] = smp.value
     return out
+
+
+def test_a_learners_prequential_metrics_are_gauges_on_metrics() -> None:
+    import numpy as np
+
+    from tidal.testing import MemorySource
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=4000)
+    label = np.where(x > 0, "up", "down").astype(object)
+    p = Pipeline("learning")
+    src = p.source("in", MemorySource({"x": x, "label": label}))
+    src.learn("model", "adam-logistic", features=["x"], target="label").sink("out", MemorySink())
+    live = LiveRun(refresh=0.05)
+    summary = Executor(p, observer=live, max_batch=500, handle_signals=False).run()
+    text = generate_latest(registry_for(live)).decode()
+    got = {
+        line.split('metric="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("tidal_step_metric{") and 'step="model"' in line
+    }
+    want = summary.extra["metrics"]
+    assert got and {f"model.{k}" for k in got} == set(want)
+    for k, v in got.items():
+        assert abs(v - want[f"model.{k}"]) <= 1e-6
+    assert got["accuracy"] > 0.9

@@ -147,6 +147,7 @@ class LiveRun:
         self.latency: dict[str, Buckets] = {}
         self.events = 0
         self.counters: dict[str, int] = {}
+        self.gauges: dict[str, float] = {}
         self.dead_count = 0
         self.dead_by: dict[tuple[str, str], int] = {}
         self.dead_recent: deque[dict[str, Any]] = deque(maxlen=_KEEP_DEAD)
@@ -310,6 +311,7 @@ class LiveRun:
         sources = {s.node.name: self._source_figures(s, now, lag=lag) for s in run.sources}
         models = {name: self._model_figures(name, op) for name, op in self._model_ops.items()}
         counters = dict(run.counters)
+        gauges = dict(getattr(run, "gauges", {}))
         new_dead = run.dead_count - self.dead_count
         letters = list(run.dead_kept)[-new_dead:] if new_dead > 0 else []
         hist = getattr(run, "hist", None)
@@ -321,6 +323,7 @@ class LiveRun:
             for name, fig in models.items():
                 self._note_model(name, fig, now)
             self.counters = counters
+            self.gauges = gauges
             self._add_dead(letters, run.dead_count)
             if marks is not None:
                 self._hist_marks.append((now, marks))

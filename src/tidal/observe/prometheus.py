@@ -39,6 +39,7 @@ metric                                         type       labels (besides ``pipe
 ``tidal_model_canary_rows_total``              counter    ``step``
 ``tidal_detector_alerts_total``                counter    ``step``
 ``tidal_step_counter_total``                   counter    ``step``, ``counter``: the rest
+``tidal_step_metric``                          gauge      ``step``, ``metric``: learners' metrics
 ``tidal_run_start_time_seconds``               gauge
 ``tidal_run_up``                               gauge      1 while running, 0 once finished
 =============================================  =========  =======================================
@@ -255,6 +256,15 @@ class TidalCollector(Collector):
                 other.add_metric([p, step, name], n)
         yield alerts
         yield other
+        gauges = GaugeMetricFamily(
+            "tidal_step_metric",
+            "Current values the steps report, e.g. a learner's prequential metrics",
+            labels=["pipeline", "step", "metric"],
+        )
+        for key, v in live.gauges.items():
+            step, _, name = key.rpartition(".")
+            gauges.add_metric([p, step, name], v)
+        yield gauges
 
 
 def _histogram(
