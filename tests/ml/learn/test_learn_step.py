@@ -233,3 +233,14 @@ def test_a_river_learner_refuses_checkpoints_loudly(tmp_path: Path) -> None:
     )
     run(p2)
     assert out.records()[-1]["accuracy"] > 0.7
+
+
+def test_softmax_scores_are_the_top_probability_when_classes_appear() -> None:
+    """A class first seen in a batch must not turn every row's score into NaN."""
+    p = Pipeline("three")
+    x = np.tile([[0.0], [1.0], [2.0]], (200, 1))[:, 0]
+    src = p.source("in", MemorySource({"x": x, "y": (x.astype(int)).astype(object)}))
+    out = collect(src.learn("m", "softmax", features=["x"], target="y"))
+    run(p)
+    scores = np.array([r["prediction_score"] for r in out.records()], dtype=float)
+    assert np.isfinite(scores).all() and ((scores > 0) & (scores <= 1)).all()

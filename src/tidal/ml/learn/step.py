@@ -305,7 +305,7 @@ class LearnStep(Operator):
             p = (
                 out[:, 1]
                 if out.shape[1] == 2 and self.metrics and self.metrics.binary
-                else out.max(axis=1, initial=np.nan)
+                else _top_probability(out)
             )
             cols[self.output] = pred if self.labels.mode == "vocab" else np.where(ok, ids, -1)
             cols[f"{self.output}_score"] = np.where(ok, p, np.nan)
@@ -372,3 +372,12 @@ class LearnStep(Operator):
             msg = f"step {self.name!r}: {exc}"
             raise StateError(msg) from exc
         self.labels.restore(snap["labels"])
+
+
+def _top_probability(out: Array) -> Array:
+    """Each row's highest class probability, ignoring NaN (NaN where the whole row is NaN)."""
+    if out.shape[1] == 0:
+        return np.full(len(out), np.nan)
+    best: Array = np.where(np.isnan(out), -np.inf, out).max(axis=1)
+    return np.where(np.isneginf(best), np.nan, best)
+
