@@ -298,6 +298,9 @@ def test_cli_compress_prints_the_report_and_registers(
     monkeypatch.setenv("TIDAL_REGISTRY", str(tmp_path / "reg"))
     args = ["models", "compress", str(mlp_onnx), "--method", "int8-dynamic"]
     args += ["--eval", str(tmp_path / "eval.npz"), "--out", str(tmp_path / "q.onnx")]
+    # dynamic int8 scales activations per call: at the CLI's batches of 1,024 this model
+    # loses 0.56 pt with onnxruntime 1.32 (0.5 pt at 256); the gate itself is tested above
+    args += ["--max-accuracy-drop", "0.01"]
     assert main([*args, "--register", "digits", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["passed"] and data["registered"] == {"name": "digits", "version": 1}
@@ -322,7 +325,7 @@ def test_cli_compress_out_ignores_the_demos_tidal_out(
     monkeypatch.delenv("TIDAL_COMPRESS_OUT", raising=False)
     monkeypatch.setenv("TIDAL_OUT", str(tmp_path / "alerts.jsonl"))
     args = ["models", "compress", str(mlp_onnx), "--method", "int8-dynamic"]
-    args += ["--eval", str(tmp_path / "eval.npz"), "--json"]
+    args += ["--eval", str(tmp_path / "eval.npz"), "--json", "--max-accuracy-drop", "0.01"]
     assert main(args) == 2
     assert "--out is required (or set TIDAL_COMPRESS_OUT)" in capsys.readouterr().err
     monkeypatch.setenv("TIDAL_COMPRESS_OUT", str(tmp_path / "q.onnx"))
