@@ -142,3 +142,16 @@ def test_is_loopback() -> None:
     assert not is_loopback("0.0.0.0") and not is_loopback("example.com")
     assert is_loopback("127.0.0.2") and is_loopback("[::1]")
     assert not is_loopback("192.0.2.1")
+
+
+def test_a_port_another_server_listens_on_is_refused_at_start() -> None:
+    """Two runs asking for one port: the second gets a ConfigError, never a dead thread."""
+    from tidal.errors import ConfigError
+    from tidal.observe.live import LiveRun
+
+    first = ObserveServer(LiveRun(), port=0).start()
+    try:
+        with pytest.raises(ConfigError, match="cannot serve"):
+            ObserveServer(LiveRun(), port=first.port).start()
+    finally:
+        first.stop()

@@ -165,6 +165,9 @@ class ObserveServer:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.host, self.port))
+            # listen here, not in the server's thread: with SO_REUSEADDR two processes can
+            # both bind a port; only listen() tells which one has it (the other falls back)
+            sock.listen(128)
         except OSError as exc:
             sock.close()
             msg = (
