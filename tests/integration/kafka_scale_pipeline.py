@@ -1,10 +1,10 @@
 """The pipeline file that test_kafka_workers.py runs with ``tidal run --workers N``.
 
 Environment: ``SCALE_BOOTSTRAP`` (the broker), ``SCALE_IN`` (the keyed input topic),
-``SCALE_OUT`` (the output topic, also the transactional id), ``SCALE_GATE`` (see
-``_gate``). A bounded ``KafkaSource`` (group ``<SCALE_OUT>-in``) -> key_by k -> 1 s
-tumbling windows (count, sum, min, max) -> ``KafkaTransactionalSink`` with the source's
-offsets in each transaction.
+``SCALE_OUT`` (the output topic, also the transactional id), ``SCALE_GATE`` and
+``SCALE_PACE_MS`` (see ``_gate``). A bounded ``KafkaSource`` (group ``<SCALE_OUT>-in``)
+-> key_by k -> 1 s tumbling windows (count, sum, min, max) -> ``KafkaTransactionalSink``
+with the source's offsets in each transaction.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ def _gate(batch: Any) -> Any:
         tmp.replace(gate + ".reached")
         while Path(gate).exists():
             time.sleep(0.005)
+    pace = os.environ.get("SCALE_PACE_MS")
+    if pace:  # hold each batch this long: a run then spans many checkpoints, however fast
+        time.sleep(float(pace) / 1000.0)
     return batch["v"] >= 0
 
 

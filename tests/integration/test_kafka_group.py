@@ -129,9 +129,10 @@ def test_a_member_added_mid_run_takes_partitions_with_their_state(
     gate = tmp_path / "gate"
     gate.touch()
     # the first member (posing as worker 1, which the gate parks) owns all 4 partitions
-    first = _start(
-        config, tmp_path / "a", in_topic, out, 1, group, SCALE_GATE=str(gate), TIDAL_WORKER="1/2"
-    )
+    first = _start(  # paced: still polling (and so rebalancing) after the gate opens
+        config, tmp_path / "a", in_topic, out, 1, group, SCALE_GATE=str(gate),
+        TIDAL_WORKER="1/2", SCALE_PACE_MS="20",
+    )  # fmt: skip
     reached = Path(f"{gate}.reached")
     deadline = time.monotonic() + WAIT_S
     while not reached.exists():
@@ -158,7 +159,8 @@ def test_a_member_killed_inside_a_checkpoint_loses_and_duplicates_nothing(
     # transaction committed, the runtime had not finished its checkpoint
     config, in_topic, reference = setup
     out = new_topic(config, "group-out", partitions=2)
-    env = {"TIDAL_TEST_WORKER_CRASH": f"0:{point}"}
+    # paced: the crash point's n-th checkpoint must come before the input ends, on any machine
+    env = {"TIDAL_TEST_WORKER_CRASH": f"0:{point}", "SCALE_PACE_MS": "20"}
     summary = _finish(_start(config, tmp_path, in_topic, out, 2, **env))
     assert summary["restarts"] == [1, 0], summary
     assert _output(config, out) == reference
