@@ -200,7 +200,25 @@ class Scorer:
         return col.reshape(len(X), -1)[:, 0] if col.ndim > 1 else col
 
 
-class KeyedDetector:
+class _ShippedStep:
+    """Shipped to Flink's workers by value: the parameters only; the step is rebuilt there."""
+
+    _step: Any
+    _fresh: dict[str, Any] | None
+
+    def _new_step(self) -> Any:
+        raise NotImplementedError
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("_step", "_fresh")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._step = self._new_step()
+        self._fresh = self._step.snapshot()
+
+
+class KeyedDetector(_ShippedStep):
     """One key's detector with its state as bytes; see the module docs.
 
     Args:
@@ -226,15 +244,6 @@ class KeyedDetector:
         self._step: DetectStep | None = None
         self._fresh: dict[str, Any] | None = None
         self._step = self._new_step()  # validates the name now, not on the worker
-        self._fresh = self._step.snapshot()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Flink ships functions to its workers by value: ship the parameters only.
-        return {k: v for k, v in self.__dict__.items() if k not in ("_step", "_fresh")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._step = self._new_step()
         self._fresh = self._step.snapshot()
 
     def _new_step(self) -> DetectStep:
@@ -284,7 +293,7 @@ class KeyedDetector:
 _LABEL = "__tidal_label__"
 
 
-class KeyedLearner:
+class KeyedLearner(_ShippedStep):
     """One key's online learner with its state as bytes; see the module docs.
 
     Args:
@@ -323,15 +332,6 @@ class KeyedLearner:
         self._step: LearnStep | None = None
         self._fresh: dict[str, Any] | None = None
         self._step = self._new_step()  # validates the name and settings now, not on a worker
-        self._fresh = self._step.snapshot()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Flink ships functions to its workers by value: ship the parameters only.
-        return {k: v for k, v in self.__dict__.items() if k not in ("_step", "_fresh")}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._step = self._new_step()
         self._fresh = self._step.snapshot()
 
     def _new_step(self) -> LearnStep:
