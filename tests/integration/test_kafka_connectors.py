@@ -19,6 +19,7 @@ from tidal import Executor, Pipeline
 from tidal.errors import ConnectorError
 from tidal.io.formats import ArrowFormat
 from tidal.io.kafka import KafkaConfig
+from tidal.io.kafka.admin import KafkaAdmin
 from tidal.io.kafka.sink import KafkaSink
 from tidal.io.kafka.source import KafkaSource
 from tidal.io.memory import MemorySink, MemorySource
@@ -289,3 +290,18 @@ def test_kafka_source_keeps_the_source_contract(kafka_config: KafkaConfig) -> No
     contract.check_source(
         lambda: KafkaSource(topic, config=kafka_config, bounded=True), fingerprint
     )
+
+
+def test_a_deleted_topic_is_gone_when_delete_returns(
+    kafka_admin: KafkaAdmin, kafka_config: KafkaConfig
+) -> None:
+    """``delete_topic`` waits for the broker, so the same name can be created at once."""
+    name = "t-deleted-and-recreated"
+    for partitions in (4, 8, 6, 8):  # each round deletes the last round's topic first
+        kafka_admin.delete_topic(name, missing_ok=True)
+        assert name not in kafka_admin.topics()
+        kafka_admin.create_topic(name, partitions=partitions)
+        assert kafka_admin.partitions(name) == partitions
+        produce(kafka_config, name, (b"x" * 1000 for _ in range(5000)))
+    kafka_admin.delete_topic(name)
+    assert name not in kafka_admin.topics()

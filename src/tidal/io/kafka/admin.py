@@ -274,6 +274,25 @@ class KafkaAdmin:
         except ConnectorError as exc:
             if not (missing_ok and _error_code(exc.__cause__) == KafkaError.UNKNOWN_TOPIC_OR_PART):
                 raise
+            return
+        self._await_gone(topic)
+
+    def _await_gone(self, topic: str) -> None:
+        """Wait until the broker's metadata no longer lists a deleted ``topic``.
+
+        The controller accepts the deletion before the broker applies it; until then the
+        topic is still listed and creating it again fails, so a delete that returns early
+        would race the next create (``tidal demo --reset`` followed by a new run).
+        """
+        deadline = time.monotonic() + self.timeout
+        while topic in self._metadata(None).topics:  # all topics: never auto-creates it
+            if time.monotonic() > deadline:
+                msg = (
+                    f"topic {topic!r} at {self.bootstrap} was still listed "
+                    f"{self.timeout:g} s after deleting it"
+                )
+                raise ConnectorError(msg)
+            time.sleep(0.05)  # the broker applies the controller's record shortly
 
     def _await_leaders(self, topic: str, partitions: int) -> None:
         """Wait until every partition has a leader that serves it.
@@ -497,6 +516,10 @@ def _loading_codes() -> frozenset[int]:
             KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
             KafkaError.COORDINATOR_NOT_AVAILABLE,
             KafkaError.REPLICA_NOT_AVAILABLE,
+            # the client's metadata still names the leader of a topic deleted and created again
+            KafkaError.UNKNOWN_LEADER_EPOCH,
+            KafkaError.FENCED_LEADER_EPOCH,
+            KafkaError.OFFSET_NOT_AVAILABLE,
         }
     )
 
