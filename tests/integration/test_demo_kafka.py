@@ -118,7 +118,7 @@ def test_demo_on_kafka_killed_and_restarted_commits_each_alert_once(
     deadline = time.monotonic() + 180
     while len(read_committed(out)) < 20 or _progress(data) < needed:
         assert proc.poll() is None, proc.communicate()[1]
-        assert time.monotonic() < deadline, f"the demo did not checkpoint {needed} readings in 180 s"
+        assert time.monotonic() < deadline, f"no checkpoint of {needed} readings in 180 s"
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
