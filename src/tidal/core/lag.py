@@ -230,8 +230,10 @@ class Lag(Operator):
             heads = np.flatnonzero(first)
         seg_len = np.diff(np.append(heads, n))
         seg_keys = ks[heads]
-        pos = np.arange(n) - np.repeat(heads, seg_len)  # place of each row in its key's run
-        held = self.count[ks]
+        pos = held = None
+        if order is not None:
+            pos = np.arange(n) - np.repeat(heads, seg_len)  # place of each row in its key's run
+            held = self.count[ks]
         out: dict[str, Any] = {}
         for c in self.columns:
             col = batch[c]
@@ -239,26 +241,47 @@ class Lag(Operator):
             dt = _out_dtype(col.dtype, h.dtype, self.fill)
             sorted_col = col if order is None else col[order]
             for k in self.periods:
-                lagged = np.empty(n, dtype=dt)
-                inside = pos >= k
-                idx = np.flatnonzero(inside)
-                lagged[idx] = sorted_col[idx - k]
-                back = k - pos - 1  # how far back in the state (0: the newest held)
-                from_state = ~inside & (back < held)
-                if from_state.any():
-                    lagged[from_state] = h[ks[from_state], back[from_state]]
-                fill_rows = ~inside & ~from_state
-                if fill_rows.any():
-                    lagged[fill_rows] = _missing(dt) if self.fill is None else self.fill
-                if order is not None:
-                    unsorted = np.empty_like(lagged)
-                    unsorted[order] = lagged
-                    lagged = unsorted
+                if order is None or pos is None or held is None:
+                    lagged = self._shift_one_key(sorted_col, h, k, dt)
+                else:
+                    lagged = np.empty(n, dtype=dt)
+                    lagged[order] = self._shift_runs(sorted_col, h, k, dt, ks, pos, held)
                 out[f"{c}_lag{k}"] = lagged
             self.hist[c] = self._remember(h, sorted_col, heads, seg_len, seg_keys)
         if n:
             self.count[seg_keys] = np.minimum(self.depth, self.count[seg_keys] + seg_len)
         return [(0, batch.with_columns(**{name: out[name] for name in self.names}))]
+
+    def _shift_runs(  # noqa: PLR0913 - the runs' arrays, computed once per batch
+        self, col: Array, h: Array, k: int, dt: np.dtype[Any], ks: Array, pos: Array, held: Array
+    ) -> Array:
+        """Lag ``k`` of key-sorted rows: shift within each key's run, its head from state."""
+        lagged = np.empty(len(col), dtype=dt)
+        inside = pos >= k
+        idx = np.flatnonzero(inside)
+        lagged[idx] = col[idx - k]
+        back = k - pos - 1  # how far back in the state (0: the newest held)
+        from_state = ~inside & (back < held)
+        if from_state.any():
+            lagged[from_state] = h[ks[from_state], back[from_state]]
+        fill_rows = ~inside & ~from_state
+        if fill_rows.any():
+            lagged[fill_rows] = _missing(dt) if self.fill is None else self.fill
+        return lagged
+
+    def _shift_one_key(self, col: Array, h: Array, k: int, dt: np.dtype[Any]) -> Array:
+        """Lag ``k`` of a batch of one key (key id 0): a shifted copy, the head from state."""
+        n = len(col)
+        lagged = np.empty(n, dtype=dt)
+        m = min(k, n)
+        lagged[m:] = col[: n - m]
+        back = k - 1 - np.arange(m)  # rows 0..m-1 reach this far back into the state
+        known = back < self.count[0]
+        head = lagged[:m]  # a view: writing it writes ``lagged``
+        head[known] = h[0, back[known]]
+        if not known.all():
+            head[~known] = _missing(dt) if self.fill is None else self.fill
+        return lagged
 
     def _remember(
         self, h: Array, sorted_col: Array, heads: Array, seg_len: Array, seg_keys: Array
