@@ -196,6 +196,9 @@ class OnlineMF:
         if len(fresh):  # new (or reused) ids start from small random factors
             table[fresh] = self.rng.normal(0.0, self.init_scale, (len(fresh), self.factors))
             ready[fresh] = True
+            if which == "i":  # and the typical item's bias: not above every learned item
+                had = self.i_count > 0
+                self.bi[fresh] = self.bi[had].mean() if had.any() else 0.0
         return ids
 
     def add_users(self, users: Array, features: Array | None = None) -> None:
