@@ -103,3 +103,30 @@ def test_bad_features_are_refused_with_a_clear_error() -> None:
         mf.add_items(np.array([1]), np.array([[1.0, np.nan, 0.0]]))
     with pytest.raises(ConfigError, match="no user_features"):
         mf.add_users(np.array([1]), np.ones((1, 3)))
+
+
+def test_the_step_stores_feature_columns_and_serves_new_users_from_them() -> None:
+    from tidal.core.batch import Batch
+    from tidal.errors import PipelineError
+    from tidal.ml.reco import RecommendStep
+
+    u, i, fi, fu, grp = _world()
+    step = RecommendStep("shop", user="u", item="i", k=10, item_features=["a", "b", "c", "d", "e"],
+                         user_features=["g0", "g1", "g2", "g3", "g4"], factors=8, lr=0.1,
+                         reg=0.0)  # fmt: skip
+    for _ in range(2):
+        for a in range(0, len(u), 2000):
+            cols = {"u": u[a : a + 2000], "i": i[a : a + 2000]}
+            cols |= {c: fi[i[a : a + 2000], k] for k, c in enumerate("abcde")}
+            cols |= {f"g{k}": fu[u[a : a + 2000], k] for k in range(GROUPS)}
+            out = step.process(Batch(cols), 0)[0][1]
+    assert step.model.ifeat is not None and step.model.ifeat.has[: step.model.n_items].all()
+    assert len(out["reco_rank"]) == 2000
+    ask = {"u": np.array([9001, 9002])} | {f"g{k}": np.eye(GROUPS)[[2, 3], k] for k in range(5)}
+    items = step.process(Batch(ask), 1)[0][1]["items"].tolist()
+    assert np.mean([it % GROUPS == 2 for it in items[0]]) >= 0.5
+    assert np.mean([it % GROUPS == 3 for it in items[1]]) >= 0.5
+    with pytest.raises(PipelineError, match="'a' is missing"):
+        step.process(Batch({"u": np.array([1]), "i": np.array([2])}), 0)
+    with pytest.raises(ConfigError, match="needs a model built with item_features=2"):
+        RecommendStep("x", OnlineMF(feedback="implicit"), item_features=["a", "b"])
