@@ -157,7 +157,14 @@ class RecommendStep(Operator):
     def _features(self, batch: Batch, columns: list[str]) -> Array | None:
         if not columns:
             return None
-        cols = [self._column(batch, c, "feature") for c in columns]
+        missing = [c for c in columns if c not in batch]
+        if missing:
+            msg = (
+                f"step {self.name!r}: the feature columns {missing} are missing, the batch has "
+                f"{batch.names}; every interaction needs its item_features and user_features"
+            )
+            raise PipelineError(msg)
+        cols = [batch[c] for c in columns]
         if any(c.dtype.kind not in "iufb" for c in cols):
             msg = f"step {self.name!r}: feature columns {columns} must be numeric"
             raise PipelineError(msg)
