@@ -248,9 +248,7 @@ def quality(batch: int) -> None:
         policies: dict[str, Callable[[int, int], Any]] = {
             "LinUCB": lambda k, d: LinUCB(n_arms=k, n_features=d, alpha=0.5),
             "Thompson": lambda k, d: LinearThompson(n_arms=k, n_features=d, v=0.1, seed=0),
-            "eps-greedy": lambda k, d: EpsilonGreedy(
-                n_arms=k, n_features=d, epsilon=0.05, seed=0
-            ),
+            "eps-greedy": lambda k, d: EpsilonGreedy(n_arms=k, n_features=d, epsilon=0.05, seed=0),
         }
         row: list[Any] = [name, f"{len(y)} x {d - 1}, {k} arms"]
         row += [f"{_run_tidal(mk(k, d), x, rewards, batch)[1]:.3f}" for mk in policies.values()]

@@ -74,8 +74,12 @@ def _policy_step(policy: Any, b: dict[str, np.ndarray]) -> np.ndarray:
 def _reco_batches() -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(1)
     return [
-        {"u": rng.integers(0, 50, 60), "i": rng.integers(0, 30, 60), "r": rng.normal(3, 1, 60),
-         "t": np.full(60, 10.0 * k)}  # fmt: skip
+        {
+            "u": rng.integers(0, 50, 60),
+            "i": rng.integers(0, 30, 60),
+            "r": rng.normal(3, 1, 60),
+            "t": np.full(60, 10.0 * k),
+        }  # fmt: skip
         for k in range(12)
     ]
 

@@ -87,7 +87,9 @@ def test_features_are_checkpointed_as_arrays_and_restore_the_same_answers() -> N
     again = _model()
     again.restore(decode(encode(snap)))
     users = np.arange(USERS)
-    np.testing.assert_array_equal(mf.recommend_many(users, 10)[1], again.recommend_many(users, 10)[1])
+    np.testing.assert_array_equal(
+        mf.recommend_many(users, 10)[1], again.recommend_many(users, 10)[1]
+    )
     u = np.array([1, 2, 3])
     mf.learn(u, np.array([1000, 1000, 5]))
     again.learn(u, np.array([1000, 1000, 5]))

@@ -39,8 +39,8 @@ import numpy as np
 from tidal.core.batch import Array
 from tidal.errors import ConfigError, StateError
 from tidal.ml.reco.features import FeatureTable
-from tidal.ml.reco.keys import Keys
 from tidal.ml.reco.kernels import has_numba, remember, sgd
+from tidal.ml.reco.keys import Keys
 from tidal.ml.rngstate import rng_state, set_rng_state
 
 __all__ = ["OnlineMF"]
