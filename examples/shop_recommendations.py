@@ -15,8 +15,8 @@
    factorization, per-sample SGD over every view and purchase, 8 sampled negatives each;
    a new item starts from the factors its features predict; popularity with a 10 min
    half-life for cold users) and, side by side on the same stream, a popularity-only
-   recommender (the same step with ``cold_after`` so high it never personalizes). A query stream asks for the
-   top-10 of some users at the end, answered from the same state.
+   recommender (the same step with ``cold_after`` so high it never personalizes). A query
+   stream asks for the top-10 of some users at the end, answered from the same state.
 3. Metrics, prequential (test-then-train): for every purchase, the rank of the bought item
    in the user's top-10 *before* the model saw the purchase; hit-rate@10 and NDCG@10 are
    printed as the stream goes, for the model and for the popularity baseline.
@@ -159,9 +159,10 @@ def main(events: int = 200_000, *, echo: bool = True, seed: int = 0) -> dict[str
         print(f"{events:,} events in {seconds:.1f} s ({total['events_per_s']:,} events/s, "
               "both recommenders, with the top-10 of every event for the metrics)")  # fmt: skip
         mf_late, pop_late = total["mf_late"], total["popular_late"]
-        print(f"second half, purchases: hit-rate@10 mf {mf_late['hit_rate@10']:.3f} vs popular "
-              f"{pop_late['hit_rate@10']:.3f} ({mf_late['hit_rate@10'] / max(pop_late['hit_rate@10'], 1e-9):.2f}x), "
-              f"NDCG@10 mf {mf_late['ndcg@10']:.3f} vs popular {pop_late['ndcg@10']:.3f}")  # fmt: skip
+        hit, base = mf_late["hit_rate@10"], pop_late["hit_rate@10"]
+        print(f"second half, purchases: hit-rate@10 mf {hit:.3f} vs popular {base:.3f} "
+              f"({hit / max(base, 1e-9):.2f}x), NDCG@10 mf {mf_late['ndcg@10']:.3f} vs "
+              f"popular {pop_late['ndcg@10']:.3f}")  # fmt: skip
         for user, items in total["answers"]:
             print(f"top-5 for user {user}: {items}")
     return total
