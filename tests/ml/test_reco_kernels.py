@@ -82,3 +82,25 @@ def test_sample_mode_reaches_the_noise_floor_in_one_pass() -> None:
         mf.learn(u[a : a + 5_000], i[a : a + 5_000], r[a : a + 5_000])
     rmse = float(np.sqrt(np.mean((mf.predict(u[50_000:], i[50_000:]) - r[50_000:]) ** 2)))
     assert rmse < 1.25 * 0.5, rmse
+
+
+def test_bookkeeping_without_numba_matches_the_compiled_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tidal.ml.reco import kernels
+
+    rng = np.random.default_rng(5)
+    u, i = rng.integers(0, 30, 500), rng.integers(0, 20, 500)
+    t = rng.uniform(0, 100, 500)  # out of order: the latest time is a max, not the last write
+
+    def run() -> list[np.ndarray]:
+        arrays = [np.zeros(30), np.zeros(20), np.zeros(30, np.int64), np.zeros(20, np.int64),
+                  np.zeros(20)]  # fmt: skip
+        kernels.remember(u, i, t, *arrays, decay=0.01, now=100.0)
+        return arrays
+
+    compiled = run()
+    monkeypatch.setattr(kernels, "has_numba", lambda: False)
+    for a, b in zip(run(), compiled, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    assert compiled[0].max() == pytest.approx(t[u == np.argmax(compiled[0])].max())

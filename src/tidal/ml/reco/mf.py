@@ -3,11 +3,16 @@
 :class:`OnlineMF` scores a (user, item) pair as ``mu + b_u + b_i + p_u . q_i`` (explicit
 ratings, squared loss) or ``sigmoid(b_i + p_u . q_i)`` (implicit feedback: every
 interaction is a positive, ``negatives`` items sampled uniformly per positive are
-negatives, logistic loss). One call to :meth:`OnlineMF.learn` is one mini-batch of
-stochastic gradient descent, vectorized with numpy: the gradients of all rows are taken at
-the batch's starting parameters and summed per user and per item (``np.add.at``), so a
-user or item that appears several times in a batch gets every one of its steps, as in
-per-sample SGD.
+negatives, logistic loss). One call to :meth:`OnlineMF.learn` learns one mini-batch,
+in one of two modes (``update=``):
+
+* ``"sample"`` (the default where numba is installed): per-sample SGD, interaction after
+  interaction in a compiled loop (:mod:`tidal.ml.reco.kernels`): River's ``learn_one``
+  algorithm at millions of interactions per second;
+* ``"batch"``: one vectorized numpy step: the gradients of all rows are taken at the
+  batch's starting parameters and summed per user and per item, so a key that appears
+  several times in a batch gets every one of its steps (to first order), capped at
+  ``max_steps`` per batch.
 
 Serving comes from the same state: :meth:`OnlineMF.recommend` gives one user's top-k,
 :meth:`OnlineMF.recommend_many` a batch of users', both excluding the items the user has
@@ -20,6 +25,10 @@ Key growth is capped: past ``max_users`` users (``max_items`` items) the least r
 seen ones are evicted after the batch that went over, with their factors, biases and
 seen items (ties: the fewer interactions first). An evicted user who returns starts cold.
 
+Content features (``item_features=d``, ``user_features=d``; :meth:`OnlineMF.add_items`,
+:meth:`OnlineMF.add_users`) serve keys without history from the factors their features
+predict (:mod:`tidal.ml.reco.features`).
+
 Example:
     >>> import numpy as np
     >>> mf = OnlineMF(factors=4, seed=0)
@@ -28,6 +37,10 @@ Example:
     (2, 3, 4.0)
     >>> [item for item, _ in mf.recommend("ann", 5)]
     [2]
+    >>> shop = OnlineMF(factors=2, feedback="implicit", item_features=1, seed=0)
+    >>> shop.add_items(np.array([10, 11]), np.array([[1.0], [0.0]]))  # a catalog
+    >>> sorted(item for item, _ in shop.recommend("new user", 5))  # recommendable at once
+    [10, 11]
 """
 
 from __future__ import annotations
@@ -62,8 +75,9 @@ class OnlineMF:
         lr: SGD step size.
         reg: L2 penalty on factors and biases.
         negatives: sampled negatives per positive (implicit feedback).
-        max_steps: a user's or item's steps summed in one batch; beyond it, its rows'
-            gradients are scaled by ``max_steps / count`` (keeps large batches stable).
+        max_steps: ``update="batch"`` only: a user's or item's steps summed in one batch;
+            beyond it, its rows' gradients are scaled by ``max_steps / count`` (keeps
+            large batches stable).
         max_users: users kept; the least recently seen are evicted beyond it.
         max_items: items kept; the least recently seen are evicted beyond it.
         half_life: popularity half-life, in the units of ``times`` (interactions if none).
