@@ -104,3 +104,33 @@ def test_bookkeeping_without_numba_matches_the_compiled_loop(
     for a, b in zip(run(), compiled, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12)
     assert compiled[0].max() == pytest.approx(t[u == np.argmax(compiled[0])].max())
+
+
+def test_sample_mode_is_rivers_biased_mf_step_for_step() -> None:
+    pytest.importorskip("river")
+    from river import optim, reco
+    u, i, r = _stream(400)
+    mf = OnlineMF(factors=4, lr=0.1, reg=0.01, seed=0, update="sample")
+    mf.add_users(np.arange(40))
+    mf.add_items(np.arange(25))
+    # River's squared loss has gradient 2 (y' - y) and its L2 term is not halved:
+    # SGD(0.05) with l2=0.02 is lr=0.1, reg=0.01 here
+    model = reco.BiasedMF(n_factors=4, bias_optimizer=optim.SGD(0.05),
+                          latent_optimizer=optim.SGD(0.05), l2_bias=0.02,
+                          l2_latent=0.02)  # fmt: skip
+    uid, iid = mf.users.lookup(np.arange(40)), mf.items.lookup(np.arange(25))
+    for k in range(40):  # River starts from Tidal's initial factors
+        model.u_latents[k] = mf.P[uid[k]].copy()
+    for k in range(25):
+        model.i_latents[k] = mf.Q[iid[k]].copy()
+    for a in range(0, len(u), 100):
+        mf.learn(u[a : a + 100], i[a : a + 100], r[a : a + 100])
+    for a, b, y in zip(u.tolist(), i.tolist(), r.tolist(), strict=True):
+        model.learn_one(a, b, y)
+    assert mf.mean == pytest.approx(model.global_mean.get(), rel=1e-12)
+    for k in range(40):
+        np.testing.assert_allclose(mf.P[uid[k]], model.u_latents[k], rtol=1e-9, atol=1e-12)
+        assert mf.bu[uid[k]] == pytest.approx(model.u_biases[k], rel=1e-9, abs=1e-12)
+    for k in range(25):
+        np.testing.assert_allclose(mf.Q[iid[k]], model.i_latents[k], rtol=1e-9, atol=1e-12)
+        assert mf.bi[iid[k]] == pytest.approx(model.i_biases[k], rel=1e-9, abs=1e-12)
