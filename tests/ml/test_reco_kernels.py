@@ -109,6 +109,7 @@ def test_bookkeeping_without_numba_matches_the_compiled_loop(
 def test_sample_mode_is_rivers_biased_mf_step_for_step() -> None:
     pytest.importorskip("river")
     from river import optim, reco
+
     u, i, r = _stream(400)
     mf = OnlineMF(factors=4, lr=0.1, reg=0.01, seed=0, update="sample")
     mf.add_users(np.arange(40))
