@@ -206,7 +206,8 @@ class OnlineMF:
         ids: Array = index.ids(np.asarray(keys))
         self._grow()
         ready, table = (self.u_ready, self.P) if which == "u" else (self.i_ready, self.Q)
-        fresh = np.unique(ids[~ready[ids]]) if len(ids) else ids
+        new = ~ready[ids]
+        fresh = np.unique(ids[new]) if new.any() else ids[:0]
         if len(fresh):  # new (or reused) ids start from small random factors
             table[fresh] = self.rng.normal(0.0, self.init_scale, (len(fresh), self.factors))
             ready[fresh] = True
@@ -378,7 +379,7 @@ class OnlineMF:
                  decay=self.decay, now=now)  # fmt: skip
         self.i_alive[i] = True
         self.pop_time = now
-        self._pending.append(u.astype(np.int64) * _SPAN + i)
+        self._pending.append(u.astype(np.int64, copy=False) * _SPAN + i)
         self._n_pending += len(u)
         if self._n_pending > max(1 << 16, len(self._seen) // 2):
             self._merge_seen()
