@@ -524,7 +524,8 @@ class Stream:
         (``items`` and ``scores`` lists, without seen items) are on the
         ``"recommendations"`` side output. ``options`` go to
         :class:`~tidal.ml.reco.RecommendStep` (``rating``, ``k``, ``factors``, ``half_life``,
-        ``max_users``...). See :mod:`tidal.ml.reco`.
+        ``max_users``, ``item_features`` / ``user_features`` columns for cold start...).
+        See :mod:`tidal.ml.reco`.
 
         Example:
             >>> from tidal.testing import MemorySource, collect, run
