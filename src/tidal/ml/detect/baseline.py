@@ -66,7 +66,11 @@ class BlockWindow:
         self.ring: Array = np.full((0, blocks, 4), np.nan)
 
     def advance(self, x: Array, lay: Layout) -> tuple[Array, Array]:
-        """``(window (n_blocks, blocks, 4), block index per sorted row)``; then learn."""
+        """``(window (4, n_blocks, blocks), block index per sorted row)``; then learn.
+
+        ``window[s]`` holds statistic ``s`` (mean, std, median, MAD) of each block's window,
+        oldest block first; it may be a read-only view.
+        """
         b, kb = self.block, self.blocks
         cap = int(lay.ukeys.max()) + 1 if len(lay.ukeys) else 0
         self.seen = grow(self.seen, cap)
@@ -96,18 +100,22 @@ class BlockWindow:
         stats = block_stats(vals)
         stats[(boff + nblk - 1)[~closed_last]] = np.nan  # open blocks are not summarised
         # per key: its ring of `blocks` older blocks, then its blocks in this batch
+        # (statistic-major, so a block's window is a run of one row: a sliding view)
         u = len(k)
         ext_first = boff + kb * (np.arange(u) + 1)
-        ext = np.empty((n_b + u * kb, 4))
+        ext = np.empty((4, n_b + u * kb))
         ring_pos = (ext_first - kb)[:, None] + np.arange(kb)[None, :]
-        ext[ring_pos] = self.ring[k]
+        ext[:, ring_pos] = np.moveaxis(self.ring[k], 2, 0)
         block_key = np.repeat(np.arange(u), nblk)
         ext_pos = ext_first[block_key] + np.arange(n_b) - boff[block_key]
-        ext[ext_pos] = stats
-        window = ext[ext_pos[:, None] - kb + np.arange(kb)[None, :]]
+        ext[:, ext_pos] = stats.T
+        slide = np.lib.stride_tricks.sliding_window_view(ext, kb, axis=1)
+        # one key: its blocks' windows are consecutive, a view; else one gather
+        at = ext_pos - kb
+        window = slide[:, at[0] : at[0] + n_b] if u == 1 else slide[:, at]
         # learn: the newest `blocks` complete blocks, and the open block's values
         last_ext = ext_first + nblk - 1 - (~closed_last)
-        self.ring[k] = ext[last_ext[:, None] - kb + 1 + np.arange(kb)[None, :]]
+        self.ring[k] = np.moveaxis(ext[:, last_ext[:, None] - kb + 1 + np.arange(kb)[None, :]], 0, 2)
         last_vals = vals[boff + nblk - 1]
         self.open[k] = np.where(closed_last[:, None], 0.0, np.nan_to_num(last_vals))
         self.seen[k] = end
@@ -180,7 +188,7 @@ class _BlockDetector:
         window, row_block = self.win.advance(xs, lay)
         with np.errstate(invalid="ignore"):
             level, scale = self.level_scale(window)
-        warm = np.isnan(window[:, :, _MEAN]).any(axis=1)
+        warm = np.isnan(window[_MEAN]).any(axis=1)
         level[warm] = np.nan
         scale = np.maximum(scale, self.min_scale + 1e-9 * np.abs(level))
         return lay, level[row_block], scale[row_block]
@@ -262,9 +270,9 @@ class RollingZ(_BlockDetector):
 
     def level_scale(self, window: Array) -> tuple[Array, Array]:
         """Pooled mean and standard deviation."""
-        means = window[:, :, _MEAN]
+        means = window[_MEAN]
         level = means.mean(axis=1)
-        var = (window[:, :, _STD] ** 2).mean(axis=1) + means.var(axis=1)
+        var = (window[_STD] ** 2).mean(axis=1) + means.var(axis=1)
         return level, np.sqrt(var)
 
 
@@ -303,9 +311,9 @@ class EWMA(_BlockDetector):
 
     def level_scale(self, window: Array) -> tuple[Array, Array]:
         """Weighted mean and variance."""
-        means = window[:, :, _MEAN]
+        means = window[_MEAN]
         level = _weighted(means, self.weights)
-        spread = (means - level[:, None]) ** 2 + window[:, :, _STD] ** 2
+        spread = (means - level[:, None]) ** 2 + window[_STD] ** 2
         return level, np.sqrt(_weighted(spread, self.weights))
 
     def params(self) -> dict[str, Any]:
@@ -336,8 +344,8 @@ class MedianMAD(_BlockDetector):
 
     def level_scale(self, window: Array) -> tuple[Array, Array]:
         """Median of medians; combined within/between-block MAD scale."""
-        meds = window[:, :, _MED]
+        meds = window[_MED]
         level = _median_cols(meds)
-        within = _median_cols(window[:, :, _MAD]) * self.small_sample
+        within = _median_cols(window[_MAD]) * self.small_sample
         between = _median_cols(np.abs(meds - level[:, None]))
         return level, _MAD_SIGMA * np.sqrt(within**2 + between**2)

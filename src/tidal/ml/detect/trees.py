@@ -106,6 +106,7 @@ class HalfSpaceTrees:
         self.splits: Array = (split[:, :, None] == np.arange(self.dims)).sum(axis=1)
         spread = _spread_tables(split, self.dims, self.depth)
         self.cell_leaf = _cell_tables(spread, self.splits, self.ws_lo, self.ws_width)
+        self.cell_leaf_t = [np.ascontiguousarray(t.T) for t in self.cell_leaf]
         leaves = 1 << self.depth
         self.leaves = leaves
         # per key state
@@ -170,15 +171,20 @@ class HalfSpaceTrees:
         t_n, leaves = self.trees, self.leaves
         size = t_n * leaves
         kl = lay.keys[live]
-        lo, hi = self.lo[kl], self.hi[kl]
+        seg = lay.seg[live]
+        # the scaling per key, then per row (one key: broadcast, no per-row gather)
+        lo, hi = self.lo[lay.ukeys], self.hi[lay.ukeys]
         width = np.maximum(hi - lo, 1e-12)
         pad = 0.1 * width
-        u = (f - (lo - pad)) / (width + 2 * pad)
-        leaf = self._leaves(u)  # tree * leaves + leaf
+        start, span = lo - pad, width + 2 * pad
+        if len(lay.ukeys) == 1:
+            u = (f - start[0]) / span[0]
+        else:
+            u = (f - start[seg]) / span[seg]
+        leaf = self._leaves_by_tree(u)  # tree * leaves + leaf, (trees, n)
         # (key, window) groups, in sorted order; a key's first group may continue the
         # window its state is counting ("same"), every other group opens a new window
         epoch = pos // self.window
-        seg = lay.seg[live]
         head = np.ones(len(f), dtype=bool)
         head[1:] = (seg[1:] != seg[:-1]) | (epoch[1:] != epoch[:-1])
         gid = np.cumsum(head) - 1
@@ -200,8 +206,8 @@ class HalfSpaceTrees:
         fresh_sel: Array | slice = slice(n_cont, None) if prefix else ~cont
         if n_cont:
             kc = kl[cont_sel]
-            at = leaf[cont_sel] + (kc * size)[:, None]
-            raw[cont_sel] = np.take(self.table.reshape(-1), at).sum(axis=1)
+            at = leaf[:, cont_sel] + kc * size
+            raw[cont_sel] = np.take(self.table.reshape(-1), at).sum(axis=0)
             means[same] = self.mean[g_key[same]]
             np.add.at(self.latest.reshape(-1), at.ravel(), np.int32(1))  # same dtype: fast path
         # rows of new windows: dense counts and tables for those groups only
@@ -209,7 +215,7 @@ class HalfSpaceTrees:
             gsel = np.flatnonzero(~same)
             local = np.cumsum(~same) - 1  # group -> index among the new groups
             g_n = len(gsel)
-            flat = leaf[fresh_sel] + (local[gid[fresh_sel]] * size)[:, None]
+            flat = leaf[:, fresh_sel] + local[gid[fresh_sel]] * size
             counts = np.bincount(flat.ravel(), minlength=g_n * size)
             counts = counts.reshape(g_n, t_n, leaves).astype(np.int32)
             # the window before each new group: the previous new group of the key, or the
@@ -220,7 +226,7 @@ class HalfSpaceTrees:
             prev[1:] = counts[:-1]
             prev[first_new] = self.latest[g_key[gsel][first_new]]
             tables, g_means = self._tables(prev)
-            raw[fresh_sel] = np.take(tables.reshape(-1), flat).sum(axis=1)
+            raw[fresh_sel] = np.take(tables.reshape(-1), flat).sum(axis=0)
             means[gsel] = g_means
             last_new = np.ones(g_n, dtype=bool)
             last_new[:-1] = g_key[gsel][:-1] != g_key[gsel][1:]
@@ -235,11 +241,17 @@ class HalfSpaceTrees:
 
     def _leaves(self, u: Array) -> Array:
         """``tree * leaves + leaf`` of every row in every tree, ``(n, trees)``."""
+        out: Array = self._leaves_by_tree(u).T
+        return out
+
+    def _leaves_by_tree(self, u: Array) -> Array:
+        """:meth:`_leaves` transposed, ``(trees, n)``: a tree's leaves are contiguous, so
+        the per-row sums over trees are whole-row adds, not short strided reductions."""
         cell = ((u - _GRID_LO) * (_CELLS / _GRID_SPAN)).astype(np.int64)
         np.clip(cell, 0, _CELLS - 1, out=cell)
-        leaf: Array = np.take(self.cell_leaf[0], cell[:, 0], axis=0)
+        leaf: Array = np.take(self.cell_leaf_t[0], cell[:, 0], axis=1)
         for j in range(1, self.dims):
-            leaf += np.take(self.cell_leaf[j], cell[:, j], axis=0)
+            leaf += np.take(self.cell_leaf_t[j], cell[:, j], axis=1)
         return leaf
 
     def _tables(self, counts: Array) -> tuple[Array, Array]:
@@ -249,7 +261,7 @@ class HalfSpaceTrees:
         levels = [counts.astype(np.float32)]
         for _ in range(depth):
             m = levels[-1]
-            levels.append(m.reshape(g_n, t_n, -1, 2).sum(axis=3))
+            levels.append(m[:, :, 0::2] + m[:, :, 1::2])  # exact: whole numbers < 2**24
         levels.reverse()  # levels[k]: masses of the 2**k nodes at depth k
         # top down, node by node: the shallowest node below the limit ends the walk
         # (-1: the walk goes on); children inherit their parent's value
