@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -142,22 +143,61 @@ def block_stats(vals: Array) -> Array:
     out = np.empty((len(vals), 4))
     if len(vals) == 0:
         return out
-    b = vals.shape[1]
-    s = np.sort(vals, axis=1)
-    med = 0.5 * (s[:, (b - 1) // 2] + s[:, b // 2])
-    dev = np.sort(np.abs(vals - med[:, None]), axis=1)
+    med = _median_cols(vals)
     out[:, _MEAN] = vals.mean(axis=1)
     out[:, _STD] = vals.std(axis=1)
     out[:, _MED] = med
-    out[:, _MAD] = 0.5 * (dev[:, (b - 1) // 2] + dev[:, b // 2])
+    out[:, _MAD] = _median_cols(np.abs(vals - med[:, None]))
     return out
 
 
-def _median_cols(a: Array) -> Array:
+_NETWORK_MAX = 32
+"""Rows up to this long are sorted by a sorting network over columns (numpy sorts each
+short row in its own call, which costs more than the comparisons)."""
+
+
+def _median_cols(a: Array, *, network: bool = True) -> Array:
+    """Median of each row (the mean of the two middle values when the row length is even).
+
+    The row's order statistics come from a sorting network applied to whole columns
+    (``minimum``/``maximum`` of two columns per comparator) when rows are short, else from
+    ``np.sort``: the same values, bit for bit, for rows without NaN (a row with a NaN has
+    no meaningful median in either; callers mask those rows).
+    """
     k = a.shape[1]
-    s = np.sort(a, axis=1)
-    out: Array = 0.5 * (s[:, (k - 1) // 2] + s[:, k // 2])
+    if network and 1 < k <= _NETWORK_MAX:
+        cols = [a[:, j] for j in range(k)]
+        for i, j in _sorting_network(k):
+            cols[i], cols[j] = np.minimum(cols[i], cols[j]), np.maximum(cols[i], cols[j])
+        lo, hi = cols[(k - 1) // 2], cols[k // 2]
+    else:
+        s = np.sort(a, axis=1)
+        lo, hi = s[:, (k - 1) // 2], s[:, k // 2]
+    out: Array = 0.5 * (lo + hi)
     return out
+
+
+@functools.cache
+def _sorting_network(n: int) -> tuple[tuple[int, int], ...]:
+    """Comparators ``(i, j)``, ``i < j``, of Batcher's odd-even merge sort of ``n`` values.
+
+    Built for the next power of two; comparators touching a position ``>= n`` are dropped
+    (as if those positions held +inf, which never move).
+    """
+    size = 1 << max(n - 1, 0).bit_length()
+    pairs: list[tuple[int, int]] = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    a, b = i + j, i + j + k
+                    if a // (2 * p) == b // (2 * p) and b < n:
+                        pairs.append((a, b))
+            k //= 2
+        p *= 2
+    return tuple(pairs)
 
 
 class _BlockDetector:
