@@ -112,11 +112,16 @@ class BlockWindow:
         ext[:, ext_pos] = stats.T
         slide = np.lib.stride_tricks.sliding_window_view(ext, kb, axis=1)
         # one key: its blocks' windows are consecutive, a view; else one gather
-        at = ext_pos - kb
-        window = slide[:, at[0] : at[0] + n_b] if u == 1 else slide[:, at]
+        win_at = ext_pos - kb
+        if u == 1:
+            w0 = int(win_at[0])
+            window: Array = slide[:, w0 : w0 + n_b]
+        else:
+            window = slide[:, win_at]
         # learn: the newest `blocks` complete blocks, and the open block's values
         last_ext = ext_first + nblk - 1 - (~closed_last)
-        self.ring[k] = np.moveaxis(ext[:, last_ext[:, None] - kb + 1 + np.arange(kb)[None, :]], 0, 2)
+        newest = last_ext[:, None] - kb + 1 + np.arange(kb)[None, :]
+        self.ring[k] = np.moveaxis(ext[:, newest], 0, 2)
         last_vals = vals[boff + nblk - 1]
         self.open[k] = np.where(closed_last[:, None], 0.0, np.nan_to_num(last_vals))
         self.seen[k] = end

@@ -245,8 +245,11 @@ class HalfSpaceTrees:
         return out
 
     def _leaves_by_tree(self, u: Array) -> Array:
-        """:meth:`_leaves` transposed, ``(trees, n)``: a tree's leaves are contiguous, so
-        the per-row sums over trees are whole-row adds, not short strided reductions."""
+        """:meth:`_leaves` transposed, ``(trees, n)``.
+
+        A tree's leaves are contiguous, so the per-row sums over trees are whole-row adds,
+        not short strided reductions.
+        """
         cell = ((u - _GRID_LO) * (_CELLS / _GRID_SPAN)).astype(np.int64)
         np.clip(cell, 0, _CELLS - 1, out=cell)
         leaf: Array = np.take(self.cell_leaf_t[0], cell[:, 0], axis=1)
