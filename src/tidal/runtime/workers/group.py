@@ -26,7 +26,9 @@ keyed state with the partitions (decision 0029). The worker:
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,9 +48,13 @@ from tidal.runtime.workers.kafka_state import (
     state_topic,
 )
 
-__all__ = ["GroupStats", "GroupWorker"]
+__all__ = ["REVOKE_PAUSE_ENV", "GroupStats", "GroupWorker"]
 
 log = logging.getLogger("tidal.workers")
+
+REVOKE_PAUSE_ENV = "TIDAL_TEST_REVOKE_PAUSE_MS"
+"""Tests only: ``<ms>``: each revoked task's last checkpoint takes that much longer (stands
+for a large state, e.g. longer than ``max.poll.interval.ms``)."""
 
 
 @dataclass
@@ -244,6 +250,9 @@ class GroupWorker:
         for tp in partitions:
             if tp.topic == self.topic and tp.partition in self.tasks:
                 self.stats.revoked.append(tp.partition)
+                pause = os.environ.get(REVOKE_PAUSE_ENV)
+                if pause:
+                    time.sleep(float(pause) / 1000.0)
                 self._stop_task(tp.partition, commit=True)
         consumer.incremental_unassign(partitions)
 

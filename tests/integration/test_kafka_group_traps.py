@@ -1,0 +1,125 @@
+"""The consumer-group traps peers fell into (issue 10, item 6), against the real broker.
+
+- **A rebalance during a restore** (crash loops in Quix and Faust): a member restoring a
+  partition's state from the state topic is held there (``TIDAL_TEST_RESTORE_GATE``) while
+  another member joins the group, or joins and is SIGKILLed again; only then does the
+  restore go on.
+- **A revoke slower than** ``max.poll.interval.ms`` (a livelock in Quix): the revoking
+  member's checkpoint work is stretched (``TIDAL_TEST_REVOKE_PAUSE_MS``) past a small
+  ``max.poll.interval.ms``; it must not be kicked out again and again.
+- **Commits during a cooperative rebalance** (librdkafka): every test here commits
+  checkpoints (transactions) in the revoke callback of a cooperative rebalance, and
+  the members that keep partitions go on committing theirs while it runs.
+
+Each run must settle and its committed output must equal one uninterrupted process's:
+0 lost, 0 duplicated. Every step waits for a condition (a file, the group's members).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from kafka_helpers import new_topic
+from test_kafka_group import WAIT_S, _finish, _start, setup  # noqa: F401 (setup: a fixture)
+from test_kafka_workers import _output
+
+from tidal.io.kafka import KafkaConfig
+from tidal.runtime.workers.group import REVOKE_PAUSE_ENV
+from tidal.runtime.workers.kafka_state import RESTORE_GATE_ENV
+
+pytestmark = pytest.mark.integration
+
+Setup = tuple[KafkaConfig, str, Counter[bytes]]
+
+
+def _wait(what: str, cond: Callable[[], bool], *procs: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not cond():
+        for proc in procs:
+            assert proc.poll() is None, proc.communicate()[1].decode()[-4000:]
+        assert time.monotonic() < deadline, f"{what}: not within {WAIT_S:.0f} s"
+        time.sleep(0.01)
+
+
+def _member_ids(config: KafkaConfig, group: str) -> set[str]:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(config.client())
+    done = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=30)
+    return {m.member_id for m in done.members}
+
+
+def _first_member(
+    config: KafkaConfig, tmp_path: Path, in_topic: str, out: str, group: str, **env: str
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """Member A: owns all 4 partitions, parks in its 12th batch (3 per task: each task
+    has committed a checkpoint by then, so whoever takes a partition restores state)."""
+    gate = tmp_path / "gate-a"
+    gate.touch()
+    first = _start(  # paced: still stepping (and rebalancing) after the gate opens
+        config, tmp_path / "a", in_topic, out, 1, group, SCALE_GATE=str(gate),
+        SCALE_GATE_AT="12", TIDAL_WORKER="1/2", SCALE_PACE_MS="20", **env,
+    )  # fmt: skip
+    reached = Path(f"{gate}.reached")
+    _wait("member A parks at its gate", reached.exists, first)
+    return first, gate
+
+
+@pytest.mark.parametrize("trigger", ["join", "kill"])
+def test_a_rebalance_during_a_restore_settles_with_the_output_of_one_process(
+    trigger: str, setup: Setup, tmp_path: Path
+) -> None:
+    config, in_topic, reference = setup
+    out = new_topic(config, "group-out", partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    # A leaves committed, unfinished state for all 4 partitions, then dies
+    first, _ = _first_member(config, tmp_path, in_topic, out, group)
+    first.kill()
+    first.communicate(timeout=WAIT_S)
+    gate_b = tmp_path / "gate-b"
+    gate_b.touch()
+    second = _start(
+        config, tmp_path / "b", in_topic, out, 1, group, **{RESTORE_GATE_ENV: str(gate_b)}
+    )
+    # B gets all 4 partitions and restores the first one's state: it is held there, inside
+    # its assign callback, while the group rebalances
+    _wait("member B restores", Path(f"{gate_b}.reached").exists, second)
+    before = _member_ids(config, group)
+    third = _start(config, tmp_path / "c", in_topic, out, 1, group)
+    procs = [second, third]
+    _wait("member C joins", lambda: bool(_member_ids(config, group) - before), *procs)
+    if trigger == "kill":  # ... and C dies again before B's restore ends
+        with_c = _member_ids(config, group)
+        third.kill()
+        third.communicate(timeout=WAIT_S)
+        procs.remove(third)
+        _wait("C's member leaves", lambda: _member_ids(config, group) < with_c, *procs)
+    gate_b.unlink()  # the restore goes on
+    summaries = [_finish(p) for p in procs]  # each exits 0: none crashed, none looped
+    assert summaries[0]["restore_ms"], summaries  # B restored state from the state topic
+    assert _output(config, out) == reference
+
+
+def test_a_revoke_slower_than_max_poll_interval_does_not_livelock(
+    setup: Setup, tmp_path: Path
+) -> None:
+    config, in_topic, reference = setup
+    out = new_topic(config, "group-out", partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    # max.poll.interval.ms = the session timeout (6 s, librdkafka's least); each revoked
+    # task's checkpoint takes 7 s more: A's revoke of 2 partitions lasts > 14 s
+    slow = {"SCALE_MAX_POLL_MS": "6000", REVOKE_PAUSE_ENV: "7000"}
+    first, gate_a = _first_member(config, tmp_path, in_topic, out, group, **slow)
+    second = _start(config, tmp_path / "b", in_topic, out, 1, group, SCALE_MAX_POLL_MS="6000")
+    _wait("member B joins", lambda: len(_member_ids(config, group)) == 2, first, second)
+    gate_a.unlink()  # A goes on and revokes partitions for B, slowly
+    a, b = _finish(first), _finish(second)
+    # revoked once each (a livelock revokes, loses and gets them back again and again)
+    assert a["revoked"] and len(a["revoked"]) == len(set(a["revoked"])), (a, b)
+    assert _output(config, out) == reference
