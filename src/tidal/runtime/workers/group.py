@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tidal.core.duration import to_seconds
-from tidal.errors import ConfigError
+from tidal.errors import ConfigError, TidalError
 from tidal.io.kafka._confluent import confluent
 from tidal.io.kafka.sink import KafkaTransactionalSink
 from tidal.io.kafka.source import KafkaSource
@@ -67,6 +67,8 @@ class GroupStats:
         revoked: partitions taken from it, in order.
         restore_ms: per restored partition, how long reading its state took.
         finished: partitions whose input it drained.
+        dropped: revoked partitions it handed over without a last checkpoint (the revoke
+            had used up its time budget, or the checkpoint failed).
     """
 
     events: int = 0
@@ -74,6 +76,7 @@ class GroupStats:
     revoked: list[int] = field(default_factory=list)
     restore_ms: list[tuple[int, float]] = field(default_factory=list)
     finished: list[int] = field(default_factory=list)
+    dropped: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready figures."""
@@ -83,6 +86,7 @@ class GroupStats:
             "revoked": self.revoked,
             "restore_ms": [[p, round(ms, 2)] for p, ms in self.restore_ms],
             "finished": self.finished,
+            "dropped": self.dropped,
         }
 
 
@@ -177,6 +181,8 @@ class GroupWorker:
                 }
             )
         )
+        max_poll = int(self.kafka.client().get("max.poll.interval.ms", 300_000))
+        self.revoke_budget_ms = max_poll / 2.0
         self.tasks: dict[int, _Task] = {}
         self.stats = GroupStats()
         self._stop = threading.Event()
@@ -231,7 +237,19 @@ class GroupWorker:
             return
         ex = task.executor
         if commit:
-            ex.finish(drain=False)  # a last checkpoint: output, offsets and state commit
+            try:  # a last checkpoint: output, offsets and state commit
+                ex.finish(drain=False)
+            except TidalError as exc:
+                # e.g. fenced: the partition's new owner already took over (we overran a
+                # timeout); nothing of ours committed, and it restores the last checkpoint
+                log.warning(
+                    "group %r: partition %d: its last checkpoint failed (%s); dropped",
+                    self.group,
+                    partition,
+                    exc,
+                )
+                self.stats.dropped.append(partition)
+                _close(ex)
         else:  # lost: someone else owns it; abort what is open, commit nothing
             _close(ex)
         self.stats.events += ex.events - ex.restored_events
@@ -247,13 +265,41 @@ class GroupWorker:
             self._start_task(tp.partition)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        # the callback runs inside poll(): past max.poll.interval.ms librdkafka leaves the
+        # group, all our partitions move, we rejoin and the next rebalance revokes again
+        # (the Quix livelock). So a revoke checkpoints its tasks only while one more, as
+        # slow as the slowest checkpoint seen, fits in half the interval; it drops the rest
+        # uncommitted (the new owner replays them from their last checkpoint).
+        t0 = time.perf_counter()
+        slowest = 0.0
         for tp in partitions:
-            if tp.topic == self.topic and tp.partition in self.tasks:
-                self.stats.revoked.append(tp.partition)
-                pause = os.environ.get(REVOKE_PAUSE_ENV)
-                if pause:
-                    time.sleep(float(pause) / 1000.0)
+            if tp.topic != self.topic or tp.partition not in self.tasks:
+                continue
+            self.stats.revoked.append(tp.partition)
+            task = self.tasks[tp.partition]
+            if task.done:  # drained: nothing left to checkpoint
                 self._stop_task(tp.partition, commit=True)
+                continue
+            spent = (time.perf_counter() - t0) * 1000.0
+            slowest = max([slowest, *task.executor.checkpoint_ms[-8:]])
+            if spent + slowest > self.revoke_budget_ms:
+                log.warning(
+                    "group %r: partition %d revoked after %.0f ms of revoke checkpoints; "
+                    "dropping it uncommitted to stay within max.poll.interval.ms (its new "
+                    "owner replays it from its last checkpoint)",
+                    self.group,
+                    tp.partition,
+                    spent,
+                )
+                self.stats.dropped.append(tp.partition)
+                self._stop_task(tp.partition, commit=False)
+                continue
+            t1 = time.perf_counter()
+            pause = os.environ.get(REVOKE_PAUSE_ENV)
+            if pause:
+                time.sleep(float(pause) / 1000.0)
+            self._stop_task(tp.partition, commit=True)
+            slowest = max(slowest, (time.perf_counter() - t1) * 1000.0)
         consumer.incremental_unassign(partitions)
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
