@@ -3,7 +3,8 @@
 Environment: ``SCALE_BOOTSTRAP`` (the broker), ``SCALE_IN`` (the keyed input topic),
 ``SCALE_OUT`` (the output topic, also the transactional id), ``SCALE_GATE``,
 ``SCALE_GATE_AT`` and ``SCALE_PACE_MS`` (see ``_gate``), ``SCALE_MAX_POLL_MS`` (the
-consumers' ``max.poll.interval.ms``, which the group's membership consumer uses too). A bounded ``KafkaSource`` (group ``<SCALE_OUT>-in``)
+consumers' ``max.poll.interval.ms``, which the group's membership consumer uses too).
+A bounded ``KafkaSource`` (group ``<SCALE_OUT>-in``)
 -> key_by k -> 1 s tumbling windows (count, sum, min, max) -> ``KafkaTransactionalSink``
 with the source's offsets in each transaction.
 """

@@ -28,8 +28,8 @@ from typing import Any
 import orjson
 import pytest
 from kafka_helpers import new_topic
-from test_kafka_group import WAIT_S, _finish, _start, setup  # noqa: F401 (setup: a fixture)
-from test_kafka_workers import _output
+from test_kafka_group import WAIT_S, _finish, _start
+from test_kafka_workers import TOTAL, _input, _output, _run
 
 from tidal.io.kafka import KafkaConfig
 from tidal.runtime.workers.group import REVOKE_PAUSE_ENV
@@ -38,6 +38,16 @@ from tidal.runtime.workers.kafka_state import RESTORE_GATE_ENV
 pytestmark = pytest.mark.integration
 
 Setup = tuple[KafkaConfig, str, Counter[bytes]]
+
+
+@pytest.fixture(scope="module")
+def one_process(kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    """The input topic, and the output of one uninterrupted process over it."""
+    config = kafka_broker.config()
+    in_topic = _input(config)
+    out, summary = _run(config, tmp_path_factory.mktemp("one"), in_topic, 1)
+    assert summary["events"] == TOTAL
+    return config, in_topic, _output(config, out)
 
 
 def _wait(what: str, cond: Callable[[], bool], *procs: subprocess.Popen[bytes]) -> None:
@@ -75,9 +85,9 @@ def _first_member(
 
 @pytest.mark.parametrize("trigger", ["join", "kill"])
 def test_a_rebalance_during_a_restore_settles_with_the_output_of_one_process(
-    trigger: str, setup: Setup, tmp_path: Path
+    trigger: str, one_process: Setup, tmp_path: Path
 ) -> None:
-    config, in_topic, reference = setup
+    config, in_topic, reference = one_process
     out = new_topic(config, "group-out", partitions=2)
     group = f"g-{uuid.uuid4().hex[:8]}"
     # A leaves committed, unfinished state for all 4 partitions, then dies
@@ -122,9 +132,9 @@ def _finish_quiet(proc: subprocess.Popen[bytes]) -> tuple[dict[str, Any], str]:
 
 
 def test_a_revoke_slower_than_max_poll_interval_does_not_livelock(
-    setup: Setup, tmp_path: Path
+    one_process: Setup, tmp_path: Path
 ) -> None:
-    config, in_topic, reference = setup
+    config, in_topic, reference = one_process
     out = new_topic(config, "group-out", partitions=2)
     group = f"g-{uuid.uuid4().hex[:8]}"
     # max.poll.interval.ms = the session timeout (6 s, librdkafka's least); every revoked
