@@ -4,9 +4,10 @@
   partition's state from the state topic is held there (``TIDAL_TEST_RESTORE_GATE``) while
   another member joins the group, or joins and is SIGKILLed again; only then does the
   restore go on.
-- **A revoke slower than** ``max.poll.interval.ms`` (a livelock in Quix): the revoking
-  member's checkpoint work is stretched (``TIDAL_TEST_REVOKE_PAUSE_MS``) past a small
-  ``max.poll.interval.ms``; it must not be kicked out again and again.
+- **A revoke or restores slower than** ``max.poll.interval.ms`` (a livelock in Quix):
+  the revoking member's checkpoint work (``TIDAL_TEST_REVOKE_PAUSE_MS``), or a new
+  member's restores (``TIDAL_TEST_RESTORE_PAUSE_MS``), are stretched past a small
+  ``max.poll.interval.ms``; no member may be kicked out (and so rebalance again).
 - **Commits during a cooperative rebalance** (librdkafka): every test here commits
   checkpoints (transactions) in the revoke callback of a cooperative rebalance, and
   the members that keep partitions go on committing theirs while it runs.
@@ -33,7 +34,7 @@ from test_kafka_workers import TOTAL, _input, _output, _run
 
 from tidal.io.kafka import KafkaConfig
 from tidal.runtime.workers.group import REVOKE_PAUSE_ENV
-from tidal.runtime.workers.kafka_state import RESTORE_GATE_ENV
+from tidal.runtime.workers.kafka_state import RESTORE_GATE_ENV, RESTORE_PAUSE_ENV
 
 pytestmark = pytest.mark.integration
 
@@ -115,6 +116,24 @@ def test_a_rebalance_during_a_restore_settles_with_the_output_of_one_process(
     gate_b.unlink()  # the restore goes on
     summaries = [_finish(p) for p in procs]  # each exits 0: none crashed, none looped
     assert summaries[0]["restore_ms"], summaries  # B restored state from the state topic
+    assert _output(config, out) == reference
+
+
+def test_restores_longer_together_than_max_poll_interval_do_not_livelock(
+    one_process: Setup, tmp_path: Path
+) -> None:
+    config, in_topic, reference = one_process
+    out = new_topic(config, "group-out", partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    first, _ = _first_member(config, tmp_path, in_topic, out, group)
+    first.kill()  # A leaves committed, unfinished state for all 4 partitions
+    first.communicate(timeout=WAIT_S)
+    # B gets all 4; each restore takes 2.5 s more: 10 s together, past max.poll.interval.ms
+    slow = {"SCALE_MAX_POLL_MS": "6000", RESTORE_PAUSE_ENV: "2500"}
+    b, b_log = _finish_quiet(_start(config, tmp_path / "b", in_topic, out, 1, group, **slow))
+    assert "maximum poll interval" not in b_log  # B was never kicked out
+    assert sorted(b["assigned"]) == [0, 1, 2, 3] and not b["revoked"], b  # once: no loop
+    assert len(b["restore_ms"]) == 4 and min(ms for _, ms in b["restore_ms"]) >= 2500, b
     assert _output(config, out) == reference
 
 

@@ -32,6 +32,7 @@ from tidal.runtime.checkpoint import Checkpoint, CheckpointConfig, CheckpointSto
 __all__ = [
     "CHUNK",
     "RESTORE_GATE_ENV",
+    "RESTORE_PAUSE_ENV",
     "KafkaStateStore",
     "ensure_state_topic",
     "finished_partitions",
@@ -46,6 +47,10 @@ RESTORE_GATE_ENV = "TIDAL_TEST_RESTORE_GATE"
 """Tests only: ``<path>``: a restore that finds committed state writes ``<path>.reached``
 (this process's pid) and waits while ``<path>`` exists (a restore as slow as the test needs,
 e.g. until it has made the group rebalance)."""
+
+RESTORE_PAUSE_ENV = "TIDAL_TEST_RESTORE_PAUSE_MS"
+"""Tests only: ``<ms>``: each restore that finds committed state takes that much longer
+(stands for a large state)."""
 
 log = logging.getLogger("tidal.workers")
 _PARTITION_EOF = -191  # librdkafka's RD_KAFKA_RESP_ERR__PARTITION_EOF
@@ -184,6 +189,9 @@ class KafkaStateStore(CheckpointStore):
 
 
 def _restore_gate() -> None:
+    pause = os.environ.get(RESTORE_PAUSE_ENV)
+    if pause:
+        time.sleep(float(pause) / 1000.0)
     gate = os.environ.get(RESTORE_GATE_ENV)
     if not gate:
         return
