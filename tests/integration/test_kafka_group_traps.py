@@ -68,6 +68,17 @@ def _member_ids(config: KafkaConfig, group: str) -> set[str]:
     return {m.member_id for m in done.members}
 
 
+def _settled(config: KafkaConfig, group: str, members: int) -> bool:
+    """The group has ``members`` and its rebalance completed: each member's librdkafka has
+    its new assignment (a parked member's revoke then waits for its next poll)."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(config.client())
+    done = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=30)
+    return len(done.members) == members and done.state == ConsumerGroupState.STABLE
+
+
 def _first_member(
     config: KafkaConfig, tmp_path: Path, in_topic: str, out: str, group: str, **env: str
 ) -> tuple[subprocess.Popen[bytes], Path]:
@@ -125,15 +136,27 @@ def test_restores_longer_together_than_max_poll_interval_do_not_livelock(
     config, in_topic, reference = one_process
     out = new_topic(config, "group-out", partitions=2)
     group = f"g-{uuid.uuid4().hex[:8]}"
-    first, _ = _first_member(config, tmp_path, in_topic, out, group)
-    first.kill()  # A leaves committed, unfinished state for all 4 partitions
+    first, gate_a = _first_member(config, tmp_path, in_topic, out, group)
+    # B: max.poll.interval.ms = 6 s, each restore takes 3.5 s more (a large state), and
+    # each batch 0.7 s (B is still busy, polling without waiting, when A's partitions come)
+    gate_b = tmp_path / "gate-b"
+    gate_b.touch()
+    slow = {"SCALE_MAX_POLL_MS": "6000", RESTORE_PAUSE_ENV: "3500", "SCALE_PACE_MS": "700"}
+    second = _start(
+        config, tmp_path / "b", in_topic, out, 1, group, **slow,
+        **{RESTORE_GATE_ENV: str(gate_b)},
+    )  # fmt: skip
+    _wait("member B joins", lambda: _settled(config, group, 2), first, second)
+    gate_a.unlink()  # A revokes 2 partitions, B starts restoring them
+    _wait("member B restores", Path(f"{gate_b}.reached").exists, first, second)
+    first.kill()  # A dies: its other 2 partitions come to B, which is busy by then
     first.communicate(timeout=WAIT_S)
-    # B gets all 4; each restore takes 2.5 s more: 10 s together, past max.poll.interval.ms
-    slow = {"SCALE_MAX_POLL_MS": "6000", RESTORE_PAUSE_ENV: "2500"}
-    b, b_log = _finish_quiet(_start(config, tmp_path / "b", in_topic, out, 1, group, **slow))
+    gate_b.unlink()
+    # B, busy, restores the 2 of A in one assign callback: 7 s, past max.poll.interval.ms
+    b, b_log = _finish_quiet(second)
     assert "maximum poll interval" not in b_log  # B was never kicked out
     assert sorted(b["assigned"]) == [0, 1, 2, 3] and not b["revoked"], b  # once: no loop
-    assert len(b["restore_ms"]) == 4 and min(ms for _, ms in b["restore_ms"]) >= 2500, b
+    assert len(b["restore_ms"]) == 4 and min(ms for _, ms in b["restore_ms"]) >= 3500, b
     assert _output(config, out) == reference
 
 
@@ -162,7 +185,7 @@ def test_a_revoke_slower_than_max_poll_interval_does_not_livelock(
     slow = {"SCALE_MAX_POLL_MS": "6000", REVOKE_PAUSE_ENV: "4000"}
     first, gate_a = _first_member(config, tmp_path, in_topic, out, group, **slow)
     second = _start(config, tmp_path / "b", in_topic, out, 1, group, **slow)
-    _wait("member B joins", lambda: len(_member_ids(config, group)) == 2, first, second)
+    _wait("member B joins", lambda: _settled(config, group, 2), first, second)
     gate_a.unlink()  # A goes on and revokes 2 partitions for B
     (a, a_log), (b, b_log) = _finish_quiet(first), _finish_quiet(second)
     assert "maximum poll interval" not in a_log + b_log  # nobody was kicked out

@@ -12,12 +12,11 @@ keyed state with the partitions (decision 0029). The worker:
   a worker that lost a partition can commit nothing more for it), and its checkpoints in
   the state topic ``<group>.<pipeline>.tidal-state`` inside the output transaction
   (:class:`~tidal.runtime.workers.kafka_state.KafkaStateStore`);
-- on **assign**, queues the new partitions; the loop builds and restores their tasks one
-  at a time, polling the group in between (restore time is measured); on **revoke**,
-  checkpoints the revoked tasks (their last transaction commits) and closes them, inside
-  the callback, while the checkpoints fit in half of ``max.poll.interval.ms``, and drops
-  the rest uncommitted (decision 0044); on **lost** (the session expired), drops them
-  without committing (someone else owns them already);
+- on **assign**, builds and restores the new tasks (restore time is measured); on
+  **revoke**, checkpoints the revoked tasks (their last transaction commits) and closes
+  them, inside the callback, while the checkpoints fit in half of
+  ``max.poll.interval.ms``, and drops the rest uncommitted (decision 0044); on **lost**
+  (the session expired), drops them without committing (someone else owns them already);
 - steps every task in turn, and polls the membership consumer between tasks, so that
   ``max.poll.interval.ms`` is never exceeded by more than one micro-batch per task;
 - with bounded sources, ends once every partition of the input has drained, wherever
@@ -186,7 +185,6 @@ class GroupWorker:
         max_poll = int(self.kafka.client().get("max.poll.interval.ms", 300_000))
         self.revoke_budget_ms = max_poll / 2.0
         self.tasks: dict[int, _Task] = {}
-        self.pending: list[int] = []  # assigned, not yet restored
         self.stats = GroupStats()
         self._stop = threading.Event()
         self._joined = False
@@ -263,9 +261,9 @@ class GroupWorker:
         mine = [tp for tp in partitions if tp.topic == self.topic]
         consumer.incremental_assign(partitions)
         consumer.pause(partitions)
-        for tp in mine:  # restored by the loop, one at a time with a poll in between:
-            self.stats.assigned.append(tp.partition)  # never all inside this callback
-            self.pending.append(tp.partition)
+        for tp in mine:
+            self.stats.assigned.append(tp.partition)
+            self._start_task(tp.partition)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         # the callback runs inside poll(): past max.poll.interval.ms librdkafka leaves the
@@ -276,9 +274,6 @@ class GroupWorker:
         t0 = time.perf_counter()
         slowest = 0.0
         for tp in partitions:
-            if tp.topic == self.topic and tp.partition in self.pending:
-                self.pending.remove(tp.partition)  # taken back before it was restored
-                self.stats.revoked.append(tp.partition)
             if tp.topic != self.topic or tp.partition not in self.tasks:
                 continue
             self.stats.revoked.append(tp.partition)
@@ -312,8 +307,6 @@ class GroupWorker:
         for tp in partitions:
             if tp.topic == self.topic:
                 self.stats.revoked.append(tp.partition)
-                if tp.partition in self.pending:
-                    self.pending.remove(tp.partition)
                 self._stop_task(tp.partition, commit=False)
         consumer.incremental_unassign(partitions)
 
@@ -328,10 +321,7 @@ class GroupWorker:
         )
         try:
             while not self._stop.is_set():
-                self.membership.poll(0 if self.tasks or self.pending else 0.1)
-                if self.pending:  # one restore per turn, then poll: each restore, not
-                    self._start_task(self.pending.pop(0))  # all of them, must fit
-                    continue  # max.poll.interval.ms
+                self.membership.poll(0 if self.tasks else 0.1)
                 active = [t for t in self.tasks.values() if not t.done]
                 for task in active:
                     if self.tasks.get(task.partition) is not task:
@@ -342,7 +332,7 @@ class GroupWorker:
                         self.stats.finished.append(task.partition)
                         self.stats.events += task.executor.events - task.executor.restored_events
                     self.membership.poll(0)
-                if self._joined and not self.pending and all(t.done for t in self.tasks.values()):
+                if self._joined and all(t.done for t in self.tasks.values()):
                     # the job ends when every partition drained, wherever that happened;
                     # until then stay in the group (partitions may still come here)
                     done = finished_partitions(self.kafka, self.state_topic, timeout=1.0)

@@ -189,17 +189,16 @@ class KafkaStateStore(CheckpointStore):
 
 
 def _restore_gate() -> None:
+    gate = os.environ.get(RESTORE_GATE_ENV)
+    if gate:
+        tmp = Path(f"{gate}.tmp")
+        tmp.write_text(str(os.getpid()))
+        tmp.replace(f"{gate}.reached")
+        while Path(gate).exists():
+            time.sleep(0.005)
     pause = os.environ.get(RESTORE_PAUSE_ENV)
     if pause:
         time.sleep(float(pause) / 1000.0)
-    gate = os.environ.get(RESTORE_GATE_ENV)
-    if not gate:
-        return
-    tmp = Path(f"{gate}.tmp")
-    tmp.write_text(str(os.getpid()))
-    tmp.replace(f"{gate}.reached")
-    while Path(gate).exists():
-        time.sleep(0.005)
 
 
 def finished_partitions(kafka: KafkaConfig, topic: str, *, timeout: float) -> set[int]:
