@@ -124,6 +124,24 @@ def _close(executor: Executor) -> None:
         s.source.close()
 
 
+def _fenced(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from this producer being fenced (a newer owner took over)."""
+    ck = confluent()
+    codes = {
+        getattr(ck.KafkaError, name, None)
+        for name in ("_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH")
+    }
+    seen: BaseException | None = exc
+    for _ in range(8):  # the cause chain: TidalError <- KafkaException(KafkaError)
+        if seen is None:
+            return False
+        err = seen.args[0] if isinstance(seen, ck.KafkaException) and seen.args else None
+        if err is not None and hasattr(err, "code") and err.code() in codes:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class _Task:
     def __init__(self, partition: int, executor: Executor, store: KafkaStateStore) -> None:
         self.partition = partition
@@ -188,6 +206,7 @@ class GroupWorker:
         self.stats = GroupStats()
         self._stop = threading.Event()
         self._joined = False
+        self._polled = time.perf_counter()
 
     def stop(self) -> None:
         """Stop after the current batch (thread- and signal-safe)."""
@@ -240,7 +259,9 @@ class GroupWorker:
         if commit:
             try:  # a last checkpoint: output, offsets and state commit
                 ex.finish(drain=False)
-            except TidalError as exc:
+            except Exception as exc:
+                if not isinstance(exc, TidalError) and not _fenced(exc):
+                    raise
                 # e.g. fenced: the partition's new owner already took over (we overran a
                 # timeout); nothing of ours committed, and it restores the last checkpoint
                 log.warning(
@@ -254,6 +275,23 @@ class GroupWorker:
         else:  # lost: someone else owns it; abort what is open, commit nothing
             _close(ex)
         self.stats.events += ex.events - ex.restored_events
+
+    def _fenced_out(self, task: _Task, exc: BaseException) -> None:
+        """Drop a task whose commit was fenced: its partition has a new owner already.
+
+        The group gave it away (we overran ``max.poll.interval.ms``, e.g. in a revoke)
+        before telling us; nothing of it committed, its new owner restored its last
+        checkpoint.
+        """
+        log.warning(
+            "group %r: partition %d was fenced by a new owner (%s); dropped",
+            self.group,
+            task.partition,
+            exc,
+        )
+        self.tasks.pop(task.partition, None)
+        self.stats.dropped.append(task.partition)
+        _close(task.executor)
 
     # -- group callbacks (run inside membership.poll) -------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
@@ -271,7 +309,7 @@ class GroupWorker:
         # (the Quix livelock). So a revoke checkpoints its tasks only while one more, as
         # slow as the slowest checkpoint seen, fits in half the interval; it drops the rest
         # uncommitted (the new owner replays them from their last checkpoint).
-        t0 = time.perf_counter()
+        t0 = min(time.perf_counter(), self._polled)  # librdkafka counts from the last poll
         slowest = 0.0
         for tp in partitions:
             if tp.topic != self.topic or tp.partition not in self.tasks:
@@ -311,6 +349,10 @@ class GroupWorker:
         consumer.incremental_unassign(partitions)
 
     # -- the loop ------------------------------------------------------------------------
+    def _poll(self, timeout: float) -> None:
+        self.membership.poll(timeout)
+        self._polled = time.perf_counter()  # when librdkafka's poll interval restarts
+
     def run(self) -> GroupStats:
         """Run until stopped, or until every owned task drained its bounded input."""
         self.membership.subscribe(
@@ -321,24 +363,32 @@ class GroupWorker:
         )
         try:
             while not self._stop.is_set():
-                self.membership.poll(0 if self.tasks else 0.1)
+                self._poll(0 if self.tasks else 0.1)
                 active = [t for t in self.tasks.values() if not t.done]
                 for task in active:
                     if self.tasks.get(task.partition) is not task:
                         continue  # revoked by the poll after the previous task: never again
-                    if not task.executor.step():
-                        task.executor.finish(drain=True)
+                    try:
+                        more = task.executor.step()
+                        if not more:
+                            task.executor.finish(drain=True)
+                    except Exception as exc:
+                        if not _fenced(exc):
+                            raise
+                        self._fenced_out(task, exc)
+                        continue
+                    if not more:
                         task.done = True
                         self.stats.finished.append(task.partition)
                         self.stats.events += task.executor.events - task.executor.restored_events
-                    self.membership.poll(0)
+                    self._poll(0)
                 if self._joined and all(t.done for t in self.tasks.values()):
                     # the job ends when every partition drained, wherever that happened;
                     # until then stay in the group (partitions may still come here)
                     done = finished_partitions(self.kafka, self.state_topic, timeout=1.0)
                     if self.all_partitions <= done:
                         break
-                    self.membership.poll(0.2)
+                    self._poll(0.2)
         finally:
             for p in list(self.tasks):
                 self._stop_task(p, commit=True)
