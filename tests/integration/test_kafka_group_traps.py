@@ -229,10 +229,11 @@ def test_a_revoke_slower_than_max_poll_interval_does_not_livelock(
     config, in_topic, reference = one_process
     out = new_topic(config, "group-out", partitions=2)
     group = f"g-{uuid.uuid4().hex[:8]}"
-    # max.poll.interval.ms = 10 s; every revoked task's last checkpoint takes 6 s more, on
-    # both members: A's revoke of 2 partitions would last 12 s, kick A out, move all its
-    # partitions, make B revoke slowly when A rejoins, and so on
-    slow = {"SCALE_MAX_POLL_MS": "10000", REVOKE_PAUSE_ENV: "6000"}
+    # max.poll.interval.ms = 20 s; every revoked task's last checkpoint takes 11 s more, on
+    # both members: A's revoke of 2 partitions would last 22 s, kick A out, move all its
+    # partitions, make B revoke slowly when A rejoins, and so on (with the budget: 11 s,
+    # leaving 9 s for the checkpoint itself on a loaded machine)
+    slow = {"SCALE_MAX_POLL_MS": "20000", REVOKE_PAUSE_ENV: "11000"}
     first = _busy_member(config, tmp_path / "a", in_topic, out, group, **slow)
     topic = state_topic(group, "kafka-scaled")
     # A owns all 4 partitions and has checkpointed each: B's arrival moves 2 with state

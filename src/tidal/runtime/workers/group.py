@@ -143,10 +143,13 @@ def _fenced(exc: BaseException) -> bool:
 
 
 class _Task:
-    def __init__(self, partition: int, executor: Executor, store: KafkaStateStore) -> None:
+    def __init__(
+        self, partition: int, executor: Executor, store: KafkaStateStore, member: str | None
+    ) -> None:
         self.partition = partition
         self.executor = executor
         self.store = store
+        self.member = member  # the group member id it was assigned under
         self.done = False
 
 
@@ -237,7 +240,7 @@ class GroupWorker:
             handle_signals=False,
         )
         executor.open()
-        task = _Task(partition, executor, store)
+        task = _Task(partition, executor, store, self.membership.memberid())
         if store.restore_ms is not None:
             self.stats.restore_ms.append((partition, store.restore_ms))
         task.done = executor.restored_from is not None and all(s.finished for s in executor.sources)
@@ -284,7 +287,8 @@ class GroupWorker:
         checkpoint.
         """
         log.warning(
-            "group %r: partition %d was fenced by a new owner (%s); dropped",
+            "group %r: partition %d was fenced by a new owner, or the member left the "
+            "group since it was assigned (%s); dropped",
             self.group,
             task.partition,
             exc,
@@ -373,7 +377,9 @@ class GroupWorker:
                         if not more:
                             task.executor.finish(drain=True)
                     except Exception as exc:
-                        if not _fenced(exc):
+                        # fenced, or failing after this member left the group (it overran
+                        # max.poll.interval.ms): the partition is someone else's now
+                        if not _fenced(exc) and self.membership.memberid() == task.member:
                             raise
                         self._fenced_out(task, exc)
                         continue
