@@ -92,6 +92,9 @@ FORMAT = "tidal-learn-step/1"
 """What a registry version written by the loop records as ``lineage.extra["format"]``."""
 
 _STATE_KIND = "retrain-loop/1"
+_RECENT = 100
+"""Rows before a drift whose error is compared with the error since the previous drift: a
+drift triggers a retrain only where the error got worse."""
 EVENT_COLUMNS = (
     "event",
     "step",
@@ -271,6 +274,7 @@ class RetrainLoop(Operator):
             "job": None,
             "shadow": [0, 0, 0.0, 0.0],
             "ends": {},
+            "err": [0.0, 0],
         }
 
     # -- building ---------------------------------------------------------------------------
@@ -409,11 +413,21 @@ class RetrainLoop(Operator):
             idx = np.flatnonzero(labeled)
             err = 1.0 - score[idx] if self.metric == "accuracy" else score[idx]
             drifts = self.detector.update(err, np.zeros(len(idx), dtype=np.int64))
-            at = idx[np.flatnonzero(drifts.drift)]
+            at = np.flatnonzero(drifts.drift)
             self.ctx.count(f"{self.name}.drifts", len(at))
-            for i in at.tolist():
-                events.append({"event": "drift", "row": rows0 + i + 1, "detail": pol.drift})
-                found.append((i, "drift"))
+            cs = np.cumsum(err)
+            base = st["err"]  # errors since the last drift: [sum, count]
+            for j in at.tolist():
+                recent = float(err[max(0, j - _RECENT + 1) : j + 1].mean())
+                before = float((base[0] + cs[j]) / (base[1] + j + 1))
+                worse = bool(recent > before)
+                detail = {"detector": pol.drift, "worse": worse, "recent_error": recent}
+                events.append({"event": "drift", "row": rows0 + int(idx[j]) + 1, "detail": detail})
+                if worse:  # an error rate that fell is no reason to retrain
+                    found.append((int(idx[j]), "drift"))
+                base[0], base[1] = -float(cs[j]), -(j + 1)
+            base[0] += float(cs[-1])
+            base[1] += len(err)
         if pol.every is not None:
             due = st["last"] + pol.every - rows0 - 1
             if 0 <= due < len(seg):
@@ -537,7 +551,8 @@ class RetrainLoop(Operator):
         events.append(
             {"event": "registered", "row": st["rows"], "job": job["id"], "candidate": version}
         )
-        self.registry.shadow(self.model, version)
+        if self.registry.stages(self.model).production != version:  # (promoted before a crash)
+            self.registry.shadow(self.model, version)
         cand = self._new_step(f"{self.name}.candidate")
         cand.restore(decode_state((folder / STATE_FILE).read_bytes()))
         self.candidate = cand
