@@ -42,7 +42,9 @@ def _log(tmp: Path, *, drift: bool = True, n: int = 10_000, partitions: int = 1)
     x2, y2 = _sea(n - DRIFT_AT, 2, 13.0 if drift else 8.0)
     x, y = np.r_[x1, x2], np.r_[y1, y2]
     sink = LogSink(tmp, "sea", partitions=partitions, key="k")
-    sink.write(Batch({"k": np.arange(len(y)) % 7, "a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y}))
+    sink.write(
+        Batch({"k": np.arange(len(y)) % 7, "a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y})
+    )
     sink.close()
 
 
@@ -145,26 +147,29 @@ def test_a_worse_candidate_is_rejected(tmp_path: Path) -> None:
     assert len(reg.versions("sea")) == 1  # registered (for the record), never served
 
 
-def _run_with_snapshots(tmp: Path, reg: Registry, at: list[int]) -> tuple[Any, dict[int, bytes]]:
+def _run_with_snapshots(
+    tmp: Path, reg: Registry, at: list[int]
+) -> tuple[Any, dict[int, bytes], Any]:
     p, _rows, events = _pipeline(tmp, reg, _policy(tmp))
-    ex = Executor(p, max_batch=700, handle_signals=False)
+    ex = Executor(p, max_batch=500, handle_signals=False)
     ex.open()
     saved: dict[int, bytes] = {}
     while ex.step():
         if ex.events in at:
             saved[ex.events] = encode(ex.snapshot())
+    state = decode(encode(p.nodes["m"].op.snapshot()))  # type: ignore[union-attr]
     ex.finish(drain=True)
-    return events, saved
+    return events, saved, state
 
 
 def _final_state(tmp: Path, reg: Registry, snap: bytes) -> tuple[Any, Any]:
     p, _rows, events = _pipeline(tmp, reg, _policy(tmp))
-    ex = Executor(p, max_batch=700, handle_signals=False)
+    ex = Executor(p, max_batch=500, handle_signals=False)
     ex.open(decode(snap))
     while ex.step():
         pass
     node = p.nodes["m"]
-    state = node.op.snapshot()  # type: ignore[union-attr]
+    state = decode(encode(node.op.snapshot()))  # type: ignore[union-attr]
     ex.finish(drain=True)
     return events, state
 
@@ -175,9 +180,9 @@ def test_restore_mid_loop_neither_registers_nor_promotes_twice(
 ) -> None:
     _log(tmp_path, partitions=2)  # read round-robin: history spans both partitions
     reg = Registry(tmp_path / "reg")
-    # 5,600: the job is running (started ~4,900, adopted 500 rows later); 6,300: in shadow
-    ref_events, saved = _run_with_snapshots(tmp_path, reg, [5_600, 6_300])
-    assert sorted(saved) == [5_600, 6_300]
+    ref_events, saved, ref_state = _run_with_snapshots(tmp_path, reg, [6_000, 6_500])
+    phases = {k: decode(v)["operators"]["m"]["state"]["loop"]["phase"] for k, v in saved.items()}
+    assert phases == {6_000: "training", 6_500: "shadow"}  # a job running; a candidate scored
     ref = _events(ref_events)
     stages, versions = reg.stages("sea"), len(reg.versions("sea"))
     assert stages.production is not None
@@ -185,13 +190,16 @@ def test_restore_mid_loop_neither_registers_nor_promotes_twice(
         if rerun_job:  # the job's result was lost with the crash: it runs again
             for done in (tmp_path / "jobs").glob("*/done.json"):
                 done.unlink()
-        events, _ = _final_state(tmp_path, reg, snap)
+        events, state = _final_state(tmp_path, reg, snap)
         got = _events(events)
         assert got and got == ref[len(ref) - len(got) :], (at, got, ref)  # the same tail
         after = reg.stages("sea")
         assert after.production == stages.production  # the serving version is not lost
         assert after.previous == stages.previous  # promoted once: nothing pushed twice
         assert len(reg.versions("sea")) == versions  # registered once
+        assert state["loop"] == ref_state["loop"]
+        for k, v in ref_state["serving"]["learner"].items():  # the same learner, bit for bit
+            assert np.array_equal(v, state["serving"]["learner"][k]), k
 
 
 def test_policy_and_source_errors(tmp_path: Path) -> None:

@@ -51,10 +51,10 @@ ends (never waiting).
 Example:
     >>> RetrainPolicy(topic="events", history=2_000, horizon=500).metric is None
     True
-    >>> RetrainPolicy(topic="events", drift=None)
+    >>> RetrainPolicy(topic="events", drift=None)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    tidal.errors.ConfigError: a retrain policy needs a trigger: drift='adwin' (or another detector) and/or every=N rows
+    tidal.errors.ConfigError: a retrain policy needs a trigger: drift='adwin' (...) and/or every=N rows
 """
 
 from __future__ import annotations
@@ -157,7 +157,10 @@ class RetrainPolicy:
 
     def __post_init__(self) -> None:
         if self.drift is None and self.every is None:
-            msg = "a retrain policy needs a trigger: drift='adwin' (or another detector) and/or every=N rows"
+            msg = (
+                "a retrain policy needs a trigger: drift='adwin' (or another detector) "
+                "and/or every=N rows"
+            )
             raise ConfigError(msg)
         sizes = {
             "history": self.history,
@@ -169,7 +172,10 @@ class RetrainPolicy:
         }
         bad = {k: v for k, v in sizes.items() if not isinstance(v, int) or v < 1}
         if bad or min(self.cooldown, self.collect) < 0 or self.margin < 0:
-            msg = f"retrain policy: {bad or 'cooldown and margin'} must be positive integers (>= 0 for collect, cooldown, margin)"
+            msg = (
+                f"retrain policy: {bad or 'collect, cooldown, margin'} out of range: sizes "
+                "are integers >= 1; collect, cooldown and margin are >= 0"
+            )
             raise ConfigError(msg)
         if self.metric not in (None, "accuracy", "mae"):
             msg = f"retrain policy: metric is 'accuracy' or 'mae', got {self.metric!r}"
@@ -385,7 +391,9 @@ class RetrainLoop(Operator):
         trigger = self._trigger(seg, score, labeled, events)
         if trigger is not None:
             row, reason = trigger
-            self._trigger_at(reason, st["rows"] + row + 1, self._ends(seg.slice(0, row + 1), dict(st["ends"])))
+            self._trigger_at(
+                reason, st["rows"] + row + 1, self._ends(seg.slice(0, row + 1), dict(st["ends"]))
+            )
         st["ends"] = self._ends(seg, st["ends"])
         st["rows"] += len(seg)
         if st["phase"] == "collecting" and st["job"]["start_at"] <= st["rows"]:
@@ -504,7 +512,7 @@ class RetrainLoop(Operator):
         if not (folder / DONE_FILE).exists():
             write_atomic(folder / JOB_FILE, json.dumps(spec).encode())
             with open(folder / "stderr.txt", "wb") as err:
-                self.proc = subprocess.Popen(
+                self.proc = subprocess.Popen(  # noqa: S603 - our own module, no shell
                     [sys.executable, "-m", "tidal.ml.learn.retrain_job", str(folder)],
                     stdout=subprocess.DEVNULL,
                     stderr=err,
@@ -575,14 +583,20 @@ class RetrainLoop(Operator):
             },
         )
         metrics = {**done.get("metrics", {}), "rows": done.get("rows")}
-        return self.registry.register(state, name=self.model, metrics=metrics, lineage=lineage).version
+        return self.registry.register(
+            state, name=self.model, metrics=metrics, lineage=lineage
+        ).version
 
     def _decide(self, events: list[dict[str, Any]]) -> None:
         st, pol = self.st, self.policy
         _, n, s_sum, c_sum = st["shadow"]
         serving, cand = s_sum / max(n, 1), c_sum / max(n, 1)
         version = st["job"]["version"]
-        better = cand > serving + pol.margin if self.metric == "accuracy" else cand < serving - pol.margin
+        better = (
+            cand > serving + pol.margin
+            if self.metric == "accuracy"
+            else cand < serving - pol.margin
+        )
         better = better and n > 0
         common = {
             "job": st["job"]["id"],
@@ -592,7 +606,9 @@ class RetrainLoop(Operator):
             "serving_metric": serving,
             "candidate_metric": cand,
         }
-        events.append({"event": "shadow_score", **common, "detail": {"metric": self.metric, "rows": n}})
+        events.append(
+            {"event": "shadow_score", **common, "detail": {"metric": self.metric, "rows": n}}
+        )
         if better:
             assert self.candidate is not None
             self.registry.promote(self.model, version)  # idempotent for the same version

@@ -63,6 +63,7 @@ STATE_FILE = "candidate.npz"
 DONE_FILE = "done.json"
 _JSON = "__json__"
 _REF = "__array__"
+_MODULE = "tidal.ml.learn.retrain_job"
 
 
 def encode_state(state: dict[str, Any]) -> bytes:
@@ -213,8 +214,10 @@ def _train(spec: dict[str, Any], rows: Batch, parent: _Parent) -> tuple[Any, dic
 
 def _train_rank(spec: dict[str, Any], rows: Batch, rank: int, world: int, init: str) -> Any:
     """One rank of a data-parallel MLP job: returns the trained step (same on every rank)."""
+    import torch
     import torch.distributed as dist
 
+    torch.set_num_threads(1)  # ranks share the machine's cores
     step = _step(spec)
     learner = step.learner
     if not hasattr(learner, "grad_hook"):
@@ -228,11 +231,15 @@ def _train_rank(spec: dict[str, Any], rows: Batch, rank: int, world: int, init: 
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
     try:
 
-        def average(net: Any) -> None:
-            for p in net.parameters():
-                if p.grad is not None:
-                    dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-                    p.grad /= world
+        def average(net: Any) -> None:  # one all-reduce of all gradients per step
+            grads = [p.grad for p in net.parameters() if p.grad is not None]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            flat /= world
+            at = 0
+            for g in grads:
+                g.copy_(flat[at : at + g.numel()].view_as(g))
+                at += g.numel()
 
         learner.grad_hook = average
         for _ in range(int(spec["epochs"])):
@@ -262,8 +269,8 @@ def _distributed(spec: dict[str, Any], job: Path) -> None:
     world = int(spec["workers"])
     init = f"file://{job / ('rendezvous-' + uuid.uuid4().hex)}"
     procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", __name__, str(job), "--rank", str(r), str(world), init],
+        subprocess.Popen(  # noqa: S603 - our own module, no shell
+            [sys.executable, "-m", _MODULE, str(job), "--rank", str(r), str(world), init],
             stderr=open(job / f"rank{r}.err", "wb"),  # noqa: SIM115 - closed with the process
         )
         for r in range(world)
