@@ -215,3 +215,52 @@ def test_policy_and_source_errors(tmp_path: Path) -> None:
     )  # fmt: skip
     with pytest.raises(PipelineError, match="LogSource"):
         run(p)
+
+
+def test_without_adopt_after_the_pipeline_never_waits_for_the_job(tmp_path: Path) -> None:
+    x1, y1 = _sea(DRIFT_AT, 1, 8.0)
+    x2, y2 = _sea(5_000, 2, 13.0)
+    x, y = np.r_[x1, x2], np.r_[y1, y2]
+    cols = {"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": y}
+
+    def append(lo: int, hi: int) -> None:
+        sink = LogSink(tmp_path, "sea", partitions=1)
+        sink.write(Batch({k: v[lo:hi] for k, v in cols.items()}))
+        sink.close()
+
+    append(0, 6_000)
+    reg = Registry(tmp_path / "reg")
+    p = Pipeline("loop")
+    s = p.source("in", LogSource(tmp_path, "sea", bounded=False))
+    out = s.retrain_loop(
+        "m", "logistic", features=FEATURES, target="y", registry=reg, model="sea",
+        policy=_policy(tmp_path, adopt_after=None), settings=SETTINGS,
+    )  # fmt: skip
+    events = collect(out.side("events"))
+    ex = Executor(p, max_batch=500, idle_poll="1ms", handle_signals=False)
+    ex.open()
+    started: dict[str, Any] | None = None
+    done_early = False
+    while ex.events < 6_000:
+        ex.step()
+        if started is None:
+            started = next((r for r in events.records() if r["event"] == "retrain_started"), None)
+            if started is not None:  # the step that started the job did not wait for it
+                assert not (tmp_path / "jobs" / started["job"] / "done.json").exists()
+        elif (tmp_path / "jobs" / started["job"] / "done.json").exists():
+            done_early = True  # a fast machine: the job ended before the input did
+    assert started is not None
+    done = tmp_path / "jobs" / started["job"] / "done.json"
+    proc = p.nodes["m"].op.proc  # type: ignore[union-attr]
+    if proc is not None:
+        proc.wait(timeout=300)  # the job's process ends; nothing in the pipeline waited for it
+    assert done.exists()
+    append(6_000, len(y))
+    while ex.events < len(y):
+        ex.step()
+    ex.finish(drain=True)
+    got = {r["event"]: r for r in reversed(events.records())}
+    registered = got["registered"]["row"]  # adopted at the first batch after the job ended
+    assert registered == 6_000 or (done_early and started["row"] < registered < 6_000)
+    assert got["shadow_score"]["row"] == registered + 1_000
+    assert got["promoted"]["candidate"] == got["registered"]["candidate"]

@@ -7,6 +7,8 @@
 * :mod:`.river_adapter`: River's models (the slow path);
 * :mod:`.features`: columns to a feature matrix (standardize, one-hot, hashing);
 * :mod:`.metrics`: prequential metrics; :mod:`.step`: the ``learn`` pipeline step;
+* :mod:`.loop`: the closed loop (drift -> retrain -> shadow -> promote), whose retrains run
+  in :mod:`.retrain_job` (a child process);
 * :mod:`.catalog`: every built-in learner by name.
 
 Example:

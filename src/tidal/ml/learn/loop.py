@@ -54,7 +54,7 @@ Example:
     >>> RetrainPolicy(topic="events", drift=None)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    tidal.errors.ConfigError: a retrain policy needs a trigger: drift='adwin' (...) and/or every=N rows
+    tidal.errors.ConfigError: a retrain policy needs a trigger: drift='adwin' (...) and/or...
 """
 
 from __future__ import annotations
@@ -80,7 +80,6 @@ from tidal.ml.learn.retrain_job import (
     JOB_FILE,
     STATE_FILE,
     decode_state,
-    encode_state,
     write_atomic,
 )
 from tidal.ml.learn.step import LearnStep
@@ -686,7 +685,3 @@ class RetrainLoop(Operator):
             self.proc.wait()
         self.proc = None
 
-
-def save_candidate(step: LearnStep, path: Path) -> None:
-    """Write a learn step's state where the registry can take it (the loop's file format)."""
-    write_atomic(path, encode_state(step.snapshot()))
