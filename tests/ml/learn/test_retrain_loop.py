@@ -264,3 +264,54 @@ def test_without_adopt_after_the_pipeline_never_waits_for_the_job(tmp_path: Path
     assert registered == 6_000 or (done_early and started["row"] < registered < 6_000)
     assert got["shadow_score"]["row"] == registered + 1_000
     assert got["promoted"]["candidate"] == got["registered"]["candidate"]
+
+
+_PARENT = """
+import json, os, subprocess, sys
+job = sys.argv[1]
+spec = json.loads(open(job + "/job.json").read())
+spec["parent"] = os.getpid()
+open(job + "/job.json", "w").write(json.dumps(spec))
+child = subprocess.Popen([sys.executable, "-m", "tidal.ml.learn.retrain_job", job])
+print(child.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_job_whose_pipeline_died_exits_without_a_result(tmp_path: Path) -> None:
+    import os
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    from tidal.ml.learn.features import Features
+
+    _log(tmp_path, n=5_000)
+    job = tmp_path / "job"
+    job.mkdir()
+    spec = {
+        "id": "orphan", "learner": "logistic", "settings": SETTINGS, "seed": 0,
+        "features": Features(numeric=FEATURES).params(), "target": "y",
+        "output": "prediction", "metrics": None, "window": 1000, "weight": None,
+        "labels": {"mode": "int", "classes": []}, "data_dir": str(tmp_path), "topic": "sea",
+        "starts": {"0": 0}, "ends": {"0": 5_000}, "history": 5_000, "epochs": 50, "workers": 1,
+    }  # fmt: skip
+    (job / "job.json").write_text(json.dumps(spec))
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT, str(job)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    fd = os.pidfd_open(child)
+    try:
+        parent.send_signal(signal.SIGKILL)  # the pipeline dies (kill -9) while the job runs
+        parent.wait()
+        ready, _, _ = select.select([fd], [], [], 300)  # until the orphaned job exits
+        assert ready, "the job outlived its pipeline"
+    finally:
+        os.close(fd)
+        assert parent.stdin is not None
+        parent.stdin.close()
+        parent.stdout.close()
+    assert not (job / "done.json").exists()
