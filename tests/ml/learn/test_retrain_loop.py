@@ -315,3 +315,39 @@ def test_a_job_whose_pipeline_died_exits_without_a_result(tmp_path: Path) -> Non
         parent.stdin.close()
         parent.stdout.close()
     assert not (job / "done.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash_at", [6_000, 7_500])
+def test_a_crash_resumes_from_the_checkpoint_on_disk(tmp_path: Path, crash_at: int) -> None:
+    """6,000: a job is running; 7,500: the candidate was promoted after the last checkpoint."""
+    from tidal.runtime.checkpoint import CheckpointConfig
+
+    ref_dir, dir_ = tmp_path / "ref", tmp_path / "crash"
+    for d in (ref_dir, dir_):
+        d.mkdir()
+        _log(d, partitions=2)
+    ref_reg = Registry(ref_dir / "reg")
+    ref_events, _, _ = _run_with_snapshots(ref_dir, ref_reg, [])
+    ref = _events(ref_events)
+    cfg = CheckpointConfig(data_dir=dir_ / "ckpt", interval=None, every_events=1_000)
+    reg = Registry(dir_ / "reg")
+    p, _rows, _events_a = _pipeline(dir_, reg, _policy(dir_))
+    ex = Executor(p, max_batch=500, handle_signals=False, checkpoint=cfg)
+    ex.open()
+    while ex.events < crash_at:
+        ex.step()
+    p.nodes["m"].op.close()  # type: ignore[union-attr]  # the process dies: so does its job
+    assert ex.store is not None
+    ex.store.unlock()
+    if crash_at == 7_500:
+        assert reg.stages("sea").production is not None  # promoted, not yet checkpointed
+    p2, _rows2, events = _pipeline(dir_, reg, _policy(dir_))
+    ex2 = Executor(p2, max_batch=500, handle_signals=False, checkpoint=cfg)
+    ex2.run()
+    got = _events(events)
+    assert got and got == ref[len(ref) - len(got) :]
+    want = ref_reg.stages("sea")
+    stages = reg.stages("sea")
+    assert (stages.production, stages.previous) == (want.production, want.previous)
+    assert len(reg.versions("sea")) == len(ref_reg.versions("sea"))
