@@ -40,7 +40,10 @@ def test_recovers_held_out_ratings_near_the_noise_floor() -> None:
 
 
 def test_repeated_pairs_in_a_batch_get_every_step() -> None:
-    models = [OnlineMF(factors=2, feedback="implicit", negatives=0, seed=1) for _ in range(3)]
+    models = [
+        OnlineMF(factors=2, feedback="implicit", negatives=0, seed=1, update="batch")
+        for _ in range(3)
+    ]
     for m in models:
         m.learn(np.array([0, 1]), np.array([5, 6]))
     start_p, start_b = models[0].P[0].copy(), models[0].bi[0]
@@ -53,7 +56,7 @@ def test_repeated_pairs_in_a_batch_get_every_step() -> None:
 
 def test_a_keys_summed_steps_are_capped_per_batch() -> None:
     models = [
-        OnlineMF(factors=2, feedback="implicit", negatives=0, max_steps=2, seed=1)
+        OnlineMF(factors=2, feedback="implicit", negatives=0, max_steps=2, seed=1, update="batch")
         for _ in range(2)
     ]
     for m in models:
