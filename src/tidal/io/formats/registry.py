@@ -68,7 +68,8 @@ class SchemaRegistry:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310
                 return int(resp.status), orjson.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
+            with exc:  # holds the connection: close it
+                raw = exc.read()
             try:
                 said = orjson.loads(raw)
             except orjson.JSONDecodeError:

@@ -33,6 +33,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -139,6 +140,7 @@ class Registry:
         port: the HTTP port; a free one by default.
         cache_dir: the build cache (see :func:`ensure_registry`).
         heap: the JVM's ``-Xmx``.
+        jvm_options: more JVM options (the tests pass the broker's ``FAST_START``).
 
     The JVM is tied to the Python process that starts it (as the Kafka broker is): a
     killed test run leaves no registry behind. Its schemas live in memory only.
@@ -151,11 +153,13 @@ class Registry:
         port: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         heap: str = "384m",
+        jvm_options: Sequence[str] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
         self.cache_dir = cache_dir
         self.heap = heap
+        self.jvm_options = tuple(jvm_options)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -188,6 +192,7 @@ class Registry:
             java_path(),
             f"-Xmx{self.heap}",
             "-XX:+ExitOnOutOfMemoryError",
+            *self.jvm_options,
             f"-Dquarkus.http.host={_HOST}",
             f"-Dquarkus.http.port={self.port}",
             "-Dquarkus.datasource.jdbc.min-size=1",
