@@ -134,11 +134,8 @@ class ArrowFormat:
             table = b.to_arrow()
             sink = pa.BufferOutputStream()
             with pa.ipc.new_stream(sink, table.schema, options=self._options) as writer:
-                writer.write_batch(
-                    table.combine_chunks().to_batches()[0]
-                    if table.num_rows
-                    else pa.RecordBatch.from_pylist([], schema=table.schema)
-                )
+                writer.write_batch(table.combine_chunks().to_batches()[0] if table.num_rows
+                                   else pa.RecordBatch.from_pylist([], schema=table.schema))
         except ARROW_ERRORS as exc:
             msg = f"{self!r}: cannot write the batch ({b!r}) as Arrow: {exc}"
             raise ConnectorError(msg) from exc
