@@ -114,14 +114,17 @@ def _case(kind: str, name: str) -> Case:
             _policy_batches(name),
             _policy_step,
         )
+    base, _, optimizer = name.partition("+")  # "mf+adagrad": the option's own state too
+    extra = {"optimizer": optimizer} if optimizer else {}
     return (
-        lambda: make_reco(name, factors=3, max_users=30, max_items=20, seed=5),
+        lambda: make_reco(base, factors=3, max_users=30, max_items=20, seed=5, **extra),
         _reco_batches(),
         _reco_step,
     )
 
 
 CASES = [("policy", n) for n in sorted(POLICIES)] + [("reco", n) for n in sorted(RECOMMENDERS)]
+CASES += [("reco", f"{n}+adagrad") for n in sorted(RECOMMENDERS)]
 IDS = [f"{k}-{n}" for k, n in CASES]
 
 

@@ -119,10 +119,14 @@ def _interactions(n: int, seed: int = 5, users: int = 60) -> list[Batch]:
     return [Batch({"user": u[c], "item": i[c], "rating": r[c], "ts": t[c]}) for c in cuts]
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
 @pytest.mark.parametrize("feedback", ["explicit", "implicit"])
-def test_snapshot_mid_stream_then_restore_gives_identical_state(feedback: str) -> None:
+def test_snapshot_mid_stream_then_restore_gives_identical_state(
+    feedback: str, optimizer: str
+) -> None:
     batches = _interactions(2000)
-    opts = {"factors": 3, "feedback": feedback, "max_users": 40, "max_items": 25, "seed": 2}
+    opts = {"factors": 3, "feedback": feedback, "max_users": 40, "max_items": 25, "seed": 2,
+            "optimizer": optimizer}  # fmt: skip
     whole = OnlineMF(**opts)  # type: ignore[arg-type]
     for b in batches:
         whole.learn(b["user"], b["item"], b["rating"], b["ts"])
@@ -134,6 +138,7 @@ def test_snapshot_mid_stream_then_restore_gives_identical_state(feedback: str) -
     for b in batches[10:]:
         second.learn(b["user"], b["item"], b["rating"], b["ts"])
     np.testing.assert_array_equal(second.P[: len(whole.bu)], whole.P[: len(second.bu)])
+    np.testing.assert_array_equal(second.GQ[: len(whole.bi)], whole.GQ[: len(second.bi)])
     np.testing.assert_array_equal(second.seen, whole.seen)
     users = np.arange(60)
     assert second.recommend_many(users, 5)[0].tolist() == whole.recommend_many(users, 5)[0].tolist()

@@ -11,6 +11,9 @@ feedback) is, for every factor ``f`` (both from the values before the step)::
     Q[i, f] += lr * (e * P[u, f] - reg * Q[i, f])
 
 and ``b += lr * (e - reg * b)`` for the item bias and (explicit feedback) the user bias.
+With ``adagrad=`` accumulators every parameter's step is instead ``lr * g / sqrt(G)``, ``g``
+the bracket above and ``G`` that parameter's running sum of squared ``g`` (AdaGrad, the
+per-coordinate adaptive rate Vowpal Wabbit uses by default; decision 0046).
 Explicit feedback keeps a running mean rating, updated by each rating before its
 prediction. These are the operations of :class:`~tidal.ml.reco.OnlineMF`'s ``"batch"``
 mode with one interaction per batch, in the same order, so the two agree to rounding
@@ -43,6 +46,8 @@ from tidal.core.batch import Array
 
 __all__ = ["has_numba", "remember", "sgd", "warm_up"]
 
+_EPS = 1e-8  # AdaGrad: keeps the first step of a parameter with a zero gradient finite
+
 
 def _kernel(  # noqa: PLR0913 - one tight loop, compiled by numba
     u: Any,
@@ -53,11 +58,16 @@ def _kernel(  # noqa: PLR0913 - one tight loop, compiled by numba
     Q: Any,
     bu: Any,
     bi: Any,
+    GP: Any,
+    GQ: Any,
+    gbu: Any,
+    gbi: Any,
     lr: float,
     reg: float,
     explicit: bool,
     mean: float,
     n_seen: int,
+    adaptive: bool,
 ) -> float:
     n = len(u)
     f = P.shape[1]
@@ -82,11 +92,26 @@ def _kernel(  # noqa: PLR0913 - one tight loop, compiled by numba
             for c in range(f):
                 pu = P[a, c]
                 qi = Q[b, c]
-                P[a, c] = pu + lr * (e * qi - reg * pu)
-                Q[b, c] = qi + lr * (e * pu - reg * qi)
+                gu = e * qi - reg * pu
+                gi = e * pu - reg * qi
+                if adaptive:
+                    GP[a, c] += gu * gu
+                    GQ[b, c] += gi * gi
+                    gu /= math.sqrt(GP[a, c] + _EPS)
+                    gi /= math.sqrt(GQ[b, c] + _EPS)
+                P[a, c] = pu + lr * gu
+                Q[b, c] = qi + lr * gi
             if explicit:
-                bu[a] += lr * (e - reg * bu[a])
-            bi[b] += lr * (e - reg * bi[b])
+                g = e - reg * bu[a]
+                if adaptive:
+                    gbu[a] += g * g
+                    g /= math.sqrt(gbu[a] + _EPS)
+                bu[a] += lr * g
+            g = e - reg * bi[b]
+            if adaptive:
+                gbi[b] += g * g
+                g /= math.sqrt(gbi[b] + _EPS)
+            bi[b] += lr * g
     return mean
 
 
@@ -111,6 +136,7 @@ def _remember_kernel(  # noqa: PLR0913 - the model's bookkeeping arrays
         pop[b] += math.exp(-decay * max(now - tj, 0.0))
 
 
+_NO_ACC1, _NO_ACC2 = np.zeros(0), np.zeros((0, 1))  # plain SGD: no accumulators
 _compiled: Any = None
 _compiled_remember: Any = None
 
@@ -177,6 +203,10 @@ def warm_up() -> None:
             sgd(one, one, np.zeros(1), none, np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1),
                 np.zeros(1), lr=0.1, reg=0.0, explicit=explicit, mean=0.0,
                 n_seen=0)  # fmt: skip
+            acc = (np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1), np.zeros(1))
+            sgd(one, one, np.zeros(1), none, np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1),
+                np.zeros(1), lr=0.1, reg=0.0, explicit=explicit, mean=0.0, n_seen=0,
+                adagrad=acc)  # fmt: skip
         z, c = np.zeros(1), np.zeros(1, np.int64)
         remember(one, one, z, z.copy(), z.copy(), c, c.copy(), z.copy(), decay=0.1, now=0.0)
 
@@ -196,15 +226,20 @@ def sgd(  # noqa: PLR0913 - the model's arrays and settings
     explicit: bool,
     mean: float,
     n_seen: int,
+    adagrad: tuple[Array, Array, Array, Array] | None = None,
     engine: str = "auto",
 ) -> float:
     """Per-sample SGD over the interactions ``(u[j], i[j], r[j])``, in place; the new mean.
 
     ``neg`` holds ``len(neg) // len(u)`` sampled negative items per interaction (implicit
-    feedback; empty for explicit). ``engine`` is ``"numba"``, ``"python"`` or ``"auto"``.
+    feedback; empty for explicit). ``adagrad``: the running sums of squared gradients
+    ``(GP, GQ, gbu, gbi)``, shaped like ``P, Q, bu, bi`` and updated in place, for AdaGrad
+    steps (each parameter's step is ``lr * g / sqrt(G + 1e-8)``, ``G`` including this
+    ``g**2``); ``None`` for plain SGD. ``engine`` is ``"numba"``, ``"python"`` or ``"auto"``.
     """
-    args = (u, i, r, neg, P, Q, bu, bi, float(lr), float(reg), bool(explicit), float(mean),
-            int(n_seen))  # fmt: skip
+    acc = adagrad if adagrad is not None else (_NO_ACC2, _NO_ACC2, _NO_ACC1, _NO_ACC1)
+    args = (u, i, r, neg, P, Q, bu, bi, *acc, float(lr), float(reg), bool(explicit),
+            float(mean), int(n_seen), adagrad is not None)  # fmt: skip
     if engine == "numba" or (engine == "auto" and has_numba()):
         return float(_jit()(*args))
     return float(_kernel(*args))
