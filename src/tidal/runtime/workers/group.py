@@ -21,6 +21,10 @@ keyed state with the partitions (decision 0029). The worker:
 - with bounded sources, ends once every partition of the input has drained, wherever
   (the final state of each is in the state topic); a worker with nothing to do stays in
   the group until then, since partitions may still come to it.
+
+When the pipeline groups by a column that is not the input's message key, the tasks are
+those of two stages joined by a repartition topic, and the group is subscribed to both
+topics (:mod:`tidal.runtime.workers.repartition`, decision 0042).
 """
 
 from __future__ import annotations
@@ -45,6 +49,13 @@ from tidal.runtime.workers.kafka_state import (
     finished_partitions,
     state_topic,
 )
+from tidal.runtime.workers.repartition import (
+    ensure_repartition_topic,
+    repartition_topic,
+    split,
+    stage_one,
+    stage_two,
+)
 
 __all__ = ["GroupStats", "GroupWorker"]
 
@@ -61,13 +72,15 @@ class GroupStats:
         revoked: partitions taken from it, in order.
         restore_ms: per restored partition, how long reading its state took.
         finished: partitions whose input it drained.
+
+    With a repartition, stage 2's partitions are written ``"r<partition>"``.
     """
 
     events: int = 0
-    assigned: list[int] = field(default_factory=list)
-    revoked: list[int] = field(default_factory=list)
-    restore_ms: list[tuple[int, float]] = field(default_factory=list)
-    finished: list[int] = field(default_factory=list)
+    assigned: list[int | str] = field(default_factory=list)
+    revoked: list[int | str] = field(default_factory=list)
+    restore_ms: list[tuple[int | str, float]] = field(default_factory=list)
+    finished: list[int | str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready figures."""
@@ -114,7 +127,9 @@ def _close(executor: Executor) -> None:
 
 
 class _Task:
-    def __init__(self, partition: int, executor: Executor, store: KafkaStateStore) -> None:
+    def __init__(
+        self, partition: tuple[str, int], executor: Executor, store: KafkaStateStore
+    ) -> None:
         self.partition = partition
         self.executor = executor
         self.store = store
@@ -132,6 +147,8 @@ class GroupWorker:
         max_wait: the latency budget of a batch.
         session_timeout_ms: how long the group waits for a silent worker before moving its
             partitions (Kafka's ``session.timeout.ms``).
+        repartition_partitions: partitions of the repartition topic, if the pipeline
+            needs one (default: as many as the input topic).
     """
 
     def __init__(
@@ -143,6 +160,7 @@ class GroupWorker:
         max_batch: int = 8192,
         max_wait: str = "5ms",
         session_timeout_ms: int = 6000,
+        repartition_partitions: int | None = None,
     ) -> None:
         self.build = build
         self.group = group
@@ -157,7 +175,17 @@ class GroupWorker:
         self.kafka = source.config
         self.base_id = sink.transactional_id
         self.all_partitions = set(source.partitions())
+        self.cut = split(probe, source)
         self.state_topic = state_topic(group, probe.name)
+        self.topics = [self.topic]
+        if self.cut is not None:  # two stages: state topics of their own (decision 0042)
+            self.rtopic = repartition_topic(group, probe.name)
+            want = repartition_partitions or len(self.all_partitions)
+            self.rparts = ensure_repartition_topic(self.kafka, self.rtopic, want)
+            self.topics.append(self.rtopic)
+            self.state_topic = state_topic(group, f"{probe.name}.stage1")
+            self.state_topic2 = state_topic(group, f"{probe.name}.stage2")
+            ensure_state_topic(self.kafka, self.state_topic2)
         ensure_state_topic(self.kafka, self.state_topic)
         ck = confluent()
         self.membership = ck.Consumer(
@@ -171,7 +199,7 @@ class GroupWorker:
                 }
             )
         )
-        self.tasks: dict[int, _Task] = {}
+        self.tasks: dict[tuple[str, int], _Task] = {}
         self.stats = GroupStats()
         self._stop = threading.Event()
         self._joined = False
@@ -181,19 +209,52 @@ class GroupWorker:
         self._stop.set()
 
     # -- tasks ---------------------------------------------------------------------------
-    def _start_task(self, partition: int) -> None:
+    def _label(self, tp: tuple[str, int]) -> int | str:
+        return tp[1] if tp[0] == self.topic else f"r{tp[1]}"
+
+    def _task_graph(
+        self, tp: tuple[str, int]
+    ) -> tuple[Graph, KafkaTransactionalSink, type[KafkaStateStore], dict[str, Any], str]:
+        """A task's graph, sink, state store (class, extra arguments) and state topic."""
         graph = self.build()
         source, sink = _parts(graph)
-        source.restrict([partition])
-        sink.use_transactional_id(f"{self.base_id}-p{partition}")
+        topic, partition = tp
+        if self.cut is None:
+            source.restrict([partition])
+            sink.use_transactional_id(f"{self.base_id}-p{partition}")
+            return graph, sink, KafkaStateStore, {}, self.state_topic
+        if topic == self.topic:
+            stage, sink, store, extra = stage_one(
+                graph,
+                self.cut,
+                partition,
+                topic=self.rtopic,
+                partitions=self.rparts,
+                transactional_id=f"{self.base_id}-s1-p{partition}",
+            )
+            return stage, sink, store, extra, self.state_topic
+        stage, _ = stage_two(
+            graph,
+            self.cut,
+            partition,
+            topic=self.rtopic,
+            inputs=len(self.all_partitions),
+            group=f"{self.rtopic}.in",
+        )
+        sink.use_transactional_id(f"{self.base_id}-s2-p{partition}")
+        return stage, sink, KafkaStateStore, {}, self.state_topic2
+
+    def _start_task(self, tp: tuple[str, int]) -> None:
+        partition = tp[1]
+        graph, sink, store_class, extra, topic = self._task_graph(tp)
         # a dead owner's open transaction holds back read_committed readers of the state
         # topic until the new owner fences it, or the coordinator times it out: keep that
         # bounded (a task's transaction lasts one checkpoint interval)
         sink.producer_options.setdefault("transaction.timeout.ms", self.txn_timeout_ms)
         sink.producer_options.setdefault("message.timeout.ms", self.txn_timeout_ms)
         config = CheckpointConfig(interval=self.interval)
-        store = KafkaStateStore(
-            config, graph.name, partition, kafka=self.kafka, sink=sink, topic=self.state_topic
+        store = store_class(
+            config, graph.name, partition, kafka=self.kafka, sink=sink, topic=topic, **extra
         )
         store.crash = CrashHook()
         executor = Executor(
@@ -205,21 +266,25 @@ class GroupWorker:
             handle_signals=False,
         )
         executor.open()
-        task = _Task(partition, executor, store)
+        if tp[0] != self.topic:  # stage 2: the watermark is the minimum over input partitions
+            for s in executor.sources:
+                s.tracker.set_partitions(tuple(sorted(self.all_partitions)))
+        task = _Task(tp, executor, store)
         if store.restore_ms is not None:
-            self.stats.restore_ms.append((partition, store.restore_ms))
+            self.stats.restore_ms.append((self._label(tp), store.restore_ms))
         task.done = executor.restored_from is not None and all(s.finished for s in executor.sources)
         if task.done:  # drained elsewhere: keep its final checkpoint as it is
             _close(executor)
-        self.tasks[partition] = task
+        self.tasks[tp] = task
         log.info(
-            "group %r: partition %d assigned (restored %s)",
+            "group %r: partition %s[%d] assigned (restored %s)",
             self.group,
+            tp[0],
             partition,
             executor.restored_from,
         )
 
-    def _stop_task(self, partition: int, *, commit: bool) -> None:
+    def _stop_task(self, partition: tuple[str, int], *, commit: bool) -> None:
         task = self.tasks.pop(partition, None)
         if task is None or task.done:
             return
@@ -228,37 +293,54 @@ class GroupWorker:
             ex.finish(drain=False)  # a last checkpoint: output, offsets and state commit
         else:  # lost: someone else owns it; abort what is open, commit nothing
             _close(ex)
-        self.stats.events += ex.events - ex.restored_events
+        self._count(task)
+
+    def _count(self, task: _Task) -> None:
+        """Add a task's input events (stage 2 reads them again from the repartition topic)."""
+        if task.partition[0] == self.topic:
+            self.stats.events += task.executor.events - task.executor.restored_events
 
     # -- group callbacks (run inside membership.poll) -------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         self._joined = True
-        mine = [tp for tp in partitions if tp.topic == self.topic]
+        mine = [(tp.topic, tp.partition) for tp in partitions if tp.topic in self.topics]
         consumer.incremental_assign(partitions)
         consumer.pause(partitions)
         for tp in mine:
-            self.stats.assigned.append(tp.partition)
-            self._start_task(tp.partition)
+            self.stats.assigned.append(self._label(tp))
+            self._start_task(tp)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
-        for tp in partitions:
-            if tp.topic == self.topic and tp.partition in self.tasks:
-                self.stats.revoked.append(tp.partition)
-                self._stop_task(tp.partition, commit=True)
+        for t in partitions:
+            tp = (t.topic, t.partition)
+            if tp in self.tasks:
+                self.stats.revoked.append(self._label(tp))
+                self._stop_task(tp, commit=True)
         consumer.incremental_unassign(partitions)
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
-        for tp in partitions:
-            if tp.topic == self.topic:
-                self.stats.revoked.append(tp.partition)
-                self._stop_task(tp.partition, commit=False)
+        for t in partitions:
+            tp = (t.topic, t.partition)
+            if t.topic in self.topics:
+                self.stats.revoked.append(self._label(tp))
+                self._stop_task(tp, commit=False)
         consumer.incremental_unassign(partitions)
+
+    def _all_finished(self) -> bool:
+        """Whether every partition of the job drained (its final state committed)."""
+        done = finished_partitions(self.kafka, self.state_topic, timeout=1.0)
+        if not self.all_partitions <= done:
+            return False
+        if self.cut is None:
+            return True
+        done = finished_partitions(self.kafka, self.state_topic2, timeout=1.0)
+        return set(range(self.rparts)) <= done
 
     # -- the loop ------------------------------------------------------------------------
     def run(self) -> GroupStats:
         """Run until stopped, or until every owned task drained its bounded input."""
         self.membership.subscribe(
-            [self.topic],
+            self.topics,
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
@@ -273,14 +355,13 @@ class GroupWorker:
                     if not task.executor.step():
                         task.executor.finish(drain=True)
                         task.done = True
-                        self.stats.finished.append(task.partition)
-                        self.stats.events += task.executor.events - task.executor.restored_events
+                        self.stats.finished.append(self._label(task.partition))
+                        self._count(task)
                     self.membership.poll(0)
                 if self._joined and all(t.done for t in self.tasks.values()):
                     # the job ends when every partition drained, wherever that happened;
                     # until then stay in the group (partitions may still come here)
-                    done = finished_partitions(self.kafka, self.state_topic, timeout=1.0)
-                    if self.all_partitions <= done:
+                    if self._all_finished():
                         break
                     self.membership.poll(0.2)
         finally:
