@@ -26,19 +26,25 @@ _seen = [0]
 
 
 def _gate(batch: Any) -> Any:
-    """While file ``$SCALE_GATE`` exists, worker 1 parks in its n-th stage 1 batch.
+    """While file ``$SCALE_GATE`` exists, the first worker at its n-th stage 1 batch parks.
 
-    n is ``$SCALE_GATE_AT`` (default 3); the test kills it there.
+    n is ``$SCALE_GATE_AT`` (default 3); only one worker parks (the first to claim the
+    gate), and the test kills it there.
     """
     gate = os.environ.get("SCALE_GATE")
     _seen[0] += 1
     at = int(os.environ.get("SCALE_GATE_AT", "3"))
-    if gate and os.environ.get("TIDAL_WORKER", "").startswith("1/") and _seen[0] == at:
-        tmp = Path(gate + ".tmp")
-        tmp.write_text(str(os.getpid()))
-        tmp.replace(gate + ".reached")
-        while Path(gate).exists():
-            time.sleep(0.005)
+    if gate and _seen[0] == at and Path(gate).exists():
+        try:
+            Path(gate + ".claim").touch(exist_ok=False)
+        except FileExistsError:
+            pass  # another worker parked first
+        else:
+            tmp = Path(gate + ".tmp")
+            tmp.write_text(str(os.getpid()))
+            tmp.replace(gate + ".reached")
+            while Path(gate).exists():
+                time.sleep(0.005)
     pace = os.environ.get("SCALE_PACE_MS")
     if pace:  # hold each batch this long: a run then spans many checkpoints, however fast
         time.sleep(float(pace) / 1000.0)
