@@ -272,7 +272,7 @@ def stage_one(
         config=src.config,
         key=KEY_COLUMN,
         transactional_id=transactional_id,
-        source=src,
+        source=src if src.group else None,  # positions are in the checkpoint anyway
         name=f"repartition:{topic}",
     )
     out = Node("tidal.repartition", sink=sink, inputs=[(tag, 0)])
