@@ -41,6 +41,7 @@ def main(argv: list[str]) -> int:
         metrics_overhead,
         models,
         reco,
+        repartition,
         scale,
         state_move,
         w1,
@@ -61,6 +62,7 @@ def main(argv: list[str]) -> int:
         "reco": reco.cli,
         "scale": scale.cli,
         "state-move": state_move.cli,
+        "repartition": repartition.cli,
         "metrics": metrics_overhead.cli,
         "flink": flink,
     }
