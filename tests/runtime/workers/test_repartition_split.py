@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 
@@ -154,3 +155,18 @@ def test_a_restored_stage_two_source_remembers_the_end_markers(
     src.open({0: {"topic": "r", "partition": 0, "offset": 4, "ended": [0, 1]}})
     assert src.ended == {0, 1}
     assert src.poll(10, 0.0) is None
+
+
+def test_stage_one_tags_rows_with_the_key_and_the_task_partition() -> None:
+    from tidal.core.batch import Batch
+    from tidal.errors import PipelineError
+    from tidal.runtime.workers.repartition import _tagger
+
+    tag = _tagger("page", "w", 3)
+    batch = Batch({"page": np.array(["a", None], dtype=object), "n": [1, 2]})
+    out = tag.process(batch, 0)[0][1]
+    assert out["__tidal_key"].tolist() == ["a", ""]  # a None key has one partition too
+    assert out["page"].tolist() == ["a", None]  # the row itself keeps it
+    assert out[PART_COLUMN].tolist() == [3, 3]
+    with pytest.raises(PipelineError, match="step 'w' groups by 'page'"):
+        tag.process(Batch({"n": [1]}), 0)

@@ -200,8 +200,12 @@ def split(graph: Graph, source: KafkaSource) -> Split | None:
     return Split(key, [n.name for n in chain], after[0].name)
 
 
-def _tagger(key: str, keyed_step: str) -> Map:
-    """Stage 1's last step: the record key and the input partition of every row."""
+def _tagger(key: str, keyed_step: str, partition: int) -> Map:
+    """Stage 1's last step: the record key and the input partition of every row.
+
+    A stage 1 task reads one input partition, so that is every row's (whatever the steps
+    before did to ``Batch.partition``).
+    """
 
     def tag(batch: Batch) -> Batch:
         if key not in batch:
@@ -215,10 +219,8 @@ def _tagger(key: str, keyed_step: str) -> Map:
             missing = np.asarray(col == None, dtype=bool)  # noqa: E711 - elementwise, in C
             if missing.any():  # None keys go to one partition too (murmur2 of b"")
                 col = np.where(missing, "", col)
-        part = batch.partition
-        if part is None:
-            part = np.zeros(len(batch), dtype=np.int32)
-        return batch.with_columns(**{KEY_COLUMN: col, PART_COLUMN: part.astype(np.int64)})
+        part = np.full(len(batch), partition, dtype=np.int64)
+        return batch.with_columns(**{KEY_COLUMN: col, PART_COLUMN: part})
 
     return Map("tidal.repartition.tag", tag)
 
@@ -265,7 +267,7 @@ def stage_one(
     src = nodes[cut.stage_one[0]].source
     assert isinstance(src, KafkaSource)
     src.restrict([partition])
-    tag = Node("tidal.repartition.tag", op=_tagger(cut.key, cut.first))
+    tag = Node("tidal.repartition.tag", op=_tagger(cut.key, cut.first, partition))
     tag.inputs = [(nodes[cut.stage_one[-1]], 0)]
     sink = KafkaTransactionalSink(
         topic,
