@@ -4,9 +4,10 @@ The input's message key is ``k``; the pipeline (kafka_repartition_pipeline.py) g
 ``u``, so a group runs it in two stages joined by the topic
 ``<group>.kafka-repartitioned.repartition`` that Tidal creates (decision 0042). The committed
 windows must equal one uninterrupted process's (which reads every partition, so needs no
-repartition): with one member, with two, and with one of two SIGKILLed mid-run (in a
-seeded stage 1 batch, while it holds partitions; the supervisor restarts
-it). 0 lost, 0 duplicated.
+repartition): with one member, with two, with one of two SIGKILLed mid-run (in a seeded
+stage 1 batch, while it holds partitions; the supervisor restarts it), and with one
+killing itself inside a checkpoint (state and rows produced but not committed; committed
+but not recorded). 0 lost, 0 duplicated.
 """
 
 from __future__ import annotations
@@ -160,3 +161,18 @@ def test_a_member_sigkilled_mid_run_loses_and_duplicates_nothing(
     summary = _finish(proc)
     assert sorted(summary["restarts"]) == [0, 1], (at, summary)
     assert _output(config, out) == reference, at
+
+
+@pytest.mark.parametrize("point", ["after_manifest:4", "mid_commit:3"])
+def test_a_member_killed_inside_a_checkpoint_loses_and_duplicates_nothing(
+    point: str, setup: tuple[KafkaConfig, str, Counter[bytes]], tmp_path: Path
+) -> None:
+    # after_manifest: the repartitioned rows (or the windows) and the state are in the open
+    # transaction, not committed; mid_commit: committed, the runtime had not finished
+    config, in_topic, reference = setup
+    out = new_topic(config, "repart-out", partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    env = {"TIDAL_TEST_WORKER_CRASH": f"0:{point}", "SCALE_PACE_MS": "20"}
+    summary = _finish(_start(config, tmp_path, in_topic, out, 2, group, 200, **env))
+    assert summary["restarts"] == [1, 0], summary
+    assert _output(config, out) == reference
