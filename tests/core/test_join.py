@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from two_stream_helpers import arrival_wm, split
 
 from tidal import Batch, ConfigError, Pipeline, PipelineError, bounded
 from tidal.core.join import IntervalJoin, segment_search, signed_millis
-from tidal.core.watermark import MIN_TIME
 from tidal.runtime.executor import Executor
 from tidal.runtime.snapshot import decode, encode
 from tidal.testing import MemorySink, MemorySource, collect, run
@@ -33,25 +33,6 @@ FAST = settings(max_examples=50, deadline=None)
 
 
 # -- helpers -----------------------------------------------------------------------------
-def arrival_wm(times: list[int], delay: int) -> list[int]:
-    out, high = [], None
-    for t in times:
-        out.append(MIN_TIME if high is None else high - delay)
-        high = t if high is None else max(high, t)
-    return out
-
-
-def split(cols: dict[str, Any], cuts: list[int]) -> list[Batch]:
-    n = len(next(iter(cols.values())))
-    bounds = [0, *[c for c in cuts if 0 < c < n], n]
-    parts = [
-        Batch({k: np.asarray(v)[lo:hi] for k, v in cols.items()})
-        for lo, hi in zip(bounds, bounds[1:], strict=False)
-        if hi > lo
-    ]
-    return parts or [Batch({k: np.asarray(v) for k, v in cols.items()})]
-
-
 def build(
     left: list[Batch],
     right: list[Batch],

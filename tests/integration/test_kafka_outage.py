@@ -8,10 +8,10 @@ Half-way, the broker is stopped for 10 s: the pipeline must wait (no crash), say
 record: none lost (and, without a crash, none twice: the idempotent producer's retries
 do not duplicate).
 
-The same scenario with ``KafkaTransactionalSink`` is not in the suite: by hand it gave each
-record exactly once in 7 of 9 runs here, but one run found no outage noticed within the
-10 s and one hung for minutes after the broker came back (a transaction call that did not
-return), so it cannot be a test that must pass on a busy machine (see decision 0017).
+The same scenario with ``KafkaTransactionalSink`` (one transaction per checkpoint, the
+source's offsets inside it) must give every record exactly once to a ``read_committed``
+reader: a transaction the outage breaks is aborted (or its hung producer replaced) and the
+pipeline rewinds to the last committed checkpoint (decision 0017).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pytest
 from kafka_helpers import new_topic, produce, read_all
 
 from tidal import Executor, Pipeline
-from tidal.io.kafka.sink import KafkaSink
+from tidal.io.kafka.sink import KafkaSink, KafkaTransactionalSink
 from tidal.io.kafka.source import KafkaSource
 from tidal.runtime.checkpoint import CheckpointConfig
 
@@ -43,14 +43,20 @@ def _wait_for(what: str, ok: Any, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-def _outage_run(broker: Any, tmp_path: Any) -> tuple[Any, Any, Any]:
-    """Run the pipeline through the outage; return ``(config, out_topic, source/sink health)``."""
+def _outage_run(broker: Any, tmp_path: Any, exactly_once: bool = False) -> tuple[Any, Any, Any]:
+    """Run the pipeline through the outage; return ``(config, source, sink)``."""
     config = broker.config()
     tag = "outage"
     src_topic, out_topic = new_topic(config, f"{tag}-in", 2), new_topic(config, f"{tag}-out", 2)
     produce(config, src_topic, [orjson.dumps({"n": i}) for i in range(HALF)])
     source = KafkaSource(src_topic, config=config, group=tag, schema={"n": int})
-    sink = KafkaSink(out_topic, config=config, key="n")
+    sink: KafkaSink
+    if exactly_once:
+        sink = KafkaTransactionalSink(
+            out_topic, config=config, key="n", transactional_id=tag, source=source
+        )
+    else:
+        sink = KafkaSink(out_topic, config=config, key="n")
     p = Pipeline(tag)
     p.source("in", source).map("double", lambda b: {"n": b["n"], "twice": b["n"] * 2}).sink(
         "out", sink
@@ -108,3 +114,8 @@ def test_broker_down_for_10_s_mid_run(
     assert not source.health.down and not sink.health.down  # it noticed the broker is back
     assert "broker back" in caplog.text
     source.commit()  # the group's offsets work again too
+
+
+def test_broker_down_for_10_s_mid_run_exactly_once(own_kafka_broker: Any, tmp_path: Any) -> None:
+    _, source, sink = _outage_run(own_kafka_broker, tmp_path, exactly_once=True)
+    assert not source.health.down and not sink.health.down

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tidal.errors import ConnectorError
@@ -80,9 +81,22 @@ class Health:
         self.down_since: float | None = None
         self._lock = threading.Lock()
 
-    def settings(self) -> dict[str, Any]:
-        """The client settings that route errors and logs here."""
-        return {"error_cb": self.on_error, "logger": _LibrdkafkaLog(self)}
+    def settings(self, live: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """The client settings that route errors and logs here.
+
+        ``live``, if given, is asked at each error: a client that was replaced or is being
+        closed says ``False``, and its late errors (a connection refused while the broker
+        was away, delivered when ``close`` or a call left hanging serves the queue) no
+        longer count as an outage of the client that replaced it.
+        """
+        if live is None:
+            return {"error_cb": self.on_error, "logger": _LibrdkafkaLog(self)}
+
+        def on_error(err: Any) -> None:
+            if live():
+                self.on_error(err)
+
+        return {"error_cb": on_error, "logger": _LibrdkafkaLog(self)}
 
     def on_error(self, err: Any) -> None:
         """Librdkafka's ``error_cb``: count, and warn once per outage."""

@@ -105,6 +105,7 @@ class KafkaSink(BaseSink):
         self.health = Health(self.label)
         self.written = 0
         self._producer: Any = None
+        self._generation = 0  # bumped when the producer is replaced or closed
         self._failed: list[str] = []
         self._crash = _CrashHook(os.environ.get(CRASH_ENV, ""))
 
@@ -116,10 +117,14 @@ class KafkaSink(BaseSink):
                 "linger.ms": 1,
                 "partitioner": "murmur2_random",
                 "message.timeout.ms": 300_000,
-                **self.health.settings(),
+                **self.health.settings(self._current(self._generation)),
                 **self.producer_options,
             }
         )
+
+    def _current(self, generation: int) -> Any:
+        """Whether a client made in ``generation`` is still the sink's (for its errors)."""
+        return lambda: generation == self._generation
 
     def open(self) -> None:
         """Create the producer."""
@@ -234,6 +239,7 @@ class KafkaSink(BaseSink):
         if self._producer is not None:
             self.flush()
             self._producer = None
+            self._generation += 1
 
 
 class KafkaTransactionalSink(KafkaSink):
@@ -358,7 +364,7 @@ class KafkaTransactionalSink(KafkaSink):
                         "group.id": self.checkpoint_group,
                         "enable.auto.commit": False,
                         "isolation.level": "read_committed",
-                        **self.health.settings(),
+                        **self.health.settings(self._current(self._generation)),
                     }
                 )
             )
@@ -421,7 +427,12 @@ class KafkaTransactionalSink(KafkaSink):
             self._retry(
                 "sending the checkpoint marker",
                 lambda: _watched(
-                    lambda: self._producer.send_offsets_to_transaction(marker, group, _CALL_TIMEOUT)
+                    lambda: self._producer.send_offsets_to_transaction(
+                        marker, group, _CALL_TIMEOUT
+                    ),
+                    self._serve,
+                    "send_offsets_to_transaction",
+                    self.health,
                 ),
             )
             if self.source is not None and self._source_offsets:
@@ -460,6 +471,8 @@ class KafkaTransactionalSink(KafkaSink):
                 _HUNG_AFTER,
             )
             self._producer, self._ready, self._in_txn = None, False, False
+            self._generation += 1  # the hung producer's late errors are not the new one's
+            self._drop_marker()
             self.open()
             msg = (
                 f"{self.label}: the transaction of checkpoint {checkpoint_id} was abandoned "
@@ -522,6 +535,10 @@ class KafkaTransactionalSink(KafkaSink):
         self._abort()
         self._producer = None
         self._ready = False
+        self._generation += 1  # errors served while closing are not an outage
+        self._drop_marker()
+
+    def _drop_marker(self) -> None:
         if self._marker is not None:
             self._marker.close()
             self._marker = None
