@@ -104,7 +104,10 @@ def ensure_repartition_topic(config: KafkaConfig, topic: str, partitions: int) -
     from tidal.io.kafka.admin import KafkaAdmin
 
     admin = KafkaAdmin(config, timeout=30.0)
-    admin.create_topic(topic, partitions, exist_ok=True)
+    # no time-based deletion: the records carry their event time as timestamp, and an
+    # input from more than retention.ms ago would be deleted under stage 2 (Kafka Streams
+    # sets -1 on its repartition topics too, KIP-284)
+    admin.create_topic(topic, partitions, config={"retention.ms": "-1"}, exist_ok=True)
     have = admin.partitions(topic)
     if have != partitions:
         msg = (
