@@ -29,3 +29,16 @@ def test_packaged_data_sets_table_runs() -> None:
     phishing = out[("Phishing", "Tidal, exact SGD lr 0.01 (River's step)")]
     river = out[("Phishing", "River LogisticRegression (SGD lr 0.01)")]
     assert abs(phishing - river) < 0.02  # the same algorithm on the same rows
+
+
+def test_elec2_pipeline_with_stream_lag_equals_tidal_learn_lags(tmp_path: Path) -> None:
+    if not learn.ELEC2.is_file():
+        pytest.skip(f"{learn.ELEC2} is not here")
+    lines = learn.ELEC2.read_text().splitlines()[:2_001]
+    small = tmp_path / "elec2.csv"
+    small.write_text("\n".join(lines) + "\n")
+    out = learn.elec2(small)
+    piped = out["Tidal pipeline: stream.lag 1,2 of label + 6 features, learn (exact SGD lr 0.1)"]
+    shifted = out["Tidal logistic, exact SGD lr 0.1 (6 features + 2 lags)"]
+    assert piped[1] == shifted[1]  # the same lag features, so the same predictions
+    assert piped[1] > out["repeat the last label"][1] - 0.05

@@ -298,6 +298,39 @@ class Stream:
             raise PipelineError(msg)
         return self._then(Dedupe(name, self.key, to_millis(within)), self.key)
 
+    def lag(
+        self,
+        name: str,
+        columns: str | Sequence[str],
+        *,
+        periods: int | Sequence[int] = 1,
+        fill: Any = None,
+    ) -> Stream:
+        """Add each key's previous values of ``columns``: ``<column>_lag<period>`` (SQL LAG).
+
+        Per key (``key_by``; without it the whole stream is one key), in the order rows
+        reach the step, across batches: ``price_lag1`` is the key's previous ``price``,
+        ``price_lag2`` the one before. A key's first rows get ``fill`` (default NaN, None
+        for text; integer columns then become floats). The last ``max(periods)`` values per
+        key are the step's state, in every checkpoint. See :mod:`tidal.core.lag`.
+
+        Lagged labels and inputs are fair features for :meth:`learn`: the previous row's
+        label is known when a row is predicted.
+
+        Example:
+            >>> from tidal.testing import MemorySource, collect, run
+            >>> p = Pipeline("meters")
+            >>> s = p.source("in", MemorySource({"meter": ["a", "b", "a", "a"],
+            ...                                  "kwh": [1.5, 7.0, 2.5, 4.0]}))
+            >>> out = collect(s.key_by("meter").lag("prev", "kwh", periods=[1, 2], fill=0.0))
+            >>> _ = run(p)
+            >>> [(r["meter"], r["kwh_lag1"], r["kwh_lag2"]) for r in out.records()]
+            [('a', 0.0, 0.0), ('b', 0.0, 0.0), ('a', 1.5, 0.0), ('a', 2.5, 1.5)]
+        """
+        from tidal.core.lag import Lag
+
+        return self._then(Lag(name, columns, periods=periods, key=self.key, fill=fill), self.key)
+
     def join_labels(
         self,
         name: str,
@@ -491,7 +524,8 @@ class Stream:
         (``items`` and ``scores`` lists, without seen items) are on the
         ``"recommendations"`` side output. ``options`` go to
         :class:`~tidal.ml.reco.RecommendStep` (``rating``, ``k``, ``factors``, ``half_life``,
-        ``max_users``...). See :mod:`tidal.ml.reco`.
+        ``max_users``, ``item_features`` / ``user_features`` columns for cold start...).
+        See :mod:`tidal.ml.reco`.
 
         Example:
             >>> from tidal.testing import MemorySource, collect, run

@@ -74,16 +74,32 @@ def _policy_step(policy: Any, b: dict[str, np.ndarray]) -> np.ndarray:
 def _reco_batches() -> list[dict[str, np.ndarray]]:
     rng = np.random.default_rng(1)
     return [
-        {"u": rng.integers(0, 50, 60), "i": rng.integers(0, 30, 60), "r": rng.normal(3, 1, 60),
-         "t": np.full(60, 10.0 * k)}  # fmt: skip
+        {
+            "u": rng.integers(0, 50, 60),
+            "i": rng.integers(0, 30, 60),
+            "r": rng.normal(3, 1, 60),
+            "t": np.full(60, 10.0 * k),
+        }  # fmt: skip
         for k in range(12)
     ]
 
 
+def _features(keys: np.ndarray, dim: int) -> np.ndarray:
+    return np.sin(np.outer(keys, np.arange(1, dim + 1)))  # a fixed vector per key
+
+
 def _reco_step(model: Any, b: dict[str, np.ndarray]) -> np.ndarray:
-    ranks = model.rank_of(b["u"], b["i"], 5)
+    ufeat = getattr(model, "ufeat", None)
+    xu = None if ufeat is None else _features(b["u"], ufeat.dim)
+    ranks = model.rank_of(b["u"], b["i"], 5, xu)
+    if getattr(model, "ifeat", None) is not None:  # content features (cold start)
+        model.add_items(b["i"], _features(b["i"], model.ifeat.dim))
+    if xu is not None:
+        model.add_users(b["u"], xu)
     model.learn(b["u"], b["i"], b["r"], b["t"])
-    items, scores = model.recommend_many(np.arange(55), 5)
+    asks = np.arange(55)
+    xa = None if ufeat is None else _features(asks, ufeat.dim)
+    items, scores = model.recommend_many(asks, 5, xa)
     ids = np.array([-1 if v is None else v for v in items.ravel().tolist()], dtype=float)
     return np.r_[ranks, ids, np.nan_to_num(scores.ravel(), nan=-1.0)]
 
@@ -98,14 +114,17 @@ def _case(kind: str, name: str) -> Case:
             _policy_batches(name),
             _policy_step,
         )
+    base, _, optimizer = name.partition("+")  # "mf+adagrad": the option's own state too
+    extra = {"optimizer": optimizer} if optimizer else {}
     return (
-        lambda: make_reco(name, factors=3, max_users=30, max_items=20, seed=5),
+        lambda: make_reco(base, factors=3, max_users=30, max_items=20, seed=5, **extra),
         _reco_batches(),
         _reco_step,
     )
 
 
 CASES = [("policy", n) for n in sorted(POLICIES)] + [("reco", n) for n in sorted(RECOMMENDERS)]
+CASES += [("reco", f"{n}+adagrad") for n in sorted(RECOMMENDERS)]
 IDS = [f"{k}-{n}" for k, n in CASES]
 
 

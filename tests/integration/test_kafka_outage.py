@@ -93,8 +93,14 @@ def _outage_run(broker: Any, tmp_path: Any, exactly_once: bool = False) -> tuple
     broker.start()
     produce(config, src_topic, [orjson.dumps({"n": i}) for i in range(HALF, 2 * HALF)])
     _wait_for("every record", lambda: executor.events >= 2 * HALF or bool(failure), 240.0)
+    assert not failure, failure
     done = executor.checkpoints
-    _wait_for("a checkpoint after the last record", lambda: executor.checkpoints > done + 1, 240.0)
+    _wait_for(
+        "a checkpoint after the last record",
+        lambda: executor.checkpoints > done + 1 or bool(failure),
+        240.0,
+    )
+    assert not failure, failure
     executor.stop()
     worker.join(120)
     assert not worker.is_alive() and not failure, failure

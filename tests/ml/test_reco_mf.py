@@ -40,7 +40,10 @@ def test_recovers_held_out_ratings_near_the_noise_floor() -> None:
 
 
 def test_repeated_pairs_in_a_batch_get_every_step() -> None:
-    models = [OnlineMF(factors=2, feedback="implicit", negatives=0, seed=1) for _ in range(3)]
+    models = [
+        OnlineMF(factors=2, feedback="implicit", negatives=0, seed=1, update="batch")
+        for _ in range(3)
+    ]
     for m in models:
         m.learn(np.array([0, 1]), np.array([5, 6]))
     start_p, start_b = models[0].P[0].copy(), models[0].bi[0]
@@ -53,7 +56,7 @@ def test_repeated_pairs_in_a_batch_get_every_step() -> None:
 
 def test_a_keys_summed_steps_are_capped_per_batch() -> None:
     models = [
-        OnlineMF(factors=2, feedback="implicit", negatives=0, max_steps=2, seed=1)
+        OnlineMF(factors=2, feedback="implicit", negatives=0, max_steps=2, seed=1, update="batch")
         for _ in range(2)
     ]
     for m in models:
@@ -116,10 +119,14 @@ def _interactions(n: int, seed: int = 5, users: int = 60) -> list[Batch]:
     return [Batch({"user": u[c], "item": i[c], "rating": r[c], "ts": t[c]}) for c in cuts]
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad"])
 @pytest.mark.parametrize("feedback", ["explicit", "implicit"])
-def test_snapshot_mid_stream_then_restore_gives_identical_state(feedback: str) -> None:
+def test_snapshot_mid_stream_then_restore_gives_identical_state(
+    feedback: str, optimizer: str
+) -> None:
     batches = _interactions(2000)
-    opts = {"factors": 3, "feedback": feedback, "max_users": 40, "max_items": 25, "seed": 2}
+    opts = {"factors": 3, "feedback": feedback, "max_users": 40, "max_items": 25, "seed": 2,
+            "optimizer": optimizer}  # fmt: skip
     whole = OnlineMF(**opts)  # type: ignore[arg-type]
     for b in batches:
         whole.learn(b["user"], b["item"], b["rating"], b["ts"])
@@ -131,6 +138,7 @@ def test_snapshot_mid_stream_then_restore_gives_identical_state(feedback: str) -
     for b in batches[10:]:
         second.learn(b["user"], b["item"], b["rating"], b["ts"])
     np.testing.assert_array_equal(second.P[: len(whole.bu)], whole.P[: len(second.bu)])
+    np.testing.assert_array_equal(second.GQ[: len(whole.bi)], whole.GQ[: len(second.bi)])
     np.testing.assert_array_equal(second.seen, whole.seen)
     users = np.arange(60)
     assert second.recommend_many(users, 5)[0].tolist() == whole.recommend_many(users, 5)[0].tolist()

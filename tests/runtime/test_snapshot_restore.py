@@ -51,6 +51,8 @@ BUILDERS: dict[str, Build] = {
     "global": lambda p, s: s.window(
         "w", tumbling("2s"), {"n": agg.count(), "top": agg.top_k("k", 3)}
     ),
+    "lag": lambda p, s: s.key_by("k").lag("w", ["v", "ts"], periods=[1, 3]),
+    "lag_text_global": lambda p, s: s.lag("w", ["k", "v"], periods=2, fill=0),
 }
 
 

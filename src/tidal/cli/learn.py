@@ -370,7 +370,7 @@ def learn_table(  # noqa: PLR0913, C901 - the command's options
         settings["mode"] = "exact"
     if lr is not None:
         settings["lr"] = lr
-    if model == "mlp":
+    if model in ("mlp", "keras"):
         settings.update(task=task, n_classes=max(n_classes, 2))
     learner = make(model, **settings)
     if learner.task != task:

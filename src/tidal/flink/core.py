@@ -217,6 +217,21 @@ class _ShippedStep:
         self._step = self._new_step()
         self._fresh = self._step.snapshot()
 
+    def _load(self, state: bytes | None, what: str) -> Any:
+        """The step, restored to a key's ``state`` (a fresh one for ``None``)."""
+        step = self._step
+        assert step is not None and self._fresh is not None  # noqa: S101 - set in __init__
+        if state is None:
+            step.restore(self._fresh)
+            return step
+        try:
+            snap = decode(bytes(state))
+        except StateError as exc:
+            msg = f"the Flink keyed state of the {what} is not a Tidal state: {exc}"
+            raise StateError(msg) from exc
+        step.restore(snap)
+        return step
+
 
 class KeyedDetector(_ShippedStep):
     """One key's detector with its state as bytes; see the module docs.
@@ -273,17 +288,7 @@ class KeyedDetector(_ShippedStep):
         Raises:
             StateError: if ``state`` is not a state of a detector with these parameters.
         """
-        step = self._step
-        assert step is not None and self._fresh is not None  # noqa: S101 - set in __init__
-        if state is None:
-            step.restore(self._fresh)
-        else:
-            try:
-                snap = decode(bytes(state))
-            except StateError as exc:
-                msg = f"the Flink keyed state of the detector is not a Tidal state: {exc}"
-                raise StateError(msg) from exc
-            step.restore(snap)
+        step: DetectStep = self._load(state, "detector")
         x = np.asarray(values, dtype=np.float64).reshape(-1)
         out = step.detect(Batch({"value": x}))
         cols = {name: out[name] for name in DETECT_OUTPUTS}
@@ -399,17 +404,7 @@ class KeyedLearner(_ShippedStep):
             StateError: if ``state`` is not a state of a learner with these parameters.
             PipelineError: if a feature is not numeric or a label does not fit the learner.
         """
-        step = self._step
-        assert step is not None and self._fresh is not None  # noqa: S101 - set in __init__
-        if state is None:
-            step.restore(self._fresh)
-        else:
-            try:
-                snap = decode(bytes(state))
-            except StateError as exc:
-                msg = f"the Flink keyed state of the learner is not a Tidal state: {exc}"
-                raise StateError(msg) from exc
-            step.restore(snap)
+        step: LearnStep = self._load(state, "learner")
         names = step.features.columns
         if len(columns) != len(names):
             msg = f"KeyedLearner.learn: {len(columns)} feature columns given, it takes {names}"

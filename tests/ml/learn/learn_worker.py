@@ -3,7 +3,8 @@
     python learn_worker.py OUT_DIR DATA_DIR TOTAL RATE
 
 A deterministic generator of ``TOTAL`` labeled rows -> pace (sleeps to hold ``RATE`` rows
-per second; 0: as fast as possible) -> ``learn`` (logistic regression, Adam, exact
+per second; 0: as fast as possible) -> ``lag`` (the previous two labels and the previous
+``x0``: keyed state that must survive the kills too) -> ``learn`` (logistic regression, Adam, exact
 per-sample mode, no standardization: its results do not depend on batch boundaries) ->
 exactly-once JSON Lines part files in ``OUT_DIR`` (seq, prediction, score, accuracy).
 Checkpoints every 50 ms under ``DATA_DIR``. After restoring it prints one JSON line
@@ -51,13 +52,16 @@ def main(argv: list[str]) -> int:
     step = LearnStep(
         "model",
         LogisticRegression(optimizer="adam", lr=0.05, mode="exact"),
-        features=Features(numeric=["x0", "x1", "x2", "x3"], standardize=False),
+        features=Features(
+            numeric=["x0", "x1", "x2", "x3", "y_lag1", "y_lag2", "x0_lag1"], standardize=False
+        ),
         target="y",
         metrics=["accuracy"],
     )
     (
         p.source("in", GeneratorSource(make, total=total))
         .filter("pace", pace)
+        .lag("prev", ["y", "x0"], periods=[1, 2], fill=0)
         .apply(step)
         .map("keep", lambda b: b.select(["seq", "prediction", "prediction_score", "accuracy"]))
         .sink("out", JsonlPartSink(out))

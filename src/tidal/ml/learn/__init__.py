@@ -5,6 +5,7 @@
   mini-batch or exact per-sample updates, compiled by :mod:`.kernels`);
 * :mod:`.kmeans`: online k-means; :mod:`.mlp`: an MLP by backpropagation (PyTorch);
 * :mod:`.river_adapter`: River's models (the slow path);
+* :mod:`.keras_adapter`: Keras 3 models (``.keras`` files) trained on PyTorch;
 * :mod:`.features`: columns to a feature matrix (standardize, one-hot, hashing);
 * :mod:`.metrics`: prequential metrics; :mod:`.step`: the ``learn`` pipeline step;
 * :mod:`.catalog`: every built-in learner by name.
@@ -20,6 +21,7 @@ Example:
 from tidal.ml.learn.base import Learner, Task
 from tidal.ml.learn.catalog import LEARNERS, make
 from tidal.ml.learn.features import Features
+from tidal.ml.learn.keras_adapter import KerasLearner
 from tidal.ml.learn.kmeans import KMeans
 from tidal.ml.learn.linear import Linear, LinearRegression, LogisticRegression, Softmax
 from tidal.ml.learn.metrics import METRICS, Prequential
@@ -30,6 +32,7 @@ __all__ = [
     "METRICS",
     "Features",
     "KMeans",
+    "KerasLearner",
     "Learner",
     "Linear",
     "LinearRegression",

@@ -6,7 +6,7 @@ picks by task: ``logistic`` for two classes, ``softmax`` for more, ``linear`` fo
 
 Example:
     >>> sorted(LEARNERS)[:4]
-    ['adam-logistic', 'ftrl-logistic', 'kmeans', 'linear']
+    ['adam-logistic', 'ftrl-logistic', 'keras', 'kmeans']
     >>> make("logistic", mode="exact").params["mode"]
     'exact'
     >>> make("nope")  # doctest: +ELLIPSIS
@@ -37,13 +37,19 @@ class Entry:
     task: Task
     about: str
     extra: str | None = None
-    """The optional dependency it needs (``torch``, ``river``), or None."""
+    """The module it needs (``torch``, ``river``, ``keras``), or None."""
 
 
 def _mlp(**kw: Any) -> Learner:
     from tidal.ml.learn.mlp import MLP
 
     return MLP(**kw)
+
+
+def _keras(**kw: Any) -> Learner:
+    from tidal.ml.learn.keras_adapter import KerasLearner
+
+    return KerasLearner(kw.pop("path", None), **kw)
 
 
 def _river(name: str) -> Callable[..., Learner]:
@@ -92,6 +98,12 @@ LEARNERS: dict[str, Entry] = {
     "softmax": Entry(_strip_seed(Softmax), "classification", "multinomial logistic (SGD)"),
     "kmeans": Entry(_strip_seed(KMeans), "clustering", "online k-means"),
     "mlp": Entry(_mlp, "classification", "MLP by backpropagation (PyTorch)", "torch"),
+    "keras": Entry(
+        _keras,
+        "classification",
+        "a Keras 3 model (path=FILE.keras, else a dense network) on PyTorch",
+        "keras",
+    ),
     "river-logistic": Entry(
         _river("logistic"), "classification", "River LogisticRegression (slow path)", "river"
     ),

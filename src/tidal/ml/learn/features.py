@@ -131,7 +131,10 @@ class Features:
             self._update(num)
         if self.standardize and self.numeric:
             var = self.m2 / max(self.count, 1)
-            num = (num - self.mean) / np.where(var > 0, np.sqrt(var), 1.0)
+            num -= self.mean  # in place: ``num`` is a fresh matrix
+            num /= np.where(var > 0, np.sqrt(var), 1.0)
+        if not self.categorical and not self.hashed:
+            return num
         parts = [num]
         for c in self.categorical:
             parts.append(self._one_hot(c, np.asarray(batch[c]), update=update))
@@ -140,8 +143,10 @@ class Features:
         return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float64)
 
     def _numeric(self, batch: Mapping[str, Any] | Batch) -> Array:
-        cols = []
-        for c in self.numeric:
+        """A fresh C-contiguous float64 matrix of the numeric columns (one copy each)."""
+        n = len(np.asarray(batch[self.columns[0]]))
+        out = np.empty((n, len(self.numeric)), dtype=np.float64)
+        for j, c in enumerate(self.numeric):
             col = np.asarray(batch[c])
             if col.dtype.kind not in "iufb":
                 msg = (
@@ -149,9 +154,8 @@ class Features:
                     f"{col[:1].tolist()}); list it as categorical, or cast it first"
                 )
                 raise ModelError(msg)
-            cols.append(col.astype(np.float64))
-        n = len(np.asarray(batch[self.columns[0]]))
-        return np.stack(cols, axis=1) if cols else np.zeros((n, 0))
+            out[:, j] = col
+        return out
 
     def _update(self, x: Array) -> None:
         n = len(x)

@@ -3,11 +3,20 @@
 :class:`OnlineMF` scores a (user, item) pair as ``mu + b_u + b_i + p_u . q_i`` (explicit
 ratings, squared loss) or ``sigmoid(b_i + p_u . q_i)`` (implicit feedback: every
 interaction is a positive, ``negatives`` items sampled uniformly per positive are
-negatives, logistic loss). One call to :meth:`OnlineMF.learn` is one mini-batch of
-stochastic gradient descent, vectorized with numpy: the gradients of all rows are taken at
-the batch's starting parameters and summed per user and per item (``np.add.at``), so a
-user or item that appears several times in a batch gets every one of its steps, as in
-per-sample SGD.
+negatives, logistic loss). One call to :meth:`OnlineMF.learn` learns one mini-batch,
+in one of two modes (``update=``):
+
+* ``"sample"`` (the default where numba is installed): per-sample SGD, interaction after
+  interaction in a compiled loop (:mod:`tidal.ml.reco.kernels`): River's ``learn_one``
+  algorithm at millions of interactions per second;
+* ``"batch"``: one vectorized numpy step: the gradients of all rows are taken at the
+  batch's starting parameters and summed per user and per item, so a key that appears
+  several times in a batch gets every one of its steps (to first order), capped at
+  ``max_steps`` per batch.
+
+``optimizer="adagrad"`` (per-sample mode only) scales each parameter's step by the root of
+its summed squared gradients, Vowpal Wabbit's default adaptive rate: lower error than the
+constant step on long stationary streams (decision 0046).
 
 Serving comes from the same state: :meth:`OnlineMF.recommend` gives one user's top-k,
 :meth:`OnlineMF.recommend_many` a batch of users', both excluding the items the user has
@@ -20,6 +29,10 @@ Key growth is capped: past ``max_users`` users (``max_items`` items) the least r
 seen ones are evicted after the batch that went over, with their factors, biases and
 seen items (ties: the fewer interactions first). An evicted user who returns starts cold.
 
+Content features (``item_features=d``, ``user_features=d``; :meth:`OnlineMF.add_items`,
+:meth:`OnlineMF.add_users`) serve keys without history from the factors their features
+predict (:mod:`tidal.ml.reco.features`).
+
 Example:
     >>> import numpy as np
     >>> mf = OnlineMF(factors=4, seed=0)
@@ -28,6 +41,10 @@ Example:
     (2, 3, 4.0)
     >>> [item for item, _ in mf.recommend("ann", 5)]
     [2]
+    >>> shop = OnlineMF(factors=2, feedback="implicit", item_features=1, seed=0)
+    >>> shop.add_items(np.array([10, 11]), np.array([[1.0], [0.0]]))  # a catalog
+    >>> sorted(item for item, _ in shop.recommend("new user", 5))  # recommendable at once
+    [10, 11]
 """
 
 from __future__ import annotations
@@ -37,15 +54,20 @@ from typing import Any, Literal
 import numpy as np
 
 from tidal.core.batch import Array
-from tidal.core.keys import KeyIndex
 from tidal.errors import ConfigError, StateError
+from tidal.ml.reco.features import FeatureTable
+from tidal.ml.reco.kernels import has_numba, remember, sgd
+from tidal.ml.reco.keys import Keys
 from tidal.ml.rngstate import rng_state, set_rng_state
 
 __all__ = ["OnlineMF"]
 
-_KIND = "mf/1"
+_KIND = "mf/2"
+_NONE, _EMPTY = np.zeros(0, np.int64), np.zeros(0)
 _SPAN = np.int64(1) << 31  # seen pairs are coded user_id * _SPAN + item_id
 Feedback = Literal["explicit", "implicit"]
+Update = Literal["auto", "sample", "batch"]
+Optimizer = Literal["sgd", "adagrad"]
 
 
 class OnlineMF:
@@ -55,17 +77,33 @@ class OnlineMF:
         factors: latent dimensions.
         feedback: ``"explicit"`` ratings (squared loss) or ``"implicit"`` interactions
             (logistic loss with sampled negatives).
-        lr: SGD step size.
+        lr: SGD step size (with ``optimizer="adagrad"``: the base rate, divided per
+            parameter by the root of its summed squared gradients).
         reg: L2 penalty on factors and biases.
         negatives: sampled negatives per positive (implicit feedback).
-        max_steps: a user's or item's steps summed in one batch; beyond it, its rows'
-            gradients are scaled by ``max_steps / count`` (keeps large batches stable).
+        max_steps: ``update="batch"`` only: a user's or item's steps summed in one batch;
+            beyond it, its rows' gradients are scaled by ``max_steps / count`` (keeps
+            large batches stable).
         max_users: users kept; the least recently seen are evicted beyond it.
         max_items: items kept; the least recently seen are evicted beyond it.
         half_life: popularity half-life, in the units of ``times`` (interactions if none).
         cold_after: interactions before a user gets personal recommendations.
         init_scale: standard deviation of the initial factors.
         seed: seed of the initial factors and the negative sampling.
+        update: ``"sample"``: per-sample SGD, interaction after interaction, in a compiled
+            loop (:mod:`tidal.ml.reco.kernels`; needs numba, the ``learn`` extra, to be
+            fast); ``"batch"``: vectorized numpy steps summed per key (no numba needed);
+            ``"auto"``: ``"sample"`` where numba is installed, else ``"batch"``.
+        user_features: length of the users' content feature vectors (0: none).
+        item_features: length of the items' content feature vectors (0: none).
+        feature_reg: ridge penalty of the map from features to factors
+            (:mod:`tidal.ml.reco.features`).
+        optimizer: ``"sgd"``: plain SGD, a constant step (River's ``BiasedMF`` with
+            ``optim.SGD``); ``"adagrad"``: per-parameter AdaGrad steps (as Vowpal Wabbit's
+            default adaptive update), which settle as a key's data accumulates and reach
+            a lower error on long streams (decision 0046). AdaGrad needs the per-sample
+            mode: ``update="auto"`` picks it even without numba (then a plain Python
+            loop, the slow path), and ``update="batch"`` is refused.
 
     Raises:
         ConfigError: for parameters out of range.
@@ -88,9 +126,23 @@ class OnlineMF:
         cold_after: int = 1,
         init_scale: float = 0.1,
         seed: int = 0,
+        update: Update = "auto",
+        user_features: int = 0,
+        item_features: int = 0,
+        feature_reg: float = 1.0,
+        optimizer: Optimizer = "sgd",
     ) -> None:
+        if update not in ("auto", "sample", "batch"):
+            msg = f"update must be 'auto', 'sample' or 'batch', got {update!r}"
+            raise ConfigError(msg)
         if feedback not in ("explicit", "implicit"):
             msg = f"feedback must be 'explicit' or 'implicit', got {feedback!r}"
+            raise ConfigError(msg)
+        if optimizer not in ("sgd", "adagrad") or (optimizer == "adagrad" and update == "batch"):
+            msg = (
+                f"optimizer must be 'sgd' or 'adagrad' (adagrad with update='sample' or "
+                f"'auto'), got optimizer={optimizer!r}, update={update!r}"
+            )
             raise ConfigError(msg)
         if factors < 1 or lr <= 0 or reg < 0 or negatives < 0 or half_life <= 0:
             msg = (
@@ -101,22 +153,39 @@ class OnlineMF:
         if not 1 <= max_users < _SPAN or not 1 <= max_items < _SPAN:
             msg = f"max_users and max_items must be in [1, 2**31), got {max_users}, {max_items}"
             raise ConfigError(msg)
+        if user_features < 0 or item_features < 0 or feature_reg < 0:
+            msg = (
+                "user_features, item_features and feature_reg must be >= 0, got "
+                f"{user_features}, {item_features}, {feature_reg}"
+            )
+            raise ConfigError(msg)
         self.params: dict[str, Any] = {
             "factors": factors, "feedback": feedback, "lr": lr, "reg": reg,
             "negatives": negatives, "max_steps": max_steps, "max_users": max_users,
             "max_items": max_items,
             "half_life": half_life, "cold_after": cold_after, "init_scale": init_scale,
-            "seed": seed,
+            "seed": seed, "update": update, "user_features": user_features,
+            "item_features": item_features, "feature_reg": feature_reg,
+            **({"optimizer": optimizer} if optimizer != "sgd" else {}),
         }  # fmt: skip
+        self.ufeat = FeatureTable(user_features, feature_reg) if user_features else None
+        self.ifeat = FeatureTable(item_features, feature_reg) if item_features else None
+        self.update = update
+        self.adagrad = optimizer == "adagrad"
+        self.sample = update == "sample" or (update == "auto" and (has_numba() or self.adagrad))
         self.factors, self.feedback, self.lr, self.reg = factors, feedback, lr, reg
         self.negatives, self.max_users, self.max_items = negatives, max_users, max_items
         self.max_steps = max(1, max_steps)
         self.decay = np.log(2.0) / half_life
         self.cold_after, self.init_scale = cold_after, init_scale
         self.rng = np.random.default_rng(seed)
-        self.users, self.items = _Keys(), _Keys()
+        self.users, self.items = Keys(), Keys()
+        self.u_ready, self.i_ready = np.zeros(0, bool), np.zeros(0, bool)  # factors drawn
         self.P, self.Q = np.zeros((0, factors)), np.zeros((0, factors))
         self.bu, self.bi = np.zeros(0), np.zeros(0)
+        # AdaGrad's summed squared gradients, shaped like P, Q, bu, bi (empty for plain SGD)
+        self.GP, self.GQ = np.zeros((0, factors)), np.zeros((0, factors))
+        self.gbu, self.gbi = np.zeros(0), np.zeros(0)
         self.u_count, self.i_count = np.zeros(0, np.int64), np.zeros(0, np.int64)
         self.u_last, self.i_last = np.zeros(0), np.zeros(0)
         self.pop, self.i_alive = np.zeros(0), np.zeros(0, bool)
@@ -143,6 +212,12 @@ class OnlineMF:
             self.P = np.vstack([self.P, np.zeros((new, f))])
             self.bu, self.u_last = np.r_[self.bu, np.zeros(new)], np.r_[self.u_last, np.zeros(new)]
             self.u_count = np.r_[self.u_count, np.zeros(new, np.int64)]
+            self.u_ready = np.r_[self.u_ready, np.zeros(new, bool)]
+            if self.adagrad:
+                self.GP = np.vstack([self.GP, np.zeros((new, f))])
+                self.gbu = np.r_[self.gbu, np.zeros(new)]
+            if self.ufeat is not None:
+                self.ufeat.grow(len(self.bu))
         if ni > len(self.bi):
             new = max(ni, 2 * len(self.bi), 64) - len(self.bi)
             self.Q = np.vstack([self.Q, np.zeros((new, f))])
@@ -150,15 +225,97 @@ class OnlineMF:
             self.pop = np.r_[self.pop, np.zeros(new)]
             self.i_count = np.r_[self.i_count, np.zeros(new, np.int64)]
             self.i_alive = np.r_[self.i_alive, np.zeros(new, bool)]
+            self.i_ready = np.r_[self.i_ready, np.zeros(new, bool)]
+            if self.adagrad:
+                self.GQ = np.vstack([self.GQ, np.zeros((new, f))])
+                self.gbi = np.r_[self.gbi, np.zeros(new)]
+            if self.ifeat is not None:
+                self.ifeat.grow(len(self.bi))
 
-    def _ids(self, index: _Keys, keys: Array, which: str) -> Array:
+    def _ids(self, index: Keys, keys: Array, which: str) -> Array:
         ids: Array = index.ids(np.asarray(keys))
         self._grow()
-        counts, table = (self.u_count, self.P) if which == "u" else (self.i_count, self.Q)
-        fresh = np.unique(ids[counts[ids] == 0]) if len(ids) else ids
+        ready, table = (self.u_ready, self.P) if which == "u" else (self.i_ready, self.Q)
+        new = ~ready[ids]
+        fresh = np.unique(ids[new]) if new.any() else ids[:0]
         if len(fresh):  # new (or reused) ids start from small random factors
             table[fresh] = self.rng.normal(0.0, self.init_scale, (len(fresh), self.factors))
+            ready[fresh] = True
+            if self.adagrad:  # a reused id's step sizes start afresh too
+                (self.GP if which == "u" else self.GQ)[fresh] = 0.0
+                (self.gbu if which == "u" else self.gbi)[fresh] = 0.0
+            if which == "i":  # and the typical item's bias: not above every learned item
+                had = self.i_count > 0
+                self.bi[fresh] = self.bi[had].mean() if had.any() else 0.0
         return ids
+
+    def add_users(self, users: Array, features: Array | None = None) -> None:
+        """Register users (without interactions), with content features if given.
+
+        A user with features and no history is served from its features (its factors
+        predicted by :mod:`tidal.ml.reco.features`) and starts learning from there.
+
+        Raises:
+            ConfigError: for features on a model built without ``user_features``, or of
+                the wrong shape.
+        """
+        ids = self._ids(self.users, users, "u")
+        if features is not None:
+            self._set_features(self.ufeat, ids, features, "user_features")
+
+    def add_items(self, items: Array, features: Array | None = None) -> None:
+        """Register items (a catalog): recommendable from now on, with content features if given.
+
+        An item with features and no interactions gets the factors and bias its features
+        predict (a new item that looks like popular ones ranks like them); once it has
+        interactions they start from there and are learned as usual.
+
+        Raises:
+            ConfigError: for features on a model built without ``item_features``, or of
+                the wrong shape.
+        """
+        ids = self._ids(self.items, items, "i")
+        self.i_alive[ids] = True
+        if features is not None:
+            self._set_features(self.ifeat, ids, features, "item_features")
+
+    def _set_features(self, table: FeatureTable | None, ids: Array, x: Array, what: str) -> None:
+        if table is None:
+            msg = f"this model has no {what}; build it with {what}=<length of the vectors>"
+            raise ConfigError(msg)
+        table.set(ids, x, what)
+
+    def _fold_features(self, u: Array, i: Array) -> None:
+        """Keys learned for the first time start from what their features predict."""
+        for table, ids, counts, F, b in (
+            (self.ufeat, u, self.u_count, self.P, self.bu),
+            (self.ifeat, i, self.i_count, self.Q, self.bi),
+        ):
+            if table is None:
+                continue
+            new = np.unique(ids[(counts[ids] == 0) & table.has[ids]])
+            if len(new):
+                f, bias = table.predict(new, table.fit(counts, F, b, self.n_seen))
+                F[new] += f
+                b[new] += bias
+
+    def _effective(self, which: str) -> tuple[Array, Array]:
+        """Factors and biases, with those of featured keys without history predicted."""
+        table, counts, F, b = (
+            (self.ufeat, self.u_count, self.P, self.bu)
+            if which == "u"
+            else (self.ifeat, self.i_count, self.Q, self.bi)
+        )
+        if table is None:
+            return F, b
+        new = np.flatnonzero((counts == 0) & table.has[: len(counts)])
+        if not len(new):
+            return F, b
+        f, bias = table.predict(new, table.fit(counts, F, b, self.n_seen))
+        F, b = F.copy(), b.copy()
+        F[new] += f
+        b[new] += bias
+        return F, b
 
     # -- learning -----------------------------------------------------------------------
     def learn(
@@ -196,6 +353,7 @@ class OnlineMF:
         )
         u = self._ids(self.users, users, "u")
         i = self._ids(self.items, items, "i")
+        self._fold_features(u, i)
         if explicit:
             self._sgd_explicit(u, i, r)
         else:
@@ -204,16 +362,29 @@ class OnlineMF:
         self._evict()
 
     def _sgd_explicit(self, u: Array, i: Array, r: Array) -> None:
+        if self.sample:
+            self.mean = sgd(u, i, r, _NONE, self.P, self.Q, self.bu, self.bi, lr=self.lr,
+                            reg=self.reg, explicit=True, mean=self.mean, n_seen=self.n_seen,
+                            adagrad=self._accumulators())  # fmt: skip
+            return
         self.mean += (float(r.sum()) - len(r) * self.mean) / (self.n_seen + len(r))
         pu, qi = self.P[u], self.Q[i]
         err = r - (self.mean + self.bu[u] + self.bi[i] + np.einsum("nf,nf->n", pu, qi))
         self._step(u, i, err, pu, qi, user_bias=True)
 
+    def _accumulators(self) -> tuple[Array, Array, Array, Array] | None:
+        return (self.GP, self.GQ, self.gbu, self.gbi) if self.adagrad else None
+
     def _sgd_implicit(self, u: Array, i: Array) -> None:
         alive = np.flatnonzero(self.i_alive | (np.bincount(i, minlength=len(self.bi)) > 0))
         neg = self.negatives
+        drawn = alive[self.rng.integers(0, len(alive), len(u) * neg)]
+        if self.sample:
+            sgd(u, i, _EMPTY, drawn, self.P, self.Q, self.bu, self.bi, lr=self.lr, reg=self.reg,
+                explicit=False, mean=0.0, n_seen=0, adagrad=self._accumulators())  # fmt: skip
+            return
         uu = np.r_[u, np.repeat(u, neg)]
-        ii = np.r_[i, alive[self.rng.integers(0, len(alive), len(u) * neg)]]
+        ii = np.r_[i, drawn]
         y = np.r_[np.ones(len(u)), np.zeros(len(u) * neg)]
         pu, qi = self.P[uu], self.Q[ii]
         s = self.bi[ii] + np.einsum("nf,nf->n", pu, qi)
@@ -238,20 +409,13 @@ class OnlineMF:
     def _remember(self, u: Array, i: Array, t: Array) -> None:
         self.n_seen += len(u)
         now = self.clock = max(self.clock, float(t.max()))
-        if len(t) < 2 or bool((t[1:] >= t[:-1]).all()):  # in order: the last write is the max
-            self.u_last[u] = np.maximum(self.u_last[u], t)
-            self.i_last[i] = np.maximum(self.i_last[i], t)
-        else:
-            np.maximum.at(self.u_last, u, t)
-            np.maximum.at(self.i_last, i, t)
-        self.u_count += np.bincount(u, minlength=len(self.u_count))
-        self.i_count += np.bincount(i, minlength=len(self.i_count))
-        self.i_alive[i] = True
         # popularity: decay everything to `now`, then add each interaction's decayed weight
         self.pop *= np.exp(-self.decay * (now - self.pop_time))
-        self.pop += np.bincount(i, np.exp(-self.decay * np.maximum(now - t, 0.0)), len(self.pop))
+        remember(u, i, t, self.u_last, self.i_last, self.u_count, self.i_count, self.pop,
+                 decay=self.decay, now=now)  # fmt: skip
+        self.i_alive[i] = True
         self.pop_time = now
-        self._pending.append(u.astype(np.int64) * _SPAN + i)
+        self._pending.append(u.astype(np.int64, copy=False) * _SPAN + i)
         self._n_pending += len(u)
         if self._n_pending > max(1 << 16, len(self._seen) // 2):
             self._merge_seen()
@@ -270,8 +434,10 @@ class OnlineMF:
         """Merge the pending codes into the sorted array (amortized: one sort per doubling)."""
         if not self._pending:
             return
-        merged = np.concatenate([self._seen, *self._pending])
-        merged.sort(kind="stable")  # sorted runs: a merge, mostly
+        pending = np.concatenate(self._pending)
+        pending.sort()  # quicksort (SIMD): several times faster than a stable sort of random codes
+        merged = np.concatenate([self._seen, pending])
+        merged.sort(kind="stable")  # two sorted runs: timsort merges them in one pass
         keep = np.r_[True, merged[1:] != merged[:-1]] if len(merged) else np.zeros(0, bool)
         self.seen = merged[keep]
 
@@ -282,13 +448,18 @@ class OnlineMF:
             gone = live[np.lexsort((self.u_count[live], self.u_last[live]))[:over_u]]
             self.users.release(gone)
             self.u_count[gone], self.bu[gone], self.P[gone] = 0, 0.0, 0.0
+            self.u_ready[gone] = False
+            if self.ufeat is not None:
+                self.ufeat.clear(gone)
             self.seen = self.seen[~np.isin(self.seen // _SPAN, gone)]
         if over_i > 0:
             live = self.items.live()
             gone = live[np.lexsort((self.i_count[live], self.i_last[live]))[:over_i]]
             self.items.release(gone)
             self.i_count[gone], self.bi[gone], self.Q[gone], self.pop[gone] = 0, 0.0, 0.0, 0.0
-            self.i_alive[gone] = False
+            self.i_alive[gone], self.i_ready[gone] = False, False
+            if self.ifeat is not None:
+                self.ifeat.clear(gone)
             self.seen = self.seen[~np.isin(self.seen % _SPAN, gone)]
 
     # -- scoring and serving ------------------------------------------------------------
@@ -304,8 +475,9 @@ class OnlineMF:
             dot = np.zeros(len(u))
             bu, bi = dot, dot
         else:
-            dot = np.where(ku & ki, np.einsum("nf,nf->n", self.P[uu], self.Q[ii]), 0.0)
-            bu, bi = np.where(ku, self.bu[uu], 0.0), np.where(ki, self.bi[ii], 0.0)
+            (P, BU), (Q, BI) = self._effective("u"), self._effective("i")
+            dot = np.where(ku & ki, np.einsum("nf,nf->n", P[uu], Q[ii]), 0.0)
+            bu, bi = np.where(ku, BU[uu], 0.0), np.where(ki, BI[ii], 0.0)
         if self.feedback == "explicit":
             out: Array = self.mean + bu + bi + dot
             return out
@@ -318,38 +490,76 @@ class OnlineMF:
         out: Array = self.pop * np.exp(-self.decay * (now - self.pop_time))
         return out
 
-    def recommend(self, user: Any, k: int = 10) -> list[tuple[Any, float]]:
+    def recommend(
+        self, user: Any, k: int = 10, features: Array | None = None
+    ) -> list[tuple[Any, float]]:
         """Top-``k`` ``(item, score)`` for one user, best first, without items it has seen.
 
         Cold users (unknown, or fewer than ``cold_after`` interactions) get the most
-        popular items, scored by decayed popularity.
+        popular items, scored by decayed popularity, unless they have content features
+        (stored with :meth:`add_users`, or ``features`` here): then the factors their
+        features predict score the items.
         """
-        items, scores = self.recommend_many(np.array([user], dtype=object), k)
+        x = None if features is None else np.asarray(features, np.float64).reshape(1, -1)
+        items, scores = self.recommend_many(np.array([user], dtype=object), k, x)
         keep = np.isfinite(scores[0])
         return list(zip(items[0][keep].tolist(), scores[0][keep].tolist(), strict=True))
 
-    def recommend_many(self, users: Array, k: int = 10) -> tuple[Array, Array]:
+    def recommend_many(
+        self, users: Array, k: int = 10, features: Array | None = None
+    ) -> tuple[Array, Array]:
         """Top-``k`` items and scores for each user of a batch (rows: users, best first).
 
+        ``features`` (one row per user) serve cold users from their content features.
         Missing places (fewer than ``k`` items to offer) have item ``None`` and score NaN.
         """
-        ids, scores = self._top_ids(np.asarray(users), k)
+        ids, scores = self._top_ids(np.asarray(users), k, features)
         keys = np.full(ids.shape, None, dtype=object)
         ok = ids >= 0
         if ok.any():
             keys[ok] = self.items.values(ids[ok])
         return keys, scores
 
-    def _top_ids(self, users: Array, k: int, chunk: int = 512) -> tuple[Array, Array]:
+    def _user_vectors(self, u: Array, features: Array | None) -> tuple[Array, Array]:
+        """Per row: use a factor vector (warm, or cold with features) and which vector."""
+        n = len(u)
+        warm = u >= 0
+        warm[warm] = self.u_count[u[warm]] >= self.cold_after
+        P = self.P
+        vec = np.zeros((n, self.factors))
+        if self.ufeat is not None:
+            P = self._effective("u")[0]
+            known = u >= 0
+            stored = known & ~warm
+            stored[stored] = self.ufeat.has[u[stored]]
+            if features is not None:
+                W = self.ufeat.fit(self.u_count, self.P, self.bu, self.n_seen)
+                x = np.asarray(features, np.float64)
+                if x.shape != (n, self.ufeat.dim) or not np.isfinite(x).all():
+                    msg = f"features must be {n} rows of {self.ufeat.dim} finite numbers"
+                    raise ConfigError(msg + f", got shape {x.shape}")
+                given = ~warm & ~stored
+                vec[given] = FeatureTable.predict_from(x[given], W)[0]
+                warm = warm | given
+            warm = warm | stored
+        elif features is not None:
+            msg = "this model has no user_features; build it with user_features=<length>"
+            raise ConfigError(msg)
+        vec[warm & (u >= 0)] = P[u[warm & (u >= 0)]]
+        return warm, vec
+
+    def _top_ids(
+        self, users: Array, k: int, features: Array | None = None, chunk: int = 512
+    ) -> tuple[Array, Array]:
         n = len(users)
         out_ids, out_s = np.full((n, k), -1, np.int64), np.full((n, k), np.nan)
         if n == 0 or not self.i_alive.any() or k < 1:
             return out_ids, out_s
         u = self.users.lookup(users) if self.n_users else np.full(n, -1, np.int64)
-        warm = u >= 0
-        warm[warm] = self.u_count[u[warm]] >= self.cold_after
+        warm, vec = self._user_vectors(u, features)
+        Q, bi = self._effective("i")
         pop = np.where(self.i_alive, self.popularity(), -np.inf)
-        bias = np.where(self.i_alive, self.bi, -np.inf)
+        bias = np.where(self.i_alive, bi, -np.inf)
         kk = min(k, int(self.i_alive.sum()))
         for a in range(0, n, chunk):
             b = min(n, a + chunk)
@@ -357,7 +567,7 @@ class OnlineMF:
             s = np.empty((b - a, len(self.bi)))
             s[~wc] = pop
             if wc.any():
-                s[wc] = self.P[uc[wc]] @ self.Q.T + bias
+                s[wc] = vec[a:b][wc] @ Q.T + bias
             rows, cols = self._seen_of(uc)
             s[rows, cols] = -np.inf
             top = np.argpartition(-s, kk - 1, axis=1)[:, :kk]
@@ -380,12 +590,15 @@ class OnlineMF:
         starts = np.repeat(lo - (np.cumsum(lens) - lens), lens)
         return rows, self.seen[np.arange(int(lens.sum())) + starts] % _SPAN
 
-    def rank_of(self, users: Array, items: Array, k: int = 10) -> Array:
+    def rank_of(
+        self, users: Array, items: Array, k: int = 10, features: Array | None = None
+    ) -> Array:
         """Rank (0 = best) of ``items[j]`` in the top-``k`` for ``users[j]``, ``-1`` if absent.
 
-        The prequential test: call it before :meth:`learn` on the same interactions.
+        The prequential test: call it before :meth:`learn` on the same interactions
+        (``features``: the users' content features, as for :meth:`recommend_many`).
         """
-        ids, _ = self._top_ids(np.asarray(users), k)
+        ids, _ = self._top_ids(np.asarray(users), k, features)
         target = self.items.lookup(np.asarray(items)) if self.n_items else np.full(len(ids), -1)
         hit = (ids == target[:, None]) & (target[:, None] >= 0)
         out: Array = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
@@ -404,7 +617,13 @@ class OnlineMF:
             "pop": self.pop[:ni].copy(), "i_alive": self.i_alive[:ni].astype(np.int8),
             "seen": self.seen.copy(), "mean": self.mean, "n_seen": self.n_seen,
             "clock": self.clock, "pop_time": self.pop_time,
-            "rng": rng_state(self.rng),
+            "rng": rng_state(self.rng), "u_ready": self.u_ready[:nu].astype(np.int8),
+            "i_ready": self.i_ready[:ni].astype(np.int8),
+            "adagrad": {"GP": self.GP[:nu].copy(), "GQ": self.GQ[:ni].copy(),
+                        "gbu": self.gbu[:nu].copy(), "gbi": self.gbi[:ni].copy()}
+            if self.adagrad else None,
+            "user_features": None if self.ufeat is None else self.ufeat.snapshot(nu),
+            "item_features": None if self.ifeat is None else self.ifeat.snapshot(ni),
         }  # fmt: skip
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -429,6 +648,18 @@ class OnlineMF:
         self.u_count = np.asarray(snap["u_count"], np.int64).copy()
         self.i_count = np.asarray(snap["i_count"], np.int64).copy()
         self.i_alive = np.asarray(snap["i_alive"]).astype(bool)
+        self.u_ready = np.asarray(snap["u_ready"]).astype(bool)
+        self.i_ready = np.asarray(snap["i_ready"]).astype(bool)
+        if self.adagrad:
+            acc = snap["adagrad"]
+            self.GP = np.asarray(acc["GP"], np.float64).reshape(-1, f).copy()
+            self.GQ = np.asarray(acc["GQ"], np.float64).reshape(-1, f).copy()
+            self.gbu = np.asarray(acc["gbu"], np.float64).copy()
+            self.gbi = np.asarray(acc["gbi"], np.float64).copy()
+        if self.ufeat is not None:
+            self.ufeat.restore(snap["user_features"])
+        if self.ifeat is not None:
+            self.ifeat.restore(snap["item_features"])
         self.seen = np.asarray(snap["seen"], np.int64).copy()
         self.mean, self.n_seen = float(snap["mean"]), int(snap["n_seen"])
         self.clock, self.pop_time = float(snap["clock"]), float(snap["pop_time"])
@@ -446,76 +677,3 @@ def _segment_add(table: Array, rows: Array, values: Array) -> None:
         return
     for c in range(table.shape[1]):
         table[:, c] += np.bincount(rows, values[:, c], len(table))
-
-
-class _Keys(KeyIndex):
-    """A :class:`KeyIndex` with a numpy table for small non-negative integer keys.
-
-    Known integer keys below ``2**26`` are looked up in an array (no Python per row or per
-    distinct key); only keys never seen before go through the dict. Free ids are reused in
-    the same order after a restore (the free list is kept sorted, as a restore rebuilds it).
-    """
-
-    _LIMIT = 1 << 26
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.table = np.full(0, -1, np.int64)
-
-    def _small(self, values: Array) -> bool:
-        return (
-            values.dtype.kind in "iu"
-            and len(values) > 0
-            and self._kind in (None, "i", "u")
-            and int(values.min()) >= 0
-            and int(values.max()) < self._LIMIT
-        )
-
-    def ids(self, values: Array) -> Array:
-        """Ids for a column of key values, adding keys not seen before."""
-        if not self._small(values):
-            return super().ids(values)
-        top = int(values.max()) + 1
-        if top > len(self.table):
-            grown = max(top, 2 * len(self.table))
-            self.table = np.r_[self.table, np.full(grown - len(self.table), -1, np.int64)]
-        found: Array = self.table[values]
-        new = found < 0
-        if new.any():
-            fresh = super().ids(values[new])
-            self.table[values[new]] = fresh
-            found[new] = fresh
-        return found
-
-    def lookup(self, values: Array) -> Array:
-        """Ids for key values, ``-1`` for keys not in the index."""
-        if not self._small(values):
-            return super().lookup(values)
-        inside = values < len(self.table)
-        out: Array = np.where(inside, self.table[np.where(inside, values, 0)], -1)
-        return out
-
-    def release(self, ids: Array) -> None:
-        """Forget the keys of ``ids``; their ids are reused for new keys."""
-        if self._kind in ("i", "u") and len(self.table):
-            keys = self.values(ids)
-            keys = keys[keys < len(self.table)]
-            self.table[keys] = -1
-        super().release(ids)
-        self._free.sort()
-
-    def restore(self, snap: dict[str, Any]) -> None:
-        """Restore from :meth:`snapshot` (and rebuild the integer table)."""
-        super().restore(snap)
-        self.table = np.full(0, -1, np.int64)
-        if self._kind in ("i", "u") and self._ids:
-            keys = np.fromiter(self._ids.keys(), np.int64, len(self._ids))
-            ids = np.fromiter(self._ids.values(), np.int64, len(self._ids))
-            small = (keys >= 0) & (keys < self._LIMIT)
-            if small.any():
-                self.table = np.full(int(keys[small].max()) + 1, -1, np.int64)
-                self.table[keys[small]] = ids[small]
-
-    def live(self) -> Array:
-        """Ids in use."""
-        return np.fromiter(sorted(self._ids.values()), np.int64, len(self._ids))

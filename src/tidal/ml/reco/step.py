@@ -12,6 +12,12 @@
   keys, best first, without items the user has seen) and ``scores``, on output
   ``"recommendations"``. A query batch is answered from the state in force when it arrives.
 
+With ``item_features=[columns]`` (``user_features=[columns]``) the interaction rows carry
+each item's (user's) content features: they are stored for the row's key before the batch
+is learned, so a new item or user starts from what its features predict (cold start,
+:mod:`tidal.ml.reco.features`); query rows with the user feature columns serve users
+without history from their features.
+
 Event time (the batch's ``time``, milliseconds) drives popularity decay and recency; the
 model's factors, biases, popularity, seen items and id maps go into checkpoints as arrays
 and JSON.
@@ -30,7 +36,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -48,6 +54,9 @@ _STATE_KIND = "recommend/1"
 RECOMMENDERS: dict[str, Callable[..., OnlineMF]] = {
     "mf": lambda **kw: OnlineMF(feedback="explicit", **kw),
     "implicit_mf": lambda **kw: OnlineMF(feedback="implicit", **kw),
+    "hybrid_mf": lambda **kw: OnlineMF(
+        **{"feedback": "implicit", "item_features": 4, "user_features": 4, **kw}
+    ),
 }
 """Recommender name -> factory (keyword parameters of :class:`OnlineMF`)."""
 
@@ -78,6 +87,8 @@ class RecommendStep(Operator):
         rating: the rating column (explicit feedback); ``None`` for implicit feedback.
         k: how many items a query gets, and the ``k`` of ``reco_rank``.
         evaluate: add ``reco_rank`` to interactions (costs one top-k per interaction).
+        item_features: columns of the interactions with the item's content features.
+        user_features: columns of the interactions (and queries) with the user's features.
         half_life: popularity half-life for a model built by name.
         params: more parameters for a model built by name (``factors``, ``lr``,
             ``max_users``...).
@@ -96,14 +107,29 @@ class RecommendStep(Operator):
         rating: str | None = None,
         k: int = 10,
         evaluate: bool = True,
+        item_features: Sequence[str] = (),
+        user_features: Sequence[str] = (),
         half_life: Duration = "1h",
         **params: Any,
     ) -> None:
         super().__init__(name)
+        self.item_features, self.user_features = list(item_features), list(user_features)
         if isinstance(model, str):
             if rating is None and model == "mf":
                 model = "implicit_mf"
+            if self.item_features:
+                params.setdefault("item_features", len(self.item_features))
+            if self.user_features:
+                params.setdefault("user_features", len(self.user_features))
             model = make(model, half_life=float(to_millis(half_life)), **params)
+        for cols, table, what in ((self.item_features, model.ifeat, "item_features"),
+                                  (self.user_features, model.ufeat, "user_features")):  # fmt: skip
+            if cols and (table is None or table.dim != len(cols)):
+                msg = (
+                    f"step {name!r}: {what}={cols} needs a model built with {what}="
+                    f"{len(cols)}, this one has {0 if table is None else table.dim}"
+                )
+                raise ConfigError(msg)
         if k < 1:
             msg = f"step {name!r}: k must be at least 1, got {k}"
             raise ConfigError(msg)
@@ -128,6 +154,22 @@ class RecommendStep(Operator):
             raise PipelineError(msg)
         return batch[name]
 
+    def _features(self, batch: Batch, columns: list[str]) -> Array | None:
+        if not columns:
+            return None
+        missing = [c for c in columns if c not in batch]
+        if missing:
+            msg = (
+                f"step {self.name!r}: the feature columns {missing} are missing, the batch has "
+                f"{batch.names}; every interaction needs its item_features and user_features"
+            )
+            raise PipelineError(msg)
+        cols = [batch[c] for c in columns]
+        if any(c.dtype.kind not in "iufb" for c in cols):
+            msg = f"step {self.name!r}: feature columns {columns} must be numeric"
+            raise PipelineError(msg)
+        return np.column_stack([c.astype(np.float64) for c in cols])
+
     def learn(self, batch: Batch) -> Batch:
         """Rank each row's item (with ``evaluate``), then learn the batch."""
         if not len(batch):
@@ -141,8 +183,14 @@ class RecommendStep(Operator):
                 msg = f"step {self.name!r}: rating column {self.rating!r} must be numeric"
                 raise PipelineError(msg)
         out = batch
+        x_user = self._features(batch, self.user_features)
         if self.evaluate:
-            out = batch.with_columns(reco_rank=self.model.rank_of(users, items, self.k))
+            ranks = self.model.rank_of(users, items, self.k, x_user)
+            out = batch.with_columns(reco_rank=ranks)
+        if self.item_features:
+            self.model.add_items(items, self._features(batch, self.item_features))
+        if x_user is not None:
+            self.model.add_users(users, x_user)
         times = None if batch.time is None else batch.time.astype(np.float64)
         self.model.learn(users, items, ratings, times)
         self.ctx.count(f"{self.name}.interactions", len(batch))
@@ -151,7 +199,10 @@ class RecommendStep(Operator):
     def answer(self, batch: Batch) -> Batch:
         """Each query row with ``items`` and ``scores`` (lists, best first)."""
         users = self._column(batch, self.user, "user")
-        keys, scores = self.model.recommend_many(users, self.k)
+        x_user = None
+        if self.user_features and all(c in batch for c in self.user_features):
+            x_user = self._features(batch, self.user_features)
+        keys, scores = self.model.recommend_many(users, self.k, x_user)
         n = len(batch)
         items_col, scores_col = np.empty(n, dtype=object), np.empty(n, dtype=object)
         ok = scores == scores  # not NaN
@@ -166,7 +217,9 @@ class RecommendStep(Operator):
         return {"kind": _STATE_KIND, "params": self._params(), "model": self.model.snapshot()}
 
     def _params(self) -> dict[str, Any]:
-        return {"user": self.user, "item": self.item, "rating": self.rating, "k": self.k}
+        return {"user": self.user, "item": self.item, "rating": self.rating, "k": self.k,
+                "item_features": self.item_features,
+                "user_features": self.user_features}  # fmt: skip
 
     def restore(self, snap: dict[str, Any]) -> None:
         """Restore from :meth:`snapshot`.

@@ -14,8 +14,9 @@ keyed state with the partitions (decision 0029). The worker:
   (:class:`~tidal.runtime.workers.kafka_state.KafkaStateStore`);
 - on **assign**, builds and restores the new tasks (restore time is measured); on
   **revoke**, checkpoints the revoked tasks (their last transaction commits) and closes
-  them, inside the callback, one checkpoint per task; on **lost** (the session expired),
-  drops them without committing (someone else owns them already);
+  them, inside the callback, while the checkpoints fit in half of
+  ``max.poll.interval.ms``, and drops the rest uncommitted (decision 0044); on **lost**
+  (the session expired), drops them without committing (someone else owns them already);
 - steps every task in turn, and polls the membership consumer between tasks, so that
   ``max.poll.interval.ms`` is never exceeded by more than one micro-batch per task;
 - with bounded sources, ends once every partition of the input has drained, wherever
@@ -30,13 +31,15 @@ topics (:mod:`tidal.runtime.workers.repartition`, decision 0042).
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from tidal.core.duration import to_seconds
-from tidal.errors import ConfigError
+from tidal.errors import ConfigError, TidalError
 from tidal.io.kafka._confluent import confluent
 from tidal.io.kafka.sink import KafkaTransactionalSink
 from tidal.io.kafka.source import KafkaSource
@@ -57,9 +60,13 @@ from tidal.runtime.workers.repartition import (
     stage_two,
 )
 
-__all__ = ["GroupStats", "GroupWorker"]
+__all__ = ["REVOKE_PAUSE_ENV", "GroupStats", "GroupWorker"]
 
 log = logging.getLogger("tidal.workers")
+
+REVOKE_PAUSE_ENV = "TIDAL_TEST_REVOKE_PAUSE_MS"
+"""Tests only: ``<ms>``: each revoked task's last checkpoint takes that much longer (stands
+for a large state, e.g. longer than ``max.poll.interval.ms``)."""
 
 
 @dataclass
@@ -72,6 +79,8 @@ class GroupStats:
         revoked: partitions taken from it, in order.
         restore_ms: per restored partition, how long reading its state took.
         finished: partitions whose input it drained.
+        dropped: revoked partitions it handed over without a last checkpoint (the revoke
+            had used up its time budget, or the checkpoint failed).
 
     With a repartition, stage 2's partitions are written ``"r<partition>"``.
     """
@@ -81,6 +90,7 @@ class GroupStats:
     revoked: list[int | str] = field(default_factory=list)
     restore_ms: list[tuple[int | str, float]] = field(default_factory=list)
     finished: list[int | str] = field(default_factory=list)
+    dropped: list[int | str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready figures."""
@@ -90,6 +100,7 @@ class GroupStats:
             "revoked": self.revoked,
             "restore_ms": [[p, round(ms, 2)] for p, ms in self.restore_ms],
             "finished": self.finished,
+            "dropped": self.dropped,
         }
 
 
@@ -126,13 +137,36 @@ def _close(executor: Executor) -> None:
         s.source.close()
 
 
+def _fenced(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from this producer being fenced (a newer owner took over)."""
+    ck = confluent()
+    codes = {
+        getattr(ck.KafkaError, name, None)
+        for name in ("_FENCED", "PRODUCER_FENCED", "INVALID_PRODUCER_EPOCH")
+    }
+    seen: BaseException | None = exc
+    for _ in range(8):  # the cause chain: TidalError <- KafkaException(KafkaError)
+        if seen is None:
+            return False
+        err = seen.args[0] if isinstance(seen, ck.KafkaException) and seen.args else None
+        if err is not None and hasattr(err, "code") and err.code() in codes:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class _Task:
     def __init__(
-        self, partition: tuple[str, int], executor: Executor, store: KafkaStateStore
+        self,
+        partition: tuple[str, int],
+        executor: Executor,
+        store: KafkaStateStore,
+        member: str | None,
     ) -> None:
         self.partition = partition
         self.executor = executor
         self.store = store
+        self.member = member  # the group member id it was assigned under
         self.done = False
 
 
@@ -199,10 +233,13 @@ class GroupWorker:
                 }
             )
         )
+        max_poll = int(self.kafka.client().get("max.poll.interval.ms", 300_000))
+        self.revoke_budget_ms = max_poll / 2.0
         self.tasks: dict[tuple[str, int], _Task] = {}
         self.stats = GroupStats()
         self._stop = threading.Event()
         self._joined = False
+        self._polled = time.perf_counter()
 
     def stop(self) -> None:
         """Stop after the current batch (thread- and signal-safe)."""
@@ -272,7 +309,7 @@ class GroupWorker:
         if tp[0] != self.topic:  # stage 2: the watermark is the minimum over input partitions
             for s in executor.sources:
                 s.tracker.set_partitions(tuple(sorted(self.all_partitions)))
-        task = _Task(tp, executor, store)
+        task = _Task(tp, executor, store, self.membership.memberid())
         if store.restore_ms is not None:
             self.stats.restore_ms.append((self._label(tp), store.restore_ms))
         task.done = executor.restored_from is not None and all(s.finished for s in executor.sources)
@@ -293,7 +330,21 @@ class GroupWorker:
             return
         ex = task.executor
         if commit:
-            ex.finish(drain=False)  # a last checkpoint: output, offsets and state commit
+            try:  # a last checkpoint: output, offsets and state commit
+                ex.finish(drain=False)
+            except Exception as exc:
+                if not isinstance(exc, TidalError) and not _fenced(exc):
+                    raise
+                # e.g. fenced: the partition's new owner already took over (we overran a
+                # timeout); nothing of ours committed, and it restores the last checkpoint
+                log.warning(
+                    "group %r: partition %s: its last checkpoint failed (%s); dropped",
+                    self.group,
+                    partition,
+                    exc,
+                )
+                self.stats.dropped.append(self._label(partition))
+                _close(ex)
         else:  # lost: someone else owns it; abort what is open, commit nothing
             _close(ex)
         self._count(task)
@@ -302,6 +353,24 @@ class GroupWorker:
         """Add a task's input events (stage 2 reads them again from the repartition topic)."""
         if task.partition[0] == self.topic:
             self.stats.events += task.executor.events - task.executor.restored_events
+
+    def _fenced_out(self, task: _Task, exc: BaseException) -> None:
+        """Drop a task whose commit was fenced: its partition has a new owner already.
+
+        The group gave it away (we overran ``max.poll.interval.ms``, e.g. in a revoke)
+        before telling us; nothing of it committed, its new owner restored its last
+        checkpoint.
+        """
+        log.warning(
+            "group %r: partition %s was fenced by a new owner, or the member left the "
+            "group since it was assigned (%s); dropped",
+            self.group,
+            task.partition,
+            exc,
+        )
+        self.tasks.pop(task.partition, None)
+        self.stats.dropped.append(self._label(task.partition))
+        _close(task.executor)
 
     # -- group callbacks (run inside membership.poll) -------------------------------------
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
@@ -314,11 +383,42 @@ class GroupWorker:
             self._start_task(tp)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        # the callback runs inside poll(): past max.poll.interval.ms librdkafka leaves the
+        # group, all our partitions move, we rejoin and the next rebalance revokes again
+        # (the Quix livelock). So a revoke checkpoints its tasks only while one more, as
+        # slow as the slowest checkpoint seen, fits in half the interval; it drops the rest
+        # uncommitted (the new owner replays them from their last checkpoint).
+        t0 = min(time.perf_counter(), self._polled)  # librdkafka counts from the last poll
+        slowest = 0.0
         for t in partitions:
             tp = (t.topic, t.partition)
-            if tp in self.tasks:
-                self.stats.revoked.append(self._label(tp))
+            if tp not in self.tasks:
+                continue
+            self.stats.revoked.append(self._label(tp))
+            task = self.tasks[tp]
+            if task.done:  # drained: nothing left to checkpoint
                 self._stop_task(tp, commit=True)
+                continue
+            spent = (time.perf_counter() - t0) * 1000.0
+            slowest = max([slowest, *task.executor.checkpoint_ms[-8:]])
+            if spent + slowest > self.revoke_budget_ms:
+                log.warning(
+                    "group %r: partition %s revoked after %.0f ms of revoke checkpoints; "
+                    "dropping it uncommitted to stay within max.poll.interval.ms (its new "
+                    "owner replays it from its last checkpoint)",
+                    self.group,
+                    tp,
+                    spent,
+                )
+                self.stats.dropped.append(self._label(tp))
+                self._stop_task(tp, commit=False)
+                continue
+            t1 = time.perf_counter()
+            pause = os.environ.get(REVOKE_PAUSE_ENV)
+            if pause:
+                time.sleep(float(pause) / 1000.0)
+            self._stop_task(tp, commit=True)
+            slowest = max(slowest, (time.perf_counter() - t1) * 1000.0)
         consumer.incremental_unassign(partitions)
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
@@ -340,6 +440,10 @@ class GroupWorker:
         return set(range(self.rparts)) <= done
 
     # -- the loop ------------------------------------------------------------------------
+    def _poll(self, timeout: float) -> None:
+        self.membership.poll(timeout)
+        self._polled = time.perf_counter()  # when librdkafka's poll interval restarts
+
     def run(self) -> GroupStats:
         """Run until stopped, or until every owned task drained its bounded input."""
         self.membership.subscribe(
@@ -350,23 +454,33 @@ class GroupWorker:
         )
         try:
             while not self._stop.is_set():
-                self.membership.poll(0 if self.tasks else 0.1)
+                self._poll(0 if self.tasks else 0.1)
                 active = [t for t in self.tasks.values() if not t.done]
                 for task in active:
                     if self.tasks.get(task.partition) is not task:
                         continue  # revoked by the poll after the previous task: never again
-                    if not task.executor.step():
-                        task.executor.finish(drain=True)
+                    try:
+                        more = task.executor.step()
+                        if not more:
+                            task.executor.finish(drain=True)
+                    except Exception as exc:
+                        # fenced, or failing after this member left the group (it overran
+                        # max.poll.interval.ms): the partition is someone else's now
+                        if not _fenced(exc) and self.membership.memberid() == task.member:
+                            raise
+                        self._fenced_out(task, exc)
+                        continue
+                    if not more:
                         task.done = True
                         self.stats.finished.append(self._label(task.partition))
                         self._count(task)
-                    self.membership.poll(0)
+                    self._poll(0)
                 if self._joined and all(t.done for t in self.tasks.values()):
                     # the job ends when every partition drained, wherever that happened;
                     # until then stay in the group (partitions may still come here)
                     if self._all_finished():
                         break
-                    self.membership.poll(0.2)
+                    self._poll(0.2)
         finally:
             for p in list(self.tasks):
                 self._stop_task(p, commit=True)

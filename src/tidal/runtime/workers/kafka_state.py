@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -30,6 +31,8 @@ from tidal.runtime.checkpoint import Checkpoint, CheckpointConfig, CheckpointSto
 
 __all__ = [
     "CHUNK",
+    "RESTORE_GATE_ENV",
+    "RESTORE_PAUSE_ENV",
     "KafkaStateStore",
     "ensure_state_topic",
     "finished_partitions",
@@ -39,6 +42,15 @@ __all__ = [
 
 CHUNK = 512 * 1024
 """Bytes per state record (the broker's default limit is 1 MiB)."""
+
+RESTORE_GATE_ENV = "TIDAL_TEST_RESTORE_GATE"
+"""Tests only: ``<path>``: a restore that finds committed state writes ``<path>.reached``
+(this process's pid) and waits while ``<path>`` exists (a restore as slow as the test needs,
+e.g. until it has made the group rebalance)."""
+
+RESTORE_PAUSE_ENV = "TIDAL_TEST_RESTORE_PAUSE_MS"
+"""Tests only: ``<ms>``: each restore that finds committed state takes that much longer
+(stands for a large state)."""
 
 log = logging.getLogger("tidal.workers")
 _PARTITION_EOF = -191  # librdkafka's RD_KAFKA_RESP_ERR__PARTITION_EOF
@@ -143,6 +155,7 @@ class KafkaStateStore(CheckpointStore):
             StateError: if the state topic lacks it or it is damaged.
         """
         t0 = time.perf_counter()
+        _restore_gate()
         values = self._read()
         raw = values.get(f"{self.partition}/meta")
         if raw is None:
@@ -173,6 +186,19 @@ class KafkaStateStore(CheckpointStore):
         values = read_state(self.kafka, self.topic, f"{self.partition}/")
         assert values is not None  # no time limit
         return values
+
+
+def _restore_gate() -> None:
+    gate = os.environ.get(RESTORE_GATE_ENV)
+    if gate:
+        tmp = Path(f"{gate}.tmp")
+        tmp.write_text(str(os.getpid()))
+        tmp.replace(f"{gate}.reached")
+        while Path(gate).exists():
+            time.sleep(0.005)
+    pause = os.environ.get(RESTORE_PAUSE_ENV)
+    if pause:
+        time.sleep(float(pause) / 1000.0)
 
 
 def finished_partitions(kafka: KafkaConfig, topic: str, *, timeout: float) -> set[int]:
