@@ -4,6 +4,9 @@
 # free loopback ports and stops it at the end, so Java 17+ and Maven must be on PATH; with
 # TIDAL_KAFKA=host:port they use that cluster instead. Without Java or Maven they fail, saying
 # what to install. `make test ARGS='-m "not integration"'` leaves them out.
+# The schema-registry tests (tests/integration/test_schema_registry.py) likewise build Apicurio
+# Registry from Maven Central with Maven, once, into ~/.cache/tidal/registry (a few minutes;
+# decision 0048); TIDAL_SCHEMA_REGISTRY=URL uses a running Confluent-compatible registry.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

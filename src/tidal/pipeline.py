@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from tidal.ml.detect import Detector, DriftDetector
     from tidal.ml.handler import ModelHandler
     from tidal.ml.learn import Features, Learner
+    from tidal.ml.learn.loop import RetrainPolicy
+    from tidal.ml.registry import Registry
     from tidal.runtime.executor import RunSummary
 
 
@@ -608,6 +610,44 @@ class Stream:
         from tidal.ml.learn.step import LearnStep
 
         op = LearnStep(name, learner, features=features, target=target, **options)
+        return self._then(op, self.key)
+
+    def retrain_loop(
+        self,
+        name: str,
+        learner: str,
+        *,
+        features: Sequence[str] | Features,
+        target: str,
+        registry: Registry | str,
+        model: str,
+        policy: RetrainPolicy,
+        **options: Any,
+    ) -> Stream:
+        """Serve and learn online, and close the loop: drift -> retrain -> shadow -> promote.
+
+        Like :meth:`learn` (same columns, plus ``model_version`` and, while a candidate is in
+        shadow, ``shadow_prediction``), and on drift of the serving model's errors (or a
+        schedule) a child process retrains a candidate on the recent history replayed from
+        the embedded log; it is registered in ``registry`` under ``model``, scored in shadow
+        on the next rows, and promoted only if it beats the serving model. Every step is a
+        row on ``.side("events")``. ``policy`` is a
+        :class:`~tidal.ml.learn.loop.RetrainPolicy`; ``options`` go to
+        :class:`~tidal.ml.learn.loop.RetrainLoop` (``settings``, ``metrics``, ``seed``...).
+        See :mod:`tidal.ml.learn.loop`, and the README's "Learning on the stream".
+        """
+        from tidal.ml.learn.loop import RetrainLoop
+
+        op = RetrainLoop(
+            name,
+            learner,
+            features=features,
+            target=target,
+            registry=registry,
+            model=model,
+            policy=policy,
+            **options,
+        )
         return self._then(op, self.key)
 
     def sink(self, name: str, sink: Sink) -> None:

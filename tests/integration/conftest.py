@@ -13,6 +13,13 @@
 * ``own_kafka_broker``: a broker of the test's own, for tests that stop or restart it
   (``.stop()``, ``.start()``, ``.restart()`` keep its port and data); stopped afterwards.
 
+* ``schema_registry`` (session): an Apicurio Registry (Confluent-compatible API), built from
+  Maven Central once into ~/.cache/tidal/registry by
+  :func:`tidal.io.kafka.registry.ensure_registry` (a few minutes the first time), run on
+  loopback with in-memory storage and stopped at the end; its ``url`` is the API's base.
+  With ``$TIDAL_SCHEMA_REGISTRY`` set, that registry is used instead. Without Java or
+  Maven the tests fail with what to install, as the broker's do.
+
 The brokers start with :data:`~tidal.io.kafka.broker.FAST_START` JVM options (C1 JIT only:
 half the CPU time to start on a busy machine).
 
@@ -34,6 +41,7 @@ from tidal.errors import TidalError
 from tidal.io.kafka import KafkaConfig
 from tidal.io.kafka.admin import KafkaAdmin
 from tidal.io.kafka.broker import FAST_START, Broker
+from tidal.io.kafka.registry import Registry
 
 
 class ExistingCluster:
@@ -114,3 +122,29 @@ def own_kafka_broker(tmp_path: Path) -> Iterator[Broker]:
         yield broker
     finally:
         broker.stop()
+
+
+class ExistingRegistry:
+    """The registry named by ``$TIDAL_SCHEMA_REGISTRY``: used, never started or stopped."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+
+@pytest.fixture(scope="session")
+def schema_registry(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Registry | ExistingRegistry]:
+    existing = os.environ.get("TIDAL_SCHEMA_REGISTRY")
+    if existing:
+        yield ExistingRegistry(existing)
+        return
+    registry = Registry(tmp_path_factory.mktemp("registry"), jvm_options=FAST_START)
+    try:
+        registry.start()
+    except TidalError as exc:
+        pytest.fail(f"the schema registry tests need a registry: {exc}", pytrace=False)
+    try:
+        yield registry
+    finally:
+        registry.stop()

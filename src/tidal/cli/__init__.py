@@ -215,6 +215,16 @@ def _parser() -> argparse.ArgumentParser:
             "stops it)"
         ),
     )
+    demo.add_argument(
+        "--learn",
+        action="store_true",
+        help=(
+            "show the closed learning loop instead: an online model serves overheat "
+            "predictions, the sensors' calibration changes, and drift -> retrain (a child "
+            "process, on history replayed from the log) -> shadow -> promote happens on "
+            "screen (registry and log under --data-dir/learn)"
+        ),
+    )
     add_kafka_options(demo)
     demo.set_defaults(handler=_demo, options=(*_DEMO_OPTIONS, *KAFKA_OPTIONS))
     _add_log(commands)
@@ -311,6 +321,13 @@ def _dead_letters_to(pipeline: Pipeline, args: argparse.Namespace) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from rich.console import Console
+
+    if args.learn:
+        from tidal.apps.demo.learning import run_learning_demo
+
+        rows = 20_000 if args.events is None else max(int(args.events), 4_000)
+        run_learning_demo(Path(args.data_dir or ".tidal") / "learn", rows=rows)
+        return 0
 
     from tidal.apps.demo import TOPIC, build_demo, reset_demo
     from tidal.apps.demo.pipeline import ALERTS_TOPIC

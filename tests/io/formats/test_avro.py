@@ -123,9 +123,7 @@ def test_bad_values_fail_alone() -> None:
 
 
 def test_a_value_of_another_type_fails() -> None:
-    fmt = AvroFormat(
-        {"type": "record", "name": "S", "fields": [{"name": "s", "type": "string"}]}
-    )
+    fmt = AvroFormat({"type": "record", "name": "S", "fields": [{"name": "s", "type": "string"}]})
     # a string whose length prefix says 100 bytes, followed by 2
     decoded = fmt.decode([b"\xc8\x01ab", b"\x04ok"])
     assert decoded.rows.tolist() == [1] and decoded.columns["s"].tolist() == ["ok"]
@@ -208,3 +206,37 @@ def test_settings_are_checked() -> None:
         AvroFormat(READING, schema_id=3)
     with pytest.raises(ConfigError, match="not valid JSON"):
         AvroFormat("{")
+
+
+SMALL = {
+    "type": "record",
+    "name": "Small",
+    "fields": [{"name": "sensor", "type": "string"}, {"name": "value", "type": "double"}],
+}
+
+
+def test_registry_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="are for wire='confluent'"):
+        AvroFormat(SMALL, registry="http://127.0.0.1:9")
+    with pytest.raises(ConfigError, match="http:// or https://"):
+        AvroFormat(SMALL, wire="confluent", registry="127.0.0.1:8081")
+    fmt = AvroFormat(SMALL, wire="confluent", registry="http://127.0.0.1:9")  # reads only
+    with pytest.raises(ConnectorError, match="registry= and subject="):
+        fmt.encode({"sensor": ["a"], "value": [1.0]})
+
+
+def test_for_topic_names_the_subject_only_where_a_registry_is_set() -> None:
+    plain = AvroFormat(SMALL, wire="confluent", schema_id=3)
+    assert plain.for_topic("t") is plain
+    named = AvroFormat(SMALL, wire="confluent", registry="http://127.0.0.1:9", subject="s")
+    assert named.for_topic("t") is named
+    bound = AvroFormat(SMALL, wire="confluent", registry="http://127.0.0.1:9").for_topic("t")
+    assert bound.subject == "t-value"
+
+
+def test_ids_in_schemas_need_no_registry_call() -> None:
+    # port 9 answers nothing: a lookup would raise, so decoding proves the cache is used
+    writer = AvroFormat(SMALL, wire="confluent", schema_id=5)
+    values = writer.encode({"sensor": ["a"], "value": [1.0]})
+    fmt = AvroFormat(SMALL, wire="confluent", registry="http://127.0.0.1:9", schemas={5: SMALL})
+    assert fmt.decode(values).batch().to_records() == [{"sensor": "a", "value": 1.0}]

@@ -7,6 +7,15 @@ that id's schema; the writer schemas come from ``schemas`` (id -> schema) and ar
 resolved against ``schema``, the reader schema, by Avro's rules (so a topic can carry
 several versions of a record). Encoding writes ``schema_id`` in front.
 
+With ``registry=`` (a Confluent-compatible schema registry's URL, or a
+:class:`~tidal.io.formats.registry.SchemaRegistry`), an id not in ``schemas`` is looked up
+once (``GET /schemas/ids/{id}``) and cached; an id the registry does not have is a failure
+(a dead letter). Encoding without ``schema_id`` registers ``schema`` under ``subject``
+(``POST /subjects/{subject}/versions``) on first use and writes the id it gets; a
+:class:`~tidal.io.kafka.sink.KafkaSink` sets ``subject`` to ``<topic>-value`` (Confluent's
+default naming) when it is not given. A registry that cannot be reached is an error, not a
+dead letter: the values are fine, the service is down.
+
 fastavro reads one record per call (in C); the records of a poll then become Arrow
 columns in one call, typed from the Avro schema: ``long``/``int`` int64, ``float``/
 ``double`` float64, ``string``/``enum`` str, ``bytes``/``fixed`` bytes, ``boolean`` bool,
@@ -34,6 +43,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import io
 import struct
 from collections.abc import Mapping
@@ -54,6 +64,7 @@ from tidal.io.formats.base import (
     records_to_columns,
     table_for,
 )
+from tidal.io.formats.registry import SchemaRegistry
 
 __all__ = ["AvroFormat", "AvroSchema", "arrow_schema_of"]
 
@@ -103,8 +114,7 @@ def _load(schema: AvroSchema, where: str) -> dict[str, Any]:
         loaded = dict(schema)
     if not isinstance(loaded, dict) or loaded.get("type") != "record":
         msg = (
-            f"{where}: the Avro schema must be a record (its fields become columns), "
-            f"got {schema!r}"
+            f"{where}: the Avro schema must be a record (its fields become columns), got {schema!r}"
         )
         raise ConfigError(msg)
     return loaded
@@ -184,7 +194,13 @@ class AvroFormat:
         schema_id: for ``"confluent"``: the id written by :meth:`encode` (``schema``'s id
             in the registry).
         schemas: for ``"confluent"``: writer schemas by id (``schema_id`` maps to
-            ``schema`` unless given here). A value with any other id is a failure.
+            ``schema`` unless given here). A value with any other id is a failure
+            (unless ``registry`` has it).
+        registry: for ``"confluent"``: a schema registry (URL or
+            :class:`~tidal.io.formats.registry.SchemaRegistry`) to look unknown ids up in
+            and to register ``schema`` with when encoding without ``schema_id``.
+        subject: the subject ``schema`` is registered under (``<topic>-value`` by
+            Confluent's convention; a KafkaSink fills that in when left out).
 
     Raises:
         ConfigError: for a schema fastavro rejects, or confluent settings that are missing.
@@ -200,17 +216,24 @@ class AvroFormat:
         wire: Wire = "plain",
         schema_id: int | None = None,
         schemas: Mapping[int, AvroSchema] | None = None,
+        registry: str | SchemaRegistry | None = None,
+        subject: str | None = None,
     ) -> None:
         fastavro = _fastavro()
         if wire not in ("plain", "confluent"):
             msg = f"AvroFormat: wire must be 'plain' or 'confluent', got {wire!r}"
             raise ConfigError(msg)
-        if wire == "plain" and (schema_id is not None or schemas):
-            msg = "AvroFormat: schema_id and schemas are for wire='confluent'"
+        if wire == "plain" and (schema_id is not None or schemas or registry or subject):
+            msg = "AvroFormat: schema_id, schemas, registry and subject are for wire='confluent'"
             raise ConfigError(msg)
-        if wire == "confluent" and schema_id is None and not schemas:
-            msg = "AvroFormat(wire='confluent') needs schema_id= (to write) or schemas= (to read)"
+        if wire == "confluent" and schema_id is None and not schemas and registry is None:
+            msg = (
+                "AvroFormat(wire='confluent') needs schema_id= (to write), schemas= (to read) "
+                "or registry= (both)"
+            )
             raise ConfigError(msg)
+        self.registry = SchemaRegistry(registry) if isinstance(registry, str) else registry
+        self.subject = subject
         self.record = _load(schema, "AvroFormat")
         self.record_name = str(self.record.get("name"))
         self.wire: Wire = wire
@@ -235,6 +258,24 @@ class AvroFormat:
         if self.wire == "plain":
             return f"AvroFormat({self.record_name!r})"
         return f"AvroFormat({self.record_name!r}, wire='confluent', schema_id={self.schema_id})"
+
+    def for_topic(self, topic: str) -> AvroFormat:
+        """This format for a sink writing ``topic``.
+
+        A copy with ``subject`` ``<topic>-value`` where a registry is set and no subject
+        was given; else this format itself.
+
+        Example:
+            >>> fmt = AvroFormat({"type": "record", "name": "R", "fields": []},
+            ...                  wire="confluent", registry="http://127.0.0.1:9")
+            >>> fmt.for_topic("readings").subject, fmt.subject
+            ('readings-value', None)
+        """
+        if self.registry is None or self.subject is not None:
+            return self
+        bound = copy.copy(self)
+        bound.subject = f"{topic}-value"
+        return bound
 
     # -- decoding -------------------------------------------------------------------------
     def decode(self, values: Values) -> Decoded:
@@ -288,9 +329,31 @@ class AvroFormat:
                 f"not in the Confluent wire format: magic byte {magic & 0xFF}, expected {MAGIC}"
             )
         writer = self._writers.get(schema_id)
+        if writer is None and self.registry is not None:
+            return self._look_up(schema_id)
         if writer is None:
             known = sorted(self._writers)
             return None, f"unknown schema id {schema_id} (known: {known}); add it to schemas="
+        return writer, ""
+
+    def _look_up(self, schema_id: int) -> tuple[Any, str]:
+        assert self.registry is not None
+        text = self.registry.schema(schema_id)  # ConnectorError where it cannot be reached
+        if text is None:
+            return (
+                None,
+                f"unknown schema id {schema_id}: the schema registry {self.registry.url} has none",
+            )
+        fastavro = _fastavro()
+        try:
+            writer = fastavro.parse_schema(orjson.loads(text))
+        except Exception as exc:  # noqa: BLE001 - a schema fastavro cannot read
+            return (
+                None,
+                f"schema id {schema_id} from the registry is not an Avro schema "
+                f"fastavro reads: {exc}",
+            )
+        self._writers[schema_id] = writer  # ids are immutable in a registry: cache for good
         return writer, ""
 
     def _why(self, exc: Exception) -> str:
@@ -326,8 +389,16 @@ class AvroFormat:
         label = repr(self)
         header = b""
         if self.wire == "confluent":
+            if self.schema_id is None and self.registry is not None and self.subject:
+                self.schema_id = self.registry.register(
+                    self.subject, orjson.dumps(self.record).decode()
+                )
+                self._writers.setdefault(self.schema_id, self._parsed)
             if self.schema_id is None:
-                msg = f"{label}: encoding in the Confluent wire format needs schema_id="
+                msg = (
+                    f"{label}: encoding in the Confluent wire format needs schema_id=, or "
+                    "registry= and subject= to register the schema"
+                )
                 raise ConnectorError(msg)
             header = _HEADER.pack(MAGIC, self.schema_id)
         present = [f for f in self.arrow_schema if f.name in b or f.name not in self._defaults]

@@ -95,6 +95,9 @@ class KafkaSink(BaseSink):
         name: str | None = None,
     ) -> None:
         self.format = _format(value_format, None, "KafkaSink")
+        for_topic = getattr(self.format, "for_topic", None)
+        if callable(for_topic):  # AvroFormat with a registry: subject <topic>-value
+            self.format = for_topic(topic)
         self.topic = topic
         self.config = config or KafkaConfig()
         self.key = key

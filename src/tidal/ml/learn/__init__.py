@@ -8,6 +8,9 @@
 * :mod:`.keras_adapter`: Keras 3 models (``.keras`` files) trained on PyTorch;
 * :mod:`.features`: columns to a feature matrix (standardize, one-hot, hashing);
 * :mod:`.metrics`: prequential metrics; :mod:`.step`: the ``learn`` pipeline step;
+* :mod:`.loop`: the closed loop (drift -> retrain -> shadow -> promote; settings in
+  :mod:`.retrain_policy`), whose retrains run
+  in :mod:`.retrain_job` (a child process);
 * :mod:`.catalog`: every built-in learner by name.
 
 Example:

@@ -105,6 +105,9 @@ class MLP:
         self.net: Any = None
         self.opt: Any = None
         self.dim: int | None = None
+        self.grad_hook: Any = None
+        """Called with the network after each backward pass, before the optimizer step (a
+        data-parallel retrain averages the gradients across processes here); not state."""
 
     def _build(self, d: int) -> None:
         torch = self.torch
@@ -165,6 +168,8 @@ class MLP:
                 loss = (per_row * wb).mean()
                 self.opt.zero_grad()
                 loss.backward()
+                if self.grad_hook is not None:
+                    self.grad_hook(self.net)
                 self.opt.step()
 
     def _tensor(self, a: Array) -> Any:

@@ -380,4 +380,3 @@ def _top_probability(out: Array) -> Array:
         return np.full(len(out), np.nan)
     best: Array = np.where(np.isnan(out), -np.inf, out).max(axis=1)
     return np.where(np.isneginf(best), np.nan, best)
-

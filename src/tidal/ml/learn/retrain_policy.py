@@ -1,0 +1,129 @@
+"""The retrain loop's settings (:class:`RetrainPolicy`) and its events' columns.
+
+See :mod:`tidal.ml.learn.loop` for the loop itself.
+
+Example:
+    >>> RetrainPolicy(topic="events", history=2_000, horizon=500).metric is None
+    True
+    >>> events_batch("m", [{"event": "promoted", "row": 10, "candidate": 2}])["candidate"].tolist()
+    [2]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from tidal.core.batch import Batch
+from tidal.errors import ConfigError
+
+__all__ = ["EVENT_COLUMNS", "RetrainPolicy", "events_batch"]
+
+EVENT_COLUMNS = (
+    "event",
+    "step",
+    "row",
+    "version",
+    "candidate",
+    "job",
+    "serving_metric",
+    "candidate_metric",
+    "detail",
+)
+"""The columns of every row on the ``events`` output."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetrainPolicy:
+    """When to retrain, on what, and how a candidate must do to be promoted.
+
+    Args:
+        topic: the embedded-log topic the stream is read from (history is replayed from it).
+        data_dir: the log's data directory (``None``: ``$TIDAL_DATA_DIR`` or ``./.tidal``).
+        history: rows replayed for a retrain: the newest up to the trigger.
+        drift: a drift detector name (:data:`tidal.ml.detect.DRIFT_DETECTORS`) watching the
+            serving model's errors; ``None``: no drift trigger.
+        every: also retrain every this many rows (a schedule); ``None``: no schedule.
+        horizon: rows the candidate is scored in shadow before the decision.
+        metric: ``"accuracy"`` (classifiers' default) or ``"mae"`` (regressors').
+        margin: how much better than serving the candidate must be.
+        epochs: passes over the history when retraining.
+        workers: processes of a data-parallel retrain (``torch.distributed``, gloo; the
+            ``mlp`` learner only).
+        adopt_after: take the candidate exactly this many rows after the trigger (waiting
+            for the job there if needed): reproducible runs. ``None``: at the first batch
+            after the job ends, never waiting.
+        collect: rows of new data to wait for after a drift before the retrain starts (its
+            history then ends with them): a model retrained at the drift would mostly
+            learn the old concept. A scheduled retrain starts at once.
+        cooldown: rows from the start, and after a decision (or a failed job), before the
+            next trigger (a model learning from scratch looks like drift at first).
+        workdir: where jobs run (default ``<registry>/<model>/.jobs``).
+
+    Raises:
+        ConfigError: for no trigger, or sizes that are not positive.
+    """
+
+    topic: str
+    data_dir: str | os.PathLike[str] | None = None
+    history: int = 5_000
+    drift: str | None = "adwin"
+    every: int | None = None
+    horizon: int = 1_000
+    metric: Literal["accuracy", "mae"] | None = None
+    margin: float = 0.0
+    epochs: int = 1
+    workers: int = 1
+    adopt_after: int | None = None
+    collect: int = 500
+    cooldown: int = 1_000
+    workdir: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.drift is None and self.every is None:
+            msg = (
+                "a retrain policy needs a trigger: drift='adwin' (or another detector) "
+                "and/or every=N rows"
+            )
+            raise ConfigError(msg)
+        sizes = {
+            "history": self.history,
+            "horizon": self.horizon,
+            "epochs": self.epochs,
+            "workers": self.workers,
+            "every": self.every or 1,
+            "adopt_after": self.adopt_after or 1,
+        }
+        bad = {k: v for k, v in sizes.items() if not isinstance(v, int) or v < 1}
+        if bad or min(self.cooldown, self.collect) < 0 or self.margin < 0:
+            msg = (
+                f"retrain policy: {bad or 'collect, cooldown, margin'} out of range: sizes "
+                "are integers >= 1; collect, cooldown and margin are >= 0"
+            )
+            raise ConfigError(msg)
+        if self.metric not in (None, "accuracy", "mae"):
+            msg = f"retrain policy: metric is 'accuracy' or 'mae', got {self.metric!r}"
+            raise ConfigError(msg)
+
+
+def events_batch(step: str, events: list[dict[str, Any]]) -> Batch:
+    """The loop's events as a batch with the columns :data:`EVENT_COLUMNS`."""
+    n = len(events)
+    obj = {c: np.empty(n, dtype=object) for c in ("event", "step", "job", "detail")}
+    ints = {c: np.full(n, -1, dtype=np.int64) for c in ("row", "version", "candidate")}
+    floats = {c: np.full(n, np.nan) for c in ("serving_metric", "candidate_metric")}
+    for i, e in enumerate(events):
+        obj["event"][i], obj["step"][i] = e["event"], step
+        obj["job"][i] = e.get("job") or ""
+        obj["detail"][i] = json.dumps(e.get("detail"))
+        ints["row"][i] = e.get("row", -1)
+        ints["version"][i] = -1 if e.get("version") is None else e["version"]
+        ints["candidate"][i] = -1 if e.get("candidate") is None else e["candidate"]
+        for c in floats:
+            floats[c][i] = e.get(c, np.nan)
+    cols = {**obj, **ints, **floats}
+    return Batch({c: cols[c] for c in EVENT_COLUMNS})
