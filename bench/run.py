@@ -41,6 +41,7 @@ def main(argv: list[str]) -> int:
         metrics_overhead,
         models,
         reco,
+        repartition,
         retrain_loop,
         scale,
         state_move,
@@ -63,6 +64,7 @@ def main(argv: list[str]) -> int:
         "retrain-loop": retrain_loop.cli,
         "scale": scale.cli,
         "state-move": state_move.cli,
+        "repartition": repartition.cli,
         "metrics": metrics_overhead.cli,
         "flink": flink,
     }

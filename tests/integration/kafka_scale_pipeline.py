@@ -58,6 +58,7 @@ def build() -> Pipeline:
         group=f"{out}-in",
         bounded=True,
         schema={"k": str, "v": int, "ts": int},
+        key_column="k",  # the message key is k: --group needs no repartition topic
     )
     sink = KafkaTransactionalSink(out, config=config, key="k", transactional_id=out, source=source)
     p = Pipeline("kafka-scaled")

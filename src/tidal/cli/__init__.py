@@ -6,6 +6,7 @@
                       [--checkpoint-interval 1s] [--data-dir .tidal]
                       [--from-offset N | --from-time 2024-01-01T00:00:00Z]
                       [--dead-letters dead.jsonl] [--workers N] [--group NAME]
+                      [--repartition-partitions N]
     tidal demo [--events N] [--rate R] [--sensors N] [--out alerts] [--json] [--reset]
                [--checkpoint-interval 1s] [--data-dir .tidal]
     tidal log topics | create TOPIC --partitions N [--retention-bytes B] [--retention 7d]
@@ -130,6 +131,7 @@ from tidal.cli.options import (
     _OFF,
     _OUT,
     _RATE,
+    _REPARTITION_PARTITIONS,
     _RESET,
     _SENSORS,
     _SOURCE,
@@ -153,6 +155,7 @@ _RUN_OPTIONS = (
     _DEAD_LETTERS,
     _WORKERS,
     _GROUP,
+    _REPARTITION_PARTITIONS,
     *RUN_OBSERVE_OPTIONS,
 )
 _DEMO_OPTIONS = (

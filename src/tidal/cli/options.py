@@ -233,6 +233,14 @@ _GROUP = _Option(
     "--checkpoint-interval and a pipeline file with build()",
     "NAME",
 )
+_REPARTITION_PARTITIONS = _Option(
+    "--repartition-partitions",
+    _positive,
+    None,
+    "with --group, when the pipeline groups by a column that is not the input's message "
+    "key: partitions of the repartition topic Tidal creates (default: the input's count)",
+    "N",
+)
 _DATA_DIR = _Option(
     "--data-dir", _text, ".tidal", "where checkpoints (and the embedded log) live", "PATH"
 )

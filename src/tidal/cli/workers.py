@@ -149,6 +149,8 @@ def _command(args: argparse.Namespace) -> list[str]:
         cmd += ["--dead-letters", str(args.dead_letters)]
     if args.group:
         cmd += ["--group", str(args.group)]
+    if getattr(args, "repartition_partitions", None):
+        cmd += ["--repartition-partitions", str(args.repartition_partitions)]
     return cmd
 
 
@@ -181,6 +183,7 @@ def run_group(
         interval=args.checkpoint_interval,
         max_batch=args.max_batch,
         max_wait=args.max_wait,
+        repartition_partitions=getattr(args, "repartition_partitions", None),
     )
     if worker is not None:
         worker.attach(group.stop)

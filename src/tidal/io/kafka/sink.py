@@ -295,16 +295,30 @@ class KafkaTransactionalSink(KafkaSink):
         self.transactional_id = transactional_id
         self.checkpoint_group = f"{transactional_id}.checkpoints"
 
-    def produce_in_transaction(self, topic: str, key: str, value: bytes) -> None:
+    def produce_in_transaction(
+        self,
+        topic: str,
+        key: str | None,
+        value: bytes,
+        *,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         """Produce one record to ``topic`` inside the open transaction (state records).
 
         It commits or aborts with the output (``tidal run --group`` keeps a task's
-        checkpoint this way).
+        checkpoint this way, and marks the end of a repartitioned input with it).
+        ``partition``: this partition (default: by key).
         """
         self._begin()
+        extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+        if headers is not None:
+            extra["headers"] = headers
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key.encode())
+                self._producer.produce(
+                    topic, value=value, key=None if key is None else key.encode(), **extra
+                )
                 return
             except BufferError:
                 self._producer.poll(0.05)
