@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -45,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from tidal.core.batch import Batch
+from tidal.core.snapshot import decode, encode
 from tidal.errors import StateError
 
 __all__ = [
@@ -61,40 +61,16 @@ __all__ = [
 JOB_FILE = "job.json"
 STATE_FILE = "candidate.npz"
 DONE_FILE = "done.json"
-_JSON = "__json__"
-_REF = "__array__"
 _MODULE = "tidal.ml.learn.retrain_job"
 
 
 def encode_state(state: dict[str, Any]) -> bytes:
-    """A learner snapshot tree as ``.npz`` bytes: arrays as entries, the rest as JSON.
+    """A learner snapshot tree as bytes: the checkpoints' own codec (no pickle).
 
     Raises:
         StateError: for an array of objects (snapshots hold numbers, not Python objects).
     """
-    arrays: dict[str, np.ndarray[Any, Any]] = {}
-
-    def walk(node: Any, path: str) -> Any:
-        if isinstance(node, np.ndarray):
-            if node.dtype.kind == "O":
-                msg = f"state array at {path!r} has object dtype; store it as a JSON list"
-                raise StateError(msg)
-            name = f"a{len(arrays)}"
-            arrays[name] = node
-            return {_REF: name}
-        if isinstance(node, dict):
-            return {str(k): walk(v, f"{path}/{k}") for k, v in node.items()}
-        if isinstance(node, list | tuple):
-            return [walk(v, f"{path}/{i}") for i, v in enumerate(node)]
-        if isinstance(node, np.generic):
-            return node.item()
-        return node
-
-    manifest = json.dumps(walk(state, "")).encode()
-    arrays[_JSON] = np.frombuffer(manifest, dtype=np.uint8)
-    buf = io.BytesIO()
-    np.savez(buf, allow_pickle=False, **arrays)  # type: ignore[arg-type]
-    return buf.getvalue()
+    return encode(state)
 
 
 def decode_state(data: bytes) -> dict[str, Any]:
@@ -103,24 +79,10 @@ def decode_state(data: bytes) -> dict[str, Any]:
     Raises:
         StateError: if the bytes are not such a file.
     """
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        manifest = json.loads(arrays.pop(_JSON).tobytes())
-    except (OSError, ValueError, KeyError) as exc:
-        msg = f"not a learner state file: {exc}"
-        raise StateError(msg) from exc
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            if set(node) == {_REF}:
-                return arrays[node[_REF]]
-            return {k: walk(v) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        return node
-
-    out: dict[str, Any] = walk(manifest)
+    out = decode(data)
+    if not isinstance(out, dict):
+        msg = f"not a learner state file: it holds a {type(out).__name__}"
+        raise StateError(msg)
     return out
 
 
