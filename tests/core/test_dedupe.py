@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from two_stream_helpers import split
 
 from tidal import Batch, ConfigError, Pipeline, PipelineError, bounded
 from tidal.core.dedupe import Dedupe, segment_running_max
@@ -27,17 +28,6 @@ from tidal.runtime.snapshot import decode, encode
 from tidal.testing import MemorySink, MemorySource, collect, run
 
 FAST = settings(max_examples=50, deadline=None)
-
-
-def split(cols: dict[str, Any], cuts: list[int]) -> list[Batch]:
-    n = len(next(iter(cols.values())))
-    bounds = [0, *[c for c in cuts if 0 < c < n], n]
-    parts = [
-        Batch({k: np.asarray(v)[lo:hi] for k, v in cols.items()})
-        for lo, hi in zip(bounds, bounds[1:], strict=False)
-        if hi > lo
-    ]
-    return parts or [Batch({k: np.asarray(v) for k, v in cols.items()})]
 
 
 def build(batches: list[Batch], within: str, delay: int = 0) -> tuple[Pipeline, MemorySink]:

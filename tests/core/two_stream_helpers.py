@@ -1,4 +1,4 @@
-"""Helpers shared by the two-input operator tests (interval join, delayed-label join)."""
+"""Helpers shared by the event-time operator tests (interval join, label join, dedupe)."""
 
 from __future__ import annotations
 
