@@ -47,10 +47,9 @@ from typing import Any
 import numpy as np
 
 from tidal.core.batch import Array, Batch
-from tidal.core.deadletter import DeadLetter
-from tidal.core.keys import KeyIndex, KeyValuesError
+from tidal.core.keys import KeyIndex
 from tidal.core.operator import Emit, Operator
-from tidal.core.operators import position_of, raw_of
+from tidal.core.operators import key_ids
 from tidal.errors import ConfigError, PipelineError, StateError
 
 __all__ = ["Lag", "lag_names"]
@@ -166,22 +165,7 @@ class Lag(Operator):
             if not len(self.keys):
                 self.keys.ids(np.zeros(1, dtype=np.int64))
             return batch, np.zeros(len(batch), dtype=np.int64)
-        try:
-            return batch, self.keys.ids(batch[self.key])
-        except KeyValuesError as exc:
-            for i, reason in zip(exc.rows.tolist(), exc.reasons, strict=True):
-                self.ctx.dead(
-                    DeadLetter(
-                        self.name,
-                        f"key column {self.key!r}: {reason}",
-                        position_of(batch, i),
-                        raw_of(batch, i),
-                    )
-                )
-            keep = np.ones(len(batch), dtype=bool)
-            keep[exc.rows] = False
-            batch = batch.filter(keep)
-            return batch, self.keys.ids(batch[self.key])
+        return key_ids(self, self.keys, self.key, batch)
 
     def _grow(self) -> None:
         cap = self.keys.capacity

@@ -21,6 +21,7 @@ import orjson
 
 from tidal.core.batch import Array, Batch
 from tidal.core.deadletter import DeadLetter
+from tidal.core.keys import KeyIndex, KeyValuesError
 from tidal.core.operator import Emit, Operator
 from tidal.errors import PipelineError, where
 
@@ -77,6 +78,29 @@ def raw_of(batch: Batch, i: int) -> str:
     except TypeError:  # e.g. an integer beyond 64 bits: JSON with such values as strings
         safe = {k: v if isinstance(v, str | float | bool) else str(v) for k, v in row.items()}
         return orjson.dumps(safe).decode()
+
+
+def key_ids(op: Operator, keys: KeyIndex, key: str, batch: Batch) -> tuple[Batch, Array]:
+    """The batch's dense key ids; rows whose key cannot be a key go to ``op``'s dead letters.
+
+    Returns the batch without those rows, and the ids of the rest.
+    """
+    try:
+        return batch, keys.ids(batch[key])
+    except KeyValuesError as exc:
+        for i, reason in zip(exc.rows.tolist(), exc.reasons, strict=True):
+            op.ctx.dead(
+                DeadLetter(
+                    op.name,
+                    f"key column {key!r}: {reason}",
+                    position_of(batch, i),
+                    raw_of(batch, i),
+                )
+            )
+        keep = np.ones(len(batch), dtype=bool)
+        keep[exc.rows] = False
+        batch = batch.filter(keep)
+        return batch, keys.ids(batch[key])
 
 
 class Map(Operator):

@@ -32,10 +32,9 @@ import numpy as np
 
 from tidal.core.aggregations import Aggregation, AggState
 from tidal.core.batch import Array, Batch
-from tidal.core.deadletter import DeadLetter
-from tidal.core.keys import KeyIndex, KeyValuesError
+from tidal.core.keys import KeyIndex
 from tidal.core.operator import Emit, Operator
-from tidal.core.operators import position_of, raw_of
+from tidal.core.operators import key_ids
 from tidal.core.watermark import MIN_TIME
 from tidal.core.windows import Session, Sliding, Tumbling
 from tidal.errors import PipelineError
@@ -120,22 +119,7 @@ class _KeyedAggregate(Operator):
         A key that cannot be a key (a list, a dict, a missing value) sends its row to the
         dead letters; the rest of the batch goes on.
         """
-        try:
-            return batch, self.keys.ids(batch[self.key])
-        except KeyValuesError as exc:
-            for i, reason in zip(exc.rows.tolist(), exc.reasons, strict=True):
-                self.ctx.dead(
-                    DeadLetter(
-                        self.name,
-                        f"key column {self.key!r}: {reason}",
-                        position_of(batch, i),
-                        raw_of(batch, i),
-                    )
-                )
-            keep = np.ones(len(batch), dtype=bool)
-            keep[exc.rows] = False
-            batch = batch.filter(keep)
-            return batch, self.keys.ids(batch[self.key])
+        return key_ids(self, self.keys, self.key, batch)
 
     def _update(self, batch: Batch, rows: Array | None, slots: Array) -> None:
         """Add ``batch``'s rows ``rows`` (``None``: every row, in order) to ``slots``."""
