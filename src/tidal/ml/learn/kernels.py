@@ -49,6 +49,7 @@ __all__ = [
     "SQUARED",
     "fit",
     "has_numba",
+    "standardize",
     "warm_up",
 ]
 
@@ -80,51 +81,59 @@ def _kernel(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one tight loop, compiled
     k = W.shape[1]
     G = np.zeros((d + 1, k))
     z = np.zeros(k)
-    start = 0
-    while start < n:
-        stop = min(start + chunk, n)
-        G[:, :] = 0.0
-        for i in range(start, stop):
-            for c in range(k):
-                s = W[d, c]
-                for j in range(d):
-                    s += X[i, j] * W[j, c]
-                z[c] = s
-            if loss == 0:
-                out[i, 0] = z[0]
-                z[0] = z[0] - y[i]
-            elif loss == 1:
-                if z[0] >= 0.0:
-                    p = 1.0 / (1.0 + math.exp(-z[0]))
-                else:
-                    e = math.exp(z[0])
-                    p = e / (1.0 + e)
-                out[i, 0] = p
-                z[0] = p - y[i]
+    exact = chunk == 1  # a step per row on its own gradient, r * X[i]: G is not needed
+    rows = 0  # rows in the current chunk
+    for i in range(n):
+        for c in range(k):
+            s = W[d, c]
+            for j in range(d):
+                s += X[i, j] * W[j, c]
+            z[c] = s
+        if loss == 0:
+            out[i, 0] = z[0]
+            z[0] = z[0] - y[i]
+        elif loss == 1:
+            if z[0] >= 0.0:
+                p = 1.0 / (1.0 + math.exp(-z[0]))
             else:
-                top = z[0]
-                for c in range(1, k):
-                    top = max(top, z[c])
-                total = 0.0
-                for c in range(k):
-                    z[c] = math.exp(z[c] - top)
-                    total += z[c]
-                for c in range(k):
-                    out[i, c] = z[c] / total
-                    z[c] = out[i, c] - (1.0 if c == int(y[i]) else 0.0)
+                e = math.exp(z[0])
+                p = e / (1.0 + e)
+            out[i, 0] = p
+            z[0] = p - y[i]
+        else:
+            top = z[0]
+            for c in range(1, k):
+                top = max(top, z[c])
+            total = 0.0
             for c in range(k):
-                r = z[c] * sw[i]
+                z[c] = math.exp(z[c] - top)
+                total += z[c]
+            for c in range(k):
+                out[i, c] = z[c] / total
+                z[c] = out[i, c] - (1.0 if c == int(y[i]) else 0.0)
+        for c in range(k):
+            z[c] = z[c] * sw[i]  # the residual r, weighted
+        rows += 1
+        if not exact:
+            for c in range(k):
+                r = z[c]
                 for j in range(d):
                     G[j, c] += r * X[i, j]
                 G[d, c] += r
-        scale = 1.0 / (stop - start)
+            if rows < chunk and i < n - 1:
+                continue
+        scale = 1.0 / rows
+        rows = 0
         t[0] += 1
         step = t[0]
         for j in range(d + 1):
             reg1 = l1 if j < d else 0.0
             reg2 = l2 if j < d else 0.0
             for c in range(k):
-                g = G[j, c] * scale
+                if exact:
+                    g = z[c] * X[i, j] if j < d else z[c]
+                else:
+                    g = G[j, c] * scale
                 w = W[j, c]
                 if opt == 2:
                     sigma = (math.sqrt(B[j, c] + g * g) - math.sqrt(B[j, c])) / lr
@@ -150,7 +159,8 @@ def _kernel(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one tight loop, compiled
                     mhat = A[j, c] / (1.0 - b1**step)
                     vhat = B[j, c] / (1.0 - b2**step)
                     W[j, c] = w - lr * mhat / (math.sqrt(vhat) + eps)
-        start = stop
+        if not exact:
+            G[:, :] = 0.0
 
 
 def _numpy(  # noqa: PLR0913 - the same arguments as the kernel
@@ -228,7 +238,21 @@ def _numpy(  # noqa: PLR0913 - the same arguments as the kernel
             W -= lr * mhat / (np.sqrt(vhat) + eps)
 
 
+def _standardize_kernel(x: Any, mean: Any, scale: Any, ok: Any) -> None:
+    """``x = (x - mean) / scale`` in place, row by row; ``ok[i]``: row ``i`` is all finite."""
+    n, k = x.shape
+    for i in range(n):
+        good = True
+        for j in range(k):
+            v = (x[i, j] - mean[j]) / scale[j]
+            x[i, j] = v
+            if not math.isfinite(v):
+                good = False
+        ok[i] = good
+
+
 _compiled: Any = None
+_compiled_standardize: Any = None
 
 
 def has_numba() -> bool:
@@ -249,9 +273,42 @@ def _jit() -> Any:
     return _compiled
 
 
+def _jit_standardize() -> Any:
+    global _compiled_standardize  # noqa: PLW0603 - compiled once per process
+    if _compiled_standardize is None:
+        import numba
+
+        _compiled_standardize = numba.njit(cache=True, nogil=True)(_standardize_kernel)
+    return _compiled_standardize
+
+
+def standardize(x: Array, mean: Array, scale: Array, *, engine: str = "auto") -> Array:
+    """Standardize the C-contiguous float64 matrix ``x`` in place; which rows are all finite.
+
+    ``x[:, j] = (x[:, j] - mean[j]) / scale[j]``: one pass over ``x`` with numba (the
+    finite check in the same pass), ``x -= mean; x /= scale`` without; the same values
+    either way (a subtraction, then a division, each rounded once).
+
+    Example:
+        >>> x = np.array([[1.0, 4.0], [3.0, np.inf]])
+        >>> standardize(x, np.array([2.0, 0.0]), np.array([1.0, 2.0])).tolist(), x.tolist()
+        ([True, False], [[-1.0, 2.0], [1.0, inf]])
+    """
+    if engine == "numba" or (engine == "auto" and has_numba()):
+        ok = np.empty(len(x), dtype=np.bool_)
+        mean, scale = (np.ascontiguousarray(a, np.float64) for a in (mean, scale))
+        _jit_standardize()(x, mean, scale, ok)
+        return ok
+    x -= mean
+    x /= scale
+    out: Array = np.isfinite(x).all(axis=1)
+    return out
+
+
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the kernel now, not in the first batch."""
+    """Compile (or load from numba's cache) the kernels now, not in the first batch."""
     if has_numba():
+        standardize(np.zeros((1, 1)), np.zeros(1), np.ones(1))
         x, w = np.zeros((1, 1)), np.zeros((2, 1))
         _jit()(
             x,
