@@ -179,10 +179,7 @@ class Features:
 
     def _update(self, x: Array) -> None:
         n = len(x)
-        mean = x.mean(axis=0)
-        dev = x - mean
-        np.multiply(dev, dev, out=dev)  # ``(x - mean) ** 2`` without a second temporary
-        m2 = dev.sum(axis=0)
+        mean, m2 = kernels.moments(x)  # x.mean(axis=0), ((x - mean) ** 2).sum(axis=0)
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)

@@ -49,6 +49,7 @@ __all__ = [
     "SQUARED",
     "fit",
     "has_numba",
+    "moments",
     "standardize",
     "warm_up",
 ]
@@ -251,8 +252,23 @@ def _standardize_kernel(x: Any, mean: Any, scale: Any, ok: Any) -> None:
         ok[i] = good
 
 
+def _moments_kernel(x: Any, mean: Any, m2: Any) -> None:
+    """Column means and sums of squared deviations, each summed row after row."""
+    n, k = x.shape
+    for i in range(n):
+        for j in range(k):
+            mean[j] += x[i, j]
+    for j in range(k):
+        mean[j] = mean[j] / n
+    for i in range(n):
+        for j in range(k):
+            dev = x[i, j] - mean[j]
+            m2[j] += dev * dev
+
+
 _compiled: Any = None
 _compiled_standardize: Any = None
+_compiled_moments: Any = None
 
 
 def has_numba() -> bool:
@@ -282,6 +298,41 @@ def _jit_standardize() -> Any:
     return _compiled_standardize
 
 
+def _jit_moments() -> Any:
+    global _compiled_moments  # noqa: PLW0603 - compiled once per process
+    if _compiled_moments is None:
+        import numba
+
+        _compiled_moments = numba.njit(cache=True, nogil=True)(_moments_kernel)
+    return _compiled_moments
+
+
+def moments(x: Array, *, engine: str = "auto") -> tuple[Array, Array]:
+    """The column means of the float64 matrix ``x`` and the sums of squared deviations.
+
+    The values of ``x.mean(axis=0)`` and ``((x - mean) ** 2).sum(axis=0)`` to the last
+    bit: numpy sums a C-contiguous matrix of two or more columns down each column row
+    after row, as the numba loop does (in two passes, without the temporaries); a single
+    column numpy sums pairwise, so that case (and a run without numba) stays numpy.
+
+    Example:
+        >>> x = np.array([[1.0, 10.0], [3.0, 30.0]])
+        >>> [a.tolist() for a in moments(x)]
+        [[2.0, 20.0], [2.0, 200.0]]
+    """
+    n, k = x.shape
+    numba_ok = engine == "numba" or (engine == "auto" and has_numba())
+    if numba_ok and k >= 2 and n and x.flags.c_contiguous and x.dtype == np.float64:  # noqa: PLR2004
+        mean, m2 = np.zeros(k), np.zeros(k)
+        _jit_moments()(x, mean, m2)
+        return mean, m2
+    mean = x.mean(axis=0)
+    dev = x - mean
+    np.multiply(dev, dev, out=dev)  # ``(x - mean) ** 2`` without a second temporary
+    m2 = dev.sum(axis=0)
+    return mean, m2
+
+
 def standardize(x: Array, mean: Array, scale: Array, *, engine: str = "auto") -> Array:
     """Standardize the C-contiguous float64 matrix ``x`` in place; which rows are all finite.
 
@@ -309,6 +360,7 @@ def warm_up() -> None:
     """Compile (or load from numba's cache) the kernels now, not in the first batch."""
     if has_numba():
         standardize(np.zeros((1, 1)), np.zeros(1), np.ones(1))
+        moments(np.zeros((1, 2)))
         x, w = np.zeros((1, 1)), np.zeros((2, 1))
         _jit()(
             x,
