@@ -83,6 +83,32 @@ def _kernel(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one tight loop, compiled
     G = np.zeros((d + 1, k))
     z = np.zeros(k)
     exact = chunk == 1  # a step per row on its own gradient, r * X[i]: G is not needed
+    if exact and k == 1 and loss != 2 and opt == 0 and l1 == 0.0:  # noqa: PLR2004
+        # the common exact case (one output, plain SGD, no L1), as a loop without branches
+        # per weight; the same arithmetic, in the same order, as the general loop below
+        for i in range(n):
+            s = W[d, 0]
+            for j in range(d):
+                s += X[i, j] * W[j, 0]
+            if loss == 0:
+                out[i, 0] = s
+                r = s - y[i]
+            else:
+                if s >= 0.0:
+                    p = 1.0 / (1.0 + math.exp(-s))
+                else:
+                    e = math.exp(s)
+                    p = e / (1.0 + e)
+                out[i, 0] = p
+                r = p - y[i]
+            r = r * sw[i]
+            t[0] += 1
+            for j in range(d):
+                w = W[j, 0]
+                W[j, 0] = w - lr * (r * X[i, j] + l2 * w)
+            w = W[d, 0]
+            W[d, 0] = w - lr * (r + 0.0 * w)
+        return
     rows = 0  # rows in the current chunk
     for i in range(n):
         for c in range(k):
@@ -127,6 +153,8 @@ def _kernel(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one tight loop, compiled
         rows = 0
         t[0] += 1
         step = t[0]
+        bias1 = 1.0 - b1**step  # Adam's bias corrections, once per step
+        bias2 = 1.0 - b2**step
         for j in range(d + 1):
             reg1 = l1 if j < d else 0.0
             reg2 = l2 if j < d else 0.0
@@ -157,8 +185,8 @@ def _kernel(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one tight loop, compiled
                 else:
                     A[j, c] = b1 * A[j, c] + (1.0 - b1) * g
                     B[j, c] = b2 * B[j, c] + (1.0 - b2) * g * g
-                    mhat = A[j, c] / (1.0 - b1**step)
-                    vhat = B[j, c] / (1.0 - b2**step)
+                    mhat = A[j, c] / bias1
+                    vhat = B[j, c] / bias2
                     W[j, c] = w - lr * mhat / (math.sqrt(vhat) + eps)
         if not exact:
             G[:, :] = 0.0
