@@ -152,7 +152,7 @@ class Features:
             # in place (``num`` is a fresh matrix), with the finite check in the same pass
             ok = kernels.standardize(num, self.mean, np.where(var > 0, np.sqrt(var), 1.0))
         else:
-            ok = np.isfinite(num).all(axis=1)
+            ok = np.asarray(np.isfinite(num).all(axis=1), dtype=bool)
         if not self.categorical and not self.hashed:
             return num, ok  # one-hot and hashed slots are always finite
         parts = [num]

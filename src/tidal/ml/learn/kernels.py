@@ -380,8 +380,7 @@ def standardize(x: Array, mean: Array, scale: Array, *, engine: str = "auto") ->
         return ok
     x -= mean
     x /= scale
-    out: Array = np.isfinite(x).all(axis=1)
-    return out
+    return np.asarray(np.isfinite(x).all(axis=1), dtype=np.bool_)
 
 
 def warm_up() -> None:
