@@ -134,8 +134,8 @@ class Features:
             ModelError: if a column is missing or a numeric column is not numeric.
 
         Example:
-            >>> X, ok = Features(numeric=["x"]).transform_rows({"x": np.array([1.0, np.nan])})
-            >>> ok.tolist()
+            >>> spec = Features(numeric=["x"], standardize=False)
+            >>> spec.transform_rows({"x": np.array([1.0, np.nan])})[1].tolist()
             [True, False]
         """
         missing = [c for c in self.columns if c not in batch]
