@@ -41,6 +41,11 @@ registry's production version), with ``row`` (the step's row count), ``version``
 ``candidate``, ``serving_metric`` / ``candidate_metric`` and a JSON ``detail``; and counters
 ``<step>.drifts``, ``.retrains``, ``.promotions``, ``.rejections``.
 
+The job runs ``python -m tidal.ml.learn.retrain_job JOB_DIR`` with the pipeline's environment
+plus ``TIDAL_RETRAIN_JOB=<job id>``; with ``policy.pipeline`` it builds the pipeline again
+from there (so its Kafka settings, secrets included, come from the user's code and the
+environment, never from the job's files or command line; decision 0055).
+
 **Exactly-once**: the serving and candidate learners, the detector, the phase, the job and
 the shadow sums are in the step's snapshot (arrays and JSON), so in every checkpoint. A job
 that was running at a crash is adopted if it finished, else run again (it is deterministic);
