@@ -191,11 +191,10 @@ def _arrays(tree: Any, at: str = "") -> dict[str, Any]:
 
 
 def _job(folder: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "tidal.ml.learn.retrain_job", str(folder)],
-        env=env,
-        stderr=open(folder / "stderr.txt", "ab"),  # noqa: SIM115 - closed with the process
-    )
+    with open(folder / "stderr.txt", "ab") as err:  # the child keeps its own copy
+        return subprocess.Popen(
+            [sys.executable, "-m", "tidal.ml.learn.retrain_job", str(folder)], env=env, stderr=err
+        )
 
 
 def test_a_job_killed_mid_replay_reruns_on_the_same_rows(
