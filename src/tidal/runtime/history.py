@@ -56,7 +56,7 @@ import numpy as np
 
 from tidal.core.batch import Batch
 from tidal.errors import ConfigError, PipelineError
-from tidal.io.base import DeadLetter, Source
+from tidal.io.base import DeadLetter, Sink, Source
 from tidal.io.memory import MemorySink
 from tidal.runtime.graph import Graph, Node
 
@@ -120,8 +120,9 @@ class HistorySource:
 
     def __init__(self, inner: Source, starts: Mapping[int, int], ends: Mapping[int, int]) -> None:
         self.inner = inner
-        self.ends = {int(p): int(e) for p, e in ends.items() if int(e) > int(starts.get(p, 0))}
-        self.starts = {p: int(starts.get(p, 0)) for p in self.ends}
+        first = {int(p): int(o) for p, o in starts.items()}
+        self.ends = {int(p): int(e) for p, e in ends.items() if int(e) > first.get(int(p), 0)}
+        self.starts = {p: first.get(p, 0) for p in self.ends}
         quiet = getattr(inner, "replaying", None)
         if callable(quiet):
             quiet()
@@ -207,7 +208,7 @@ class _Graph:
     def __init__(self, name: str, nodes: dict[str, Node]) -> None:
         self.name = name
         self.nodes = nodes
-        self.dead_letters = None
+        self.dead_letters: Sink | None = None  # dead letters are counted, not written
 
 
 def replay_history(spec: dict[str, Any]) -> Batch:
