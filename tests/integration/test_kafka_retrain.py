@@ -44,6 +44,7 @@ PIPELINE = str(CONFORMANCE / "retrain_pipeline.py") + ":build"
 DRIFT_AT = 4_000
 N = 10_000
 T0 = 1_700_000_000_000
+KEEP = {"retention.ms": "-1"}  # records stamped in 2023: no deletion by time
 
 
 def _module(name: str) -> ModuleType:
@@ -102,7 +103,7 @@ def test_kafka_history_keeps_the_history_contract(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    topic = kafka_topic(2)
+    topic = kafka_topic(2, config=KEEP)
     _produce_sea(kafka_config, topic, 200, partitions=2)
     _env(monkeypatch, kafka_config, topic, tmp_path, "unused")
 
@@ -132,7 +133,7 @@ def loop_run(kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Ite
     config = kafka_broker.config()
     admin = KafkaAdmin(config, timeout=30.0)
     topic = f"t-retrain-{uuid.uuid4().hex[:8]}"
-    admin.create_topic(topic, 1)
+    admin.create_topic(topic, 1, config=KEEP)
     tmp = tmp_path_factory.mktemp("kafka-retrain")
     secret = f"secret-{uuid.uuid4().hex}"
     try:
