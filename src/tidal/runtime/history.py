@@ -76,11 +76,13 @@ def load_graph(target: str) -> Graph:
     try:
         if where.endswith(".py") or "/" in where:
             path = Path(where)
-            spec = importlib.util.spec_from_file_location(f"__tidal_history_{path.stem}", path)
+            name = f"__tidal_history_{path.stem}"
+            spec = importlib.util.spec_from_file_location(name, path)
             if spec is None or spec.loader is None or not path.is_file():
                 msg = f"retrain replay: no pipeline file {where!r} (from policy.pipeline)"
                 raise ConfigError(msg)
             module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # as an import would (dataclasses look it up)
             sys.path.insert(0, str(path.resolve().parent))
             try:
                 spec.loader.exec_module(module)
