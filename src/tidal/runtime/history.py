@@ -94,7 +94,7 @@ def load_graph(target: str) -> Graph:
         msg = f"retrain replay: cannot import {where!r} (policy.pipeline={target!r}): {exc}"
         raise ConfigError(msg) from exc
     names = [attr] if attr else ["build", "pipeline"]
-    obj = next((getattr(module, n) for n in names if hasattr(module, n)), None)
+    obj: Any = next((getattr(module, n) for n in names if hasattr(module, n)), None)
     if callable(obj):
         obj = obj()
     if not isinstance(getattr(obj, "nodes", None), dict):
