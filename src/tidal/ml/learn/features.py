@@ -5,7 +5,10 @@ A :class:`Features` spec names the columns a learner sees and how each becomes n
 ``numeric``
     taken as they are, optionally standardized online (running mean and variance, updated
     from each batch before it is transformed: Chan's parallel update, so the statistics are
-    those of all the rows seen, whatever the batch sizes);
+    those of all the rows seen, whatever the batch sizes). A row with a NaN or inf numeric
+    feature updates neither the statistics nor the one-hot vocabularies: it comes out
+    marked not finite (the learn step predicts and learns it not, and counts it as missing),
+    and every later finite row is standardized as if that row had never been there;
 ``categorical``
     one-hot, one slot per value in order of first appearance, up to ``max_categories``
     slots per column; later new values share the column's last slot ("other");
@@ -145,8 +148,9 @@ class Features:
             raise ModelError(msg)
         num = self._numeric(batch)
         n = len(num)
+        learn_rows: Array | None = None  # the rows that update the state: None for all
         if update and self.standardize and n:
-            self._update(num)
+            learn_rows = self._update(num)
         if self.standardize and self.numeric:
             var = self.m2 / max(self.count, 1)
             # in place (``num`` is a fresh matrix), with the finite check in the same pass
@@ -155,9 +159,16 @@ class Features:
             ok = np.asarray(np.isfinite(num).all(axis=1), dtype=bool)
         if not self.categorical and not self.hashed:
             return num, ok  # one-hot and hashed slots are always finite
+        if update and not self.standardize and self.numeric and not ok.all():
+            learn_rows = ok  # unstandardized, ``ok`` is which rows are finite as they came
         parts = [num]
         for c in self.categorical:
-            parts.append(self._one_hot(c, np.asarray(batch[c]), update=update))
+            values = np.asarray(batch[c])
+            if update and learn_rows is not None:  # learn the vocabulary from finite rows only
+                self._one_hot(c, values[learn_rows], update=True)
+                parts.append(self._one_hot(c, values, update=False))
+            else:
+                parts.append(self._one_hot(c, values, update=update))
         if self.hashed:
             parts.append(self._hash(batch, n))
         return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float64), ok
@@ -177,14 +188,31 @@ class Features:
             out[:, j] = col
         return out
 
-    def _update(self, x: Array) -> None:
+    def _update(self, x: Array) -> Array | None:
+        """Learn the moments of the rows of ``x`` that are all finite; which those are.
+
+        ``None`` when every row is (the common case, found at no extra cost: a non-finite
+        value makes the batch's moments non-finite, and only then are the rows checked).
+        """
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: checked below
+            mean, m2 = kernels.moments(x)  # x.mean(axis=0), ((x - mean) ** 2).sum(axis=0)
+        rows: Array | None = None
+        if not (np.isfinite(mean).all() and np.isfinite(m2).all()):
+            rows = np.asarray(np.isfinite(x).all(axis=1), dtype=bool)
+            if rows.all():  # finite values whose squares overflow: nothing to leave out
+                rows = None
+            else:
+                x = x[rows]  # a fresh C-contiguous copy
+                if not len(x):
+                    return rows
+                mean, m2 = kernels.moments(x)
         n = len(x)
-        mean, m2 = kernels.moments(x)  # x.mean(axis=0), ((x - mean) ** 2).sum(axis=0)
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
         self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
         self.count = total
+        return rows
 
     def _one_hot(self, column: str, values: Array, *, update: bool) -> Array:
         vocab = self.vocab[column]
