@@ -140,6 +140,10 @@ class Features:
             >>> spec = Features(numeric=["x"], standardize=False)
             >>> spec.transform_rows({"x": np.array([1.0, np.nan])})[1].tolist()
             [True, False]
+            >>> spec = Features(numeric=["x"])  # the NaN row leaves the statistics alone
+            >>> X, ok = spec.transform_rows({"x": np.array([1.0, np.nan, 3.0])})
+            >>> X.ravel().tolist(), ok.tolist(), spec.count, spec.mean.tolist()
+            ([-1.0, nan, 1.0], [True, False, True], 2, [2.0])
         """
         missing = [c for c in self.columns if c not in batch]
         if missing:

@@ -24,7 +24,9 @@ Columns added:
 ====================  =========================================================
 
 Rows with a NaN/inf feature are neither predicted nor learned (counted as
-``<step>.missing``). Class labels map to class ids in order of first appearance (integer
+``<step>.missing``), and they update no feature statistics or vocabularies: every later
+finite row is learned exactly as if such a row had not been in the stream.
+Class labels map to class ids in order of first appearance (integer
 and boolean labels are their own ids; pass ``classes=`` to fix the order: for binary
 metrics the second class is the positive one). The learner's state, the feature
 statistics, the class list and the metrics are all in the step's snapshot, so they are in
