@@ -234,7 +234,8 @@ def dumps_rows(batch: Batch, label: str) -> bytes:
         if total:  # copy every row's value bytes with one gather
             first = np.cumsum(lengths) - lengths
             step = np.arange(total)
-            out[np.repeat(at - first, lengths) + step] = src[np.repeat(starts - first, lengths) + step]
+            take = np.repeat(starts - first, lengths) + step
+            out[np.repeat(at - first, lengths) + step] = src[take]
         at = at + lengths
     out[at] = 125  # }
     out[at + 1] = 10  # newline
