@@ -172,7 +172,8 @@ def _top_commas(arr: Array, data: bytes) -> Array:
     chars = arr[where]
     step = np.isin(chars, _OPENS).astype(np.int64) - np.isin(chars, _CLOSES)
     depth = np.cumsum(step)
-    return where[(chars == _COMMA) & (depth == 1)]
+    commas: Array = where[(chars == _COMMA) & (depth == 1)]
+    return commas
 
 
 def _column_json(values: Array, name: str, label: str) -> tuple[Array, Array, Array]:
