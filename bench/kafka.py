@@ -131,6 +131,48 @@ def log_consume(root: Path, n: int) -> int:
     return got
 
 
+# -- sink cost ---------------------------------------------------------------------------
+def sink_cost(config: KafkaConfig, rows: int = 8192, batches: int = 20) -> tuple[float, float]:
+    """CPU us/row (process, incl. librdkafka's threads) of ``KafkaSink.write`` and of a plain
+    produce loop of the same JSON values; load-independent, unlike their wall times."""
+    from confluent_kafka import Producer
+
+    from tidal.core.batch import Batch
+
+    out = []
+    for plain in (False, True):
+        topic = create(config, "bench-sink", 1)
+        data = [
+            Batch(
+                {"t": np.arange(rows, dtype=np.int64) + i, "seq": np.arange(rows, dtype=np.int64)},
+                time=np.full(rows, 1_700_000_000_000 + i, dtype=np.int64),
+            )
+            for i in range(batches)
+        ]
+        settings = {"linger.ms": 0, "enable.idempotence": True, "acks": "all"}
+        producer = Producer(config.client(**settings))
+        sink = KafkaSink(topic, config=config, producer_options={"linger.ms": 0})
+        sink.open()
+        values = [b'{"t":%d,"seq":%d}' % (i, i) for i in range(rows)]
+        c0 = time.process_time()
+        for b in data:
+            if not plain:
+                sink.write(b)
+                continue
+            for v, ts in zip(values, b.time.tolist(), strict=True):  # type: ignore[union-attr]
+                while True:
+                    try:
+                        producer.produce(topic, v, timestamp=ts)
+                        break
+                    except BufferError:
+                        producer.poll(0.005)
+            producer.poll(0)
+        out.append((time.process_time() - c0) / (rows * batches) * 1e6)
+        sink.close()
+        producer.flush(60)
+    return out[0], out[1]
+
+
 # -- pipelines --------------------------------------------------------------------------------
 def window_run(config: KafkaConfig, topic: str, exactly_once: bool, data: str) -> tuple[float, int]:
     """Kafka -> 1 s window -> Kafka over the whole topic; (seconds, events)."""
@@ -325,6 +367,15 @@ def main(
         s, _ = best_of(runs, lambda: log_consume(root, records))
         rows.append(
             ["embedded log: LogSource JSON -> columns", rate(records / s), f"{raw / s:.2f}x", ""]
+        )
+        sink_us, plain_us = sink_cost(config)
+        rows.append(
+            [
+                "KafkaSink.write, CPU us/row (vs a plain produce loop)",
+                f"{sink_us:.2f} us",
+                f"{sink_us / plain_us:.2f}x",
+                f"plain {plain_us:.2f} us",
+            ]
         )
         for eos in (False, True):
             s, n = window_run(config, topic, eos, str(Path(tmp) / f"chk-{eos}"))
