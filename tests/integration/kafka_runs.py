@@ -5,6 +5,8 @@ test_kafka_group_traps.py (``--group NAME``) and test_kafka_repartition.py (``--
 with a repartition topic): the keyed input, the command line and its environment
 (``SCALE_*`` for the pipeline files, nothing inherited from ``TIDAL_*``), waiting for a
 run's JSON summary or for a condition, and the committed output as a multiset of rows.
+The ``scale_*`` helpers run kafka_scale_pipeline.py, whose output the first three compare
+with one uninterrupted process's (:func:`scale_reference`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -124,7 +127,64 @@ def wait_until(
         time.sleep(every)
 
 
+def describe_group(config: KafkaConfig, group: str) -> Any:
+    """The consumer group's description (``.members``, ``.state``), from a plain AdminClient."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(config.client())
+    return admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=30)
+
+
 def output(config: KafkaConfig, topic: str) -> Counter[bytes]:
     """The committed rows of ``topic``, as a multiset of canonical JSON (duplicates count)."""
     rows = [orjson.loads(r.value or b"{}") for r in read_all(config, topic)]
     return Counter(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in rows)
+
+
+# -- kafka_scale_pipeline.py: keyed by the message key, no repartition --------------------------
+SCALE_PIPELINE = HERE / "kafka_scale_pipeline.py"
+SCALE_TOTAL = 12_000
+Setup = tuple[KafkaConfig, str, Counter[bytes]]
+"""The cluster, the input topic, and one uninterrupted process's output."""
+
+
+def scale_input(config: KafkaConfig) -> str:
+    """The scale pipeline's input: ``SCALE_TOTAL`` records keyed by ``k``, 4 partitions."""
+    return keyed_input(config, "scale-in", SCALE_TOTAL)
+
+
+def scale_run(
+    config: KafkaConfig, data: Path, in_topic: str, workers: int, **env: str
+) -> tuple[str, dict[str, Any]]:
+    """A run of ``--workers N`` (no group) to a new output topic, checkpointing every 1 ms."""
+    out = new_topic(config, "scale-out", partitions=2)
+    proc = start_run(
+        SCALE_PIPELINE, config, data, in_topic, out, workers=workers, interval="1ms", **env
+    )
+    return out, finish(proc)
+
+
+def scale_reference(config: KafkaConfig, data: Path) -> Setup:
+    """A new input, and the output of one uninterrupted process over it (no group)."""
+    in_topic = scale_input(config)
+    out, summary = scale_run(config, data, in_topic, 1)
+    assert summary["events"] == SCALE_TOTAL and "workers" not in summary
+    reference = output(config, out)
+    assert sum(reference.values()) > 500 and max(reference.values()) == 1
+    return config, in_topic, reference
+
+
+def scale_group(
+    config: KafkaConfig,
+    data: Path,
+    in_topic: str,
+    out: str,
+    workers: int,
+    group: str | None = None,
+    **env: str,
+) -> subprocess.Popen[bytes]:
+    """``--group`` (a new one unless given) with ``workers`` processes."""
+    group = group or f"g-{uuid.uuid4().hex[:8]}"
+    return start_run(
+        SCALE_PIPELINE, config, data, in_topic, out, workers=workers, group=group, **env
+    )

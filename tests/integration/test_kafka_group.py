@@ -13,62 +13,48 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka_helpers import new_topic
-from kafka_runs import HERE, finish, output, start_run, wait_until
-from test_kafka_workers import TOTAL, _input, _run
+from kafka_runs import (
+    SCALE_TOTAL,
+    Setup,
+    describe_group,
+    finish,
+    output,
+    scale_group,
+    scale_reference,
+    wait_until,
+)
 
 from tidal.io.kafka import KafkaConfig
 
 pytestmark = pytest.mark.integration
 
-PIPELINE = HERE / "kafka_scale_pipeline.py"
-
-
-def _start(
-    config: KafkaConfig,
-    data: Path,
-    in_topic: str,
-    out: str,
-    workers: int,
-    group: str | None = None,
-    **env: str,
-) -> subprocess.Popen[bytes]:
-    """``--group`` (a new one unless given) with ``workers`` processes on the scale pipeline."""
-    group = group or f"g-{uuid.uuid4().hex[:8]}"
-    return start_run(PIPELINE, config, data, in_topic, out, workers=workers, group=group, **env)
+_start = scale_group
 
 
 @pytest.fixture(scope="module")
-def setup(
-    kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[KafkaConfig, str, Counter[bytes]]:
-    config = kafka_broker.config()
-    in_topic = _input(config)
-    out, summary = _run(config, tmp_path_factory.mktemp("one"), in_topic, 1)
-    assert summary["events"] == TOTAL
-    return config, in_topic, output(config, out)
+def setup(kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Setup:
+    return scale_reference(kafka_broker.config(), tmp_path_factory.mktemp("one"))
 
 
 @pytest.mark.parametrize("workers", [1, 2, 6])  # 6 on 4 partitions: two idle, no hang
 def test_a_group_gives_the_output_of_one_process(
-    workers: int, setup: tuple[KafkaConfig, str, Counter[bytes]], tmp_path: Path
+    workers: int, setup: Setup, tmp_path: Path
 ) -> None:
     config, in_topic, reference = setup
     out = new_topic(config, "group-out", partitions=2)
     summary = finish(_start(config, tmp_path, in_topic, out, workers))
-    assert summary["events"] >= TOTAL, summary
+    assert summary["events"] >= SCALE_TOTAL, summary
     assert output(config, out) == reference
 
 
 def test_a_member_sigkilled_while_it_owns_partitions_hands_them_over_with_state(
-    setup: tuple[KafkaConfig, str, Counter[bytes]], tmp_path: Path
+    setup: Setup, tmp_path: Path
 ) -> None:
     config, in_topic, reference = setup
     out = new_topic(config, "group-out", partitions=2)
@@ -87,15 +73,11 @@ def test_a_member_sigkilled_while_it_owns_partitions_hands_them_over_with_state(
 
 
 def _members(config: KafkaConfig, group: str) -> int:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient(config.client())
-    done = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=30)
-    return len(done.members)
+    return len(describe_group(config, group).members)
 
 
 def test_a_member_added_mid_run_takes_partitions_with_their_state(
-    setup: tuple[KafkaConfig, str, Counter[bytes]], tmp_path: Path
+    setup: Setup, tmp_path: Path
 ) -> None:
     config, in_topic, reference = setup
     out = new_topic(config, "group-out", partitions=2)
@@ -121,7 +103,7 @@ def test_a_member_added_mid_run_takes_partitions_with_their_state(
 
 @pytest.mark.parametrize("point", ["after_manifest:4", "mid_commit:3"])
 def test_a_member_killed_inside_a_checkpoint_loses_and_duplicates_nothing(
-    point: str, setup: tuple[KafkaConfig, str, Counter[bytes]], tmp_path: Path
+    point: str, setup: Setup, tmp_path: Path
 ) -> None:
     # after_manifest: the state is in the open transaction, not committed; mid_commit: the
     # transaction committed, the runtime had not finished its checkpoint

@@ -23,15 +23,24 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka_helpers import new_topic
-from kafka_runs import WAIT_S, finish, finish_with_log, output, start_run, wait_until
-from test_kafka_group import PIPELINE, _start
-from test_kafka_workers import TOTAL, _input, _run
+from kafka_runs import (
+    SCALE_PIPELINE,
+    WAIT_S,
+    Setup,
+    describe_group,
+    finish,
+    finish_with_log,
+    output,
+    scale_group,
+    scale_reference,
+    start_run,
+    wait_until,
+)
 
 from tidal.io.kafka import KafkaConfig
 from tidal.runtime.workers.group import REVOKE_PAUSE_ENV
@@ -45,25 +54,17 @@ from tidal.runtime.workers.kafka_state import (
 
 pytestmark = pytest.mark.integration
 
-Setup = tuple[KafkaConfig, str, Counter[bytes]]
+_start = scale_group
 
 
 @pytest.fixture(scope="module")
 def one_process(kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Setup:
     """The input topic, and the output of one uninterrupted process over it."""
-    config = kafka_broker.config()
-    in_topic = _input(config)
-    out, summary = _run(config, tmp_path_factory.mktemp("one"), in_topic, 1)
-    assert summary["events"] == TOTAL
-    return config, in_topic, output(config, out)
+    return scale_reference(kafka_broker.config(), tmp_path_factory.mktemp("one"))
 
 
 def _member_ids(config: KafkaConfig, group: str) -> set[str]:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient(config.client())
-    done = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=30)
-    return {m.member_id for m in done.members}
+    return {m.member_id for m in describe_group(config, group).members}
 
 
 def _settled(config: KafkaConfig, group: str, members: int) -> bool:
@@ -73,10 +74,8 @@ def _settled(config: KafkaConfig, group: str, members: int) -> bool:
     for its next poll).
     """
     from confluent_kafka import ConsumerGroupState
-    from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(config.client())
-    done = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=30)
+    done = describe_group(config, group)
     return len(done.members) == members and done.state == ConsumerGroupState.STABLE
 
 
@@ -189,7 +188,7 @@ def _busy_member(
     """A member that polls often and drains slowly: batches of 25 events, each held 30 ms
     (600 batches), so it is still busy, not parked, when the group rebalances."""
     env = {"SCALE_PACE_MS": "30", **env}
-    return start_run(PIPELINE, config, data, in_topic, out, group=group, max_batch=25, **env)
+    return start_run(SCALE_PIPELINE, config, data, in_topic, out, group=group, max_batch=25, **env)
 
 
 def test_a_revoke_slower_than_max_poll_interval_does_not_livelock(
