@@ -47,7 +47,6 @@ import weakref
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import orjson
@@ -57,6 +56,7 @@ from tidal.io.kafka.config import KafkaConfig
 from tidal.io.kafka.jvm import (
     ELSEWHERE,
     HOST,
+    JavaServer,
     cache_home,
     free_port,
     java_path,
@@ -222,7 +222,7 @@ def _stop_all() -> None:  # an interpreter that exits normally stops its brokers
 
 
 # -- the broker ----------------------------------------------------------------------------
-class Broker:
+class Broker(JavaServer):
     """One Apache Kafka node (broker + KRaft controller) on 127.0.0.1, data in ``data_dir``.
 
     Args:
@@ -609,18 +609,6 @@ class Broker:
         """Stop, then start again on the same ports with the same data."""
         self.stop()
         self.start(timeout)
-
-    def __enter__(self) -> Broker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         where = f"{_HOST}:{self._port}" if self._port else "no port yet"

@@ -32,11 +32,14 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from tidal.errors import ConfigError, ConnectorError
 
 __all__ = [
     "ELSEWHERE",
+    "JavaServer",
     "HOST",
     "INSTALL_JAVA",
     "INSTALL_MVN",
@@ -274,3 +277,27 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(30.0)
+
+
+class JavaServer:
+    """A server Tidal starts itself: ``start()``/``stop()``, and ``with`` starts and stops it."""
+
+    def start(self) -> None:
+        """Start it and return once it answers."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop it; returns once it is gone."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

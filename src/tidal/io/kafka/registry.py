@@ -33,11 +33,11 @@ import urllib.request
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 
 from tidal.errors import ConfigError
 from tidal.io.kafka.jvm import (
     HOST,
+    JavaServer,
     cache_home,
     free_port,
     java_path,
@@ -133,7 +133,7 @@ def ensure_registry(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return app
 
 
-class Registry:
+class Registry(JavaServer):
     """One Apicurio Registry on 127.0.0.1 with in-memory storage; a context manager.
 
     Args:
@@ -241,15 +241,3 @@ class Registry:
         proc, self._proc = self._proc, None
         if proc is not None:
             terminate(proc, timeout)
-
-    def __enter__(self) -> Registry:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
