@@ -51,7 +51,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_futures
 from typing import Any, Protocol
 
@@ -147,10 +146,7 @@ class Purger:
     def close(self, timeout: float = 10.0) -> None:
         """Wait up to ``timeout`` seconds for the requests in flight, then take their answers."""
         if self._pending:
-            try:
-                wait_futures([f for _, _, f in self._pending], timeout=timeout)
-            except FutureTimeout:  # pragma: no cover - wait() returns, it does not raise
-                pass
+            wait_futures([f for _, _, f in self._pending], timeout=timeout)
         self.poll()
         for partition, offset, _ in self._pending:
             self._failed(partition, offset, TimeoutError(f"no answer within {timeout:g} s"))
