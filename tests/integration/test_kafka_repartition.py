@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -40,23 +39,6 @@ pytestmark = pytest.mark.integration
 PIPELINE = HERE / "kafka_repartition_pipeline.py"
 TOTAL = 8_000
 EVERY_COMMIT = ("--repartition-purge-interval", "1ms")  # purge after (nearly) every commit
-
-
-def _start(
-    config: KafkaConfig,
-    data: Path,
-    in_topic: str,
-    out: str,
-    workers: int,
-    group: str,
-    max_batch: int = 500,
-    args: tuple[str, ...] = (),
-    **env: str,
-) -> subprocess.Popen[bytes]:
-    return start_run(
-        PIPELINE, config, data, in_topic, out, workers=workers, group=group,
-        max_batch=max_batch, args=args, **env,
-    )  # fmt: skip
 
 
 def _purged_to_the_commit(config: KafkaConfig, group: str) -> dict[int, tuple[int, int]]:
@@ -108,7 +90,8 @@ def test_a_group_keyed_by_another_column_gives_the_output_of_one_process(
     config, in_topic, reference = setup
     out = new_topic(config, "repart-out", partitions=2)
     group = f"g-{uuid.uuid4().hex[:8]}"
-    summary = finish(_start(config, tmp_path, in_topic, out, workers, group))
+    proc = start_run(PIPELINE, config, tmp_path, in_topic, out, workers=workers, group=group)
+    summary = finish(proc)
     assert summary["events"] >= TOTAL, summary
     assert output(config, out) == reference
     assert KafkaAdmin(config).partitions(f"{group}.kafka-repartitioned.repartition") == 4
@@ -138,7 +121,10 @@ def test_a_member_sigkilled_mid_run_loses_and_duplicates_nothing(
     gate.touch()
     group = f"g-{uuid.uuid4().hex[:8]}"
     env = {"SCALE_GATE": str(gate), "SCALE_GATE_AT": str(at), "SCALE_PACE_MS": "10"}
-    proc = _start(config, tmp_path, in_topic, out, 2, group, 200, EVERY_COMMIT, **env)
+    proc = start_run(
+        PIPELINE, config, tmp_path, in_topic, out, workers=2, group=group, max_batch=200,
+        args=EVERY_COMMIT, **env,
+    )  # fmt: skip
     reached = Path(f"{gate}.reached")
     wait_until(f"a worker reaches batch {at}", reached.exists, proc)
     os.kill(int(reached.read_text()), signal.SIGKILL)
@@ -162,7 +148,10 @@ def test_a_member_killed_inside_a_checkpoint_loses_and_duplicates_nothing(
     out = new_topic(config, "repart-out", partitions=2)
     group = f"g-{uuid.uuid4().hex[:8]}"
     env = {"TIDAL_TEST_WORKER_CRASH": f"0:{point}", "SCALE_PACE_MS": "20"}
-    proc = _start(config, tmp_path, in_topic, out, 2, group, 200, EVERY_COMMIT, **env)
+    proc = start_run(
+        PIPELINE, config, tmp_path, in_topic, out, workers=2, group=group, max_batch=200,
+        args=EVERY_COMMIT, **env,
+    )  # fmt: skip
     summary = finish(proc)
     assert summary["restarts"] == [1, 0], summary
     assert output(config, out) == reference
