@@ -6,7 +6,7 @@
                       [--checkpoint-interval 1s] [--data-dir .tidal]
                       [--from-offset N | --from-time 2024-01-01T00:00:00Z]
                       [--dead-letters dead.jsonl] [--workers N] [--group NAME]
-                      [--repartition-partitions N]
+                      [--repartition-partitions N] [--repartition-purge-interval 30s]
     tidal demo [--events N] [--rate R] [--sensors N] [--out alerts] [--json] [--reset]
                [--checkpoint-interval 1s] [--data-dir .tidal]
     tidal log topics | create TOPIC --partitions N [--retention-bytes B] [--retention 7d]
@@ -132,6 +132,7 @@ from tidal.cli.options import (
     _OUT,
     _RATE,
     _REPARTITION_PARTITIONS,
+    _REPARTITION_PURGE_INTERVAL,
     _RESET,
     _SENSORS,
     _SOURCE,
@@ -156,6 +157,7 @@ _RUN_OPTIONS = (
     _WORKERS,
     _GROUP,
     _REPARTITION_PARTITIONS,
+    _REPARTITION_PURGE_INTERVAL,
     *RUN_OBSERVE_OPTIONS,
 )
 _DEMO_OPTIONS = (

@@ -241,6 +241,14 @@ _REPARTITION_PARTITIONS = _Option(
     "key: partitions of the repartition topic Tidal creates (default: the input's count)",
     "N",
 )
+_REPARTITION_PURGE_INTERVAL = _Option(
+    "--repartition-purge-interval",
+    _interval,
+    "30s",
+    "with --group and a repartition topic: delete each partition's records that the second "
+    "stage committed past, at most this often; 'off' to keep them",
+    "DURATION",
+)
 _DATA_DIR = _Option(
     "--data-dir", _text, ".tidal", "where checkpoints (and the embedded log) live", "PATH"
 )

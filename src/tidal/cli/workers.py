@@ -151,6 +151,9 @@ def _command(args: argparse.Namespace) -> list[str]:
         cmd += ["--group", str(args.group)]
     if getattr(args, "repartition_partitions", None):
         cmd += ["--repartition-partitions", str(args.repartition_partitions)]
+    purge = getattr(args, "repartition_purge_interval", None)
+    if purge is not None:
+        cmd += ["--repartition-purge-interval", str(purge)]
     return cmd
 
 
@@ -177,6 +180,7 @@ def run_group(
     if args.events is not None:
         msg = "--events is not supported with --group; let bounded sources end, or Ctrl-C"
         raise ConfigError(msg)
+    purge = getattr(args, "repartition_purge_interval", "30s")
     group = GroupWorker(
         build,
         args.group,
@@ -184,6 +188,7 @@ def run_group(
         max_batch=args.max_batch,
         max_wait=args.max_wait,
         repartition_partitions=getattr(args, "repartition_partitions", None),
+        purge_interval=None if purge == "off" else purge,  # what --...-interval off gives
     )
     if worker is not None:
         worker.attach(group.stop)

@@ -289,6 +289,8 @@ class KafkaTransactionalSink(KafkaSink):
         self._in_txn = False
         self._marker: Any = None
         self._source_offsets: dict[tuple[str, int], int] = {}
+        # the source offsets of the last transaction that committed, by (topic, partition)
+        self.committed_offsets: dict[tuple[str, int], int] = {}
 
     def use_transactional_id(self, transactional_id: str) -> None:
         """Use another transactional id (before ``open``): one per task under ``--group``."""
@@ -492,6 +494,8 @@ class KafkaTransactionalSink(KafkaSink):
             )
             raise TransactionAborted(msg) from exc.__cause__
         self._in_txn = False
+        if self.source is not None and self._source_offsets:
+            self.committed_offsets = dict(self._source_offsets)
 
     def _serve(self) -> None:
         """Serve the clients' callbacks (errors, deliveries) while a call blocks."""
