@@ -173,7 +173,7 @@ def _data(points: int, keys: int, per_key: int) -> tuple[np.ndarray, ...]:
 
 def _load() -> str:
     try:
-        return "load avg {:.1f}".format(os.getloadavg()[0])
+        return f"load avg {os.getloadavg()[0]:.1f}"
     except OSError:
         return "load avg n/a"
 
@@ -242,9 +242,7 @@ def speed(
         )
         for name, (s, k) in out.items()
     ]
-    rows.append(
-        ("river HST (score_one + learn_one)", both(river, river_cpu), "", "1x", _load())
-    )
+    rows.append(("river HST (score_one + learn_one)", both(river, river_cpu), "", "1x", _load()))
     table(
         f"Detector speed: one series of {points:,} points; {keys:,} keys x {per_key} points "
         f"(the last {per_key - 600} per key timed); batches of {batch:,}. "
@@ -272,7 +270,9 @@ def _old_modules(rev: str) -> dict[str, Any]:
     for name in ("baseline", "trees"):
         mod = types.ModuleType(f"_old_detect_{name}")
         sys.modules[mod.__name__] = mod
-        text = source(f"{name}.py").replace("tidal.ml.detect.base import", f"{base.__name__} import")
+        text = source(f"{name}.py").replace(
+            "tidal.ml.detect.base import", f"{base.__name__} import"
+        )
         exec(compile(text, f"{rev}:{name}.py", "exec"), mod.__dict__)  # noqa: S102
         mods[name] = mod
     return mods
@@ -338,8 +338,9 @@ def _check_equal(
     name: str, old: Any, new: Any, x: np.ndarray, keys: np.ndarray, batch: int
 ) -> None:
     for i in range(0, len(x), batch):
-        a, b = old.score(x[i : i + batch], keys[i : i + batch]), new.score(
-            x[i : i + batch], keys[i : i + batch]
+        a, b = (
+            old.score(x[i : i + batch], keys[i : i + batch]),
+            new.score(x[i : i + batch], keys[i : i + batch]),
         )
         for f in ("deviation", "low", "high"):
             if getattr(a, f).tobytes() != getattr(b, f).tobytes():

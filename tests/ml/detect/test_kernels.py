@@ -22,7 +22,9 @@ def _series(n: int, seed: int = 0) -> np.ndarray:
 
 def _run(det: HalfSpaceTrees, x: np.ndarray, keys: np.ndarray, cuts: list[int]) -> np.ndarray:
     bounds = [0, *cuts, len(keys)]
-    parts = [det.score(x[a:b], keys[a:b]).deviation for a, b in zip(bounds, bounds[1:], strict=False)]
+    parts = [
+        det.score(x[a:b], keys[a:b]).deviation for a, b in zip(bounds, bounds[1:], strict=False)
+    ]
     return np.concatenate(parts)
 
 
@@ -69,7 +71,11 @@ def test_snapshots_move_between_engines() -> None:
     x = _series(900, seed=2)
     keys = np.tile(np.arange(3), 300)
     whole = _run(HalfSpaceTrees(engine="numpy", window=32), x, keys, [])
-    for a, b in [("numpy", "python"), ("python", "numpy"), *([("numba", "numpy")] if kernels.has_numba() else [])]:
+    for a, b in [
+        ("numpy", "python"),
+        ("python", "numpy"),
+        *([("numba", "numpy")] if kernels.has_numba() else []),
+    ]:
         first = HalfSpaceTrees(engine=a, window=32)
         head = first.score(x[:400], keys[:400]).deviation
         second = HalfSpaceTrees(engine=b, window=32)
@@ -96,7 +102,8 @@ def test_cells_of_odd_values_match_numpy() -> None:
     # huge, tiny and infinite features land where numpy's cast-and-clip puts them
     x = np.zeros((30, 2))
     x[:8] = np.random.default_rng(0).normal(size=(8, 2))
-    x[8:] = [[1e300, 0.0], [-1e300, 1.0], [np.inf, 0.5], [-np.inf, 0.5], [1e17, -1e17]] * 4 + [[0.0, 0.0]] * 2
+    odd = [[1e300, 0.0], [-1e300, 1.0], [np.inf, 0.5], [-np.inf, 0.5], [1e17, -1e17]]
+    x[8:] = odd * 4 + [[0.0, 0.0]] * 2
     keys = np.zeros(30, dtype=np.int64)
     with np.errstate(invalid="ignore", over="ignore"):
         want = HalfSpaceTrees(window=8, trees=3, features=2, engine="numpy").score(x, keys)
@@ -120,7 +127,9 @@ def test_gated_engines_agree(patience: int | None) -> None:
         det = GatedZ(alpha=0.1, warmup=5, gate=3.0, patience=patience, engine=e)
         bounds = [0, *cuts, n]
         outs = [det.score(x[a:b], keys[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
-        got[e] = [np.concatenate([getattr(o, f) for o in outs]) for f in ("deviation", "low", "high")]
+        got[e] = [
+            np.concatenate([getattr(o, f) for o in outs]) for f in ("deviation", "low", "high")
+        ]
         got[e].append(det.snapshot()["streak"])
     assert got["numpy"][0].max() > 3
     for e, arrays in got.items():
