@@ -135,3 +135,13 @@ def test_gated_engines_agree(patience: int | None) -> None:
     for e, arrays in got.items():
         for a, b in zip(arrays, got["numpy"], strict=True):
             assert a.tobytes() == b.tobytes(), e
+
+
+@pytest.mark.parametrize("engine", ["python", *(["numba"] if kernels.has_numba() else [])])
+def test_loops_refuse_negative_key_ids(engine: str) -> None:
+    from tidal.ml.detect.gated import GatedZ
+
+    keys = np.array([0, -1], dtype=np.int64)
+    for det in (HalfSpaceTrees(engine=engine), GatedZ(engine=engine)):
+        with pytest.raises(ConfigError, match="key ids must be >= 0"):
+            det.score(np.zeros((2, 1)), keys)

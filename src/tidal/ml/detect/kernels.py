@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from tidal.core.batch import Array
+from tidal.errors import ConfigError
 
 __all__ = ["ENGINES", "gated_pass", "has_numba", "hst_pass", "warm_up"]
 
@@ -243,6 +244,15 @@ def _jit() -> Any:
     return _compiled
 
 
+def _key_ids(keys: Array) -> Array:
+    """``keys`` as C-contiguous int64, checked non-negative (the loops index state by them)."""
+    ids = np.ascontiguousarray(keys, dtype=np.int64)
+    if len(ids) and int(ids.min()) < 0:
+        msg = f"detector key ids must be >= 0 (dense ids from a KeyIndex), got {int(ids.min())}"
+        raise ConfigError(msg)
+    return ids
+
+
 def _jit_gated() -> Any:
     global _compiled_gated  # noqa: PLW0603 - compiled once per process
     if _compiled_gated is None:
@@ -273,9 +283,20 @@ def gated_pass(  # noqa: PLR0913 - the recurrence's settings and per-key state
     """
     n = len(keys)
     dev, low, high = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan)
-    args = (np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(keys, dtype=np.int64),
-            float(alpha), int(warmup), float(gate), -1 if patience is None else int(patience),
-            float(range_), float(min_scale), *state, dev, low, high)  # fmt: skip
+    args = (
+        np.ascontiguousarray(x, dtype=np.float64),
+        _key_ids(keys),
+        float(alpha),
+        int(warmup),
+        float(gate),
+        -1 if patience is None else int(patience),
+        float(range_),
+        float(min_scale),
+        *state,
+        dev,
+        low,
+        high,
+    )
     if compiled:
         _jit_gated()(*args)
     else:
@@ -311,9 +332,21 @@ def hst_pass(  # noqa: PLR0913 - the detector's tables and per-key state
     scored = np.zeros(n, dtype=bool)
     if n == 0:
         return ratio, scored
-    args = (np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(keys, dtype=np.int64),
-            bool(univariate), cell_leaf, int(window), int(depth), np.float32(size_limit),
-            float(grid[0]), float(grid[1]), int(grid[2]), *state, ratio, scored)  # fmt: skip
+    args = (
+        np.ascontiguousarray(x, dtype=np.float64),
+        _key_ids(keys),
+        bool(univariate),
+        cell_leaf,
+        int(window),
+        int(depth),
+        np.float32(size_limit),
+        float(grid[0]),
+        float(grid[1]),
+        int(grid[2]),
+        *state,
+        ratio,
+        scored,
+    )
     if compiled:
         _jit()(*args)
     else:
