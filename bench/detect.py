@@ -362,9 +362,10 @@ def cli(argv: list[str] | None = None) -> None:
         metavar="REV",
         help="time the baselines and hst of git revision REV against the working tree",
     )
+    ap.add_argument("--runs", type=int, default=3, help="--against: runs of each, best kept")
     args = ap.parse_args(argv)
     if args.against:
-        against(args.against, args.points, args.keys, args.batch, args.per_key)
+        against(args.against, args.points, args.keys, args.batch, args.per_key, args.runs)
         return
     both = not (args.quality or args.speed)
     if args.quality or both:
