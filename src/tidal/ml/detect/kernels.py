@@ -358,9 +358,14 @@ def hst_pass(  # noqa: PLR0913 - the detector's tables and per-key state
 def warm_up() -> None:
     """Compile (or load from numba's cache) the loops now, not in the first batch."""
     if has_numba():
-        from tidal.ml.detect.gated import GatedZ
-        from tidal.ml.detect.trees import HalfSpaceTrees
-
         keys = np.r_[np.zeros(10), np.ones(10)].astype(np.int64)
-        HalfSpaceTrees(window=8, engine="numba").score(np.zeros((20, 1)), keys)
-        GatedZ(engine="numba").score(np.zeros((20, 1)), keys)
+        i64, f32, i32 = np.int64, np.float32, np.int32
+        z2 = np.zeros((2, 2))
+        hst_state = (np.zeros(2, i64), np.zeros(2), z2, z2.copy(), np.zeros((2, 2), i32),
+                     np.zeros((2, 2), f32), np.zeros(2))  # fmt: skip
+        hst_pass(np.zeros((20, 1)), keys, univariate=True,
+                 cell_leaf=np.zeros((2, 4, 1), i32), window=8, depth=1, size_limit=0.8,
+                 grid=(-2.0, 0.8, 4), state=hst_state)  # fmt: skip
+        gated_state = (np.zeros(2, np.int64), np.zeros(2), np.zeros(2), np.zeros(2, np.int64))
+        gated_pass(np.zeros(20), keys, alpha=0.1, warmup=2, gate=4.0, patience=3, range_=4.0,
+                   min_scale=1e-9, state=gated_state)  # fmt: skip
