@@ -31,7 +31,7 @@ Example:
     >>> for part in parts:
     ...     new = op.blank()
     ...     new.restore(part)
-    ...     print(new.on_watermark(1000)[0][1].to_pydict()["n"])
+    ...     print([row["n"] for row in new.on_watermark(1000)[0][1].to_records()])
     [2]
     [1, 1]
 """

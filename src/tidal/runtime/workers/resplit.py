@@ -310,12 +310,13 @@ class JobLayout:
         t0 = time.perf_counter()
         new_stores = self._stores(new)
         try:
-            for store in (*old_stores, *new_stores):
-                store.lock()
+            for store in old_stores:
+                store.lock()  # refused while an old worker runs
             loaded = [_load(s) for s in old_stores]
-            template = build()
-            plan = _Plan(template, old, new)
-            snapshots, keys = plan.split([x[1] for x in loaded])
+            plan = _Plan(build(), old, new)
+            snapshots, keys = plan.split([x[1] for x in loaded])  # refuses before any write
+            for store in new_stores:
+                store.lock()
             self._commit_old_sinks(old, loaded, build)
             self._hit("after_sinks")
             cid = 1 + max((max(s.ids(), default=0) for s in old_stores), default=0)
