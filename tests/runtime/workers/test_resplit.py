@@ -97,6 +97,21 @@ def reference(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Counter[b
     return rows
 
 
+def _worker_pids(run: Path, workers: int) -> list[int]:
+    dirs = [worker_dir(run, "scaled", i, workers) for i in range(workers)]
+    return [int((d / "PID").read_text()) for d in dirs]
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or a zombie (its files, and so its locks, are closed)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    state = next((ln for ln in status.splitlines() if ln.startswith("State:")), "")
+    return "Z" in state.split()[1:2]
+
+
 def _stopped_mid_run(
     run: Path, data: Path, out: Path, workers: int | None, how: str, **extra: str
 ) -> None:
@@ -107,8 +122,13 @@ def _stopped_mid_run(
     proc = _start(run, data, out, workers, SCALE_GATE=str(gate), SCALE_GATE_WHO=who, **extra)
     _wait_for("a process parks at the gate", Path(f"{gate}.reached").exists, proc)
     if how == "sigkill":
+        pids = [] if workers is None else _worker_pids(run, workers)
         os.killpg(proc.pid, signal.SIGKILL)  # the supervisor and every worker at once
         proc.communicate(timeout=WAIT_S)
+        deadline = time.monotonic() + WAIT_S
+        while not all(_gone(pid) for pid in pids):  # their checkpoint locks are free then
+            assert time.monotonic() < deadline, "killed workers did not go away"
+            time.sleep(0.01)
     else:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: every process checkpoints and stops
         gate.unlink()  # the parked one finishes its batch, then sees the stop
