@@ -30,8 +30,10 @@ the file that says which one counts.
 What cannot be re-split is refused with a :class:`~tidal.errors.StateError` naming the
 step, before anything is written: a step whose state is not keyed (any operator with
 state that does not implement ``split_state``, e.g. a learner or a dedupe); a keyed step
-fed by sources with different partitionings; and a key found in an old worker that did
-not own its partition (the input was not partitioned by the key the step groups by).
+fed by sources with different partitionings, or by a source other than the embedded log
+(whose partitioner is the one known here); a key found in an old worker that did not own
+its partition (the input was not partitioned by the key the step groups by); and a sink
+that commits outside the checkpoints (Kafka transactions, one id per worker).
 
 Example:
     >>> import tempfile
@@ -67,7 +69,8 @@ from tidal.core.watermark import MIN_TIME
 from tidal.errors import ConfigError, StateError
 from tidal.io.base import TransactionalSink
 from tidal.io.log.sink import key_bytes, partition_of
-from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore
+from tidal.io.log.source import LogSource
+from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore, CommitsOutside
 from tidal.runtime.executor import DEAD_LETTERS, SNAPSHOT_VERSION
 from tidal.runtime.graph import Graph, Node
 from tidal.runtime.snapshot import decode, encode
@@ -393,6 +396,15 @@ class _Plan:
         self.old, self.new = old, new
         self.n_old = 1 if old is None else old
         self.n_new = 1 if new is None else new
+        for n in graph.nodes.values():
+            if isinstance(n.sink, CommitsOutside):
+                msg = (
+                    f"sink {n.name!r} ({type(n.sink).__name__}) commits in transactions kept "
+                    "outside the checkpoints, under one id per worker, so a job with it cannot "
+                    f"be re-split: run it with {layout_name(old)} as before, or start over in a "
+                    "new --data-dir"
+                )
+                raise StateError(msg)
         self.parts: dict[str, tuple[int, ...]] = {
             n.name: tuple(int(p) for p in n.source.partitions())
             for n in graph.nodes.values()
@@ -563,6 +575,14 @@ class _Plan:
         while todo:
             n = todo.pop()
             if n.source is not None:
+                if not isinstance(n.source, LogSource):
+                    msg = (
+                        f"step {node.name!r} reads source {n.name!r} "
+                        f"({type(n.source).__name__}), and only the embedded log's "
+                        "partitioner is known here: its keys cannot be mapped to partitions, "
+                        f"so its state cannot be re-split; run it with {layout_name(self.old)}"
+                    )
+                    raise StateError(msg)
                 seen[n.name] = self.parts[n.name]
             todo.extend(up for up, _ in n.inputs)
         kinds = set(seen.values())
