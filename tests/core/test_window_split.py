@@ -40,7 +40,7 @@ AGGS: Mapping[str, Aggregation] = {
 DELAY = 50
 
 
-def _stream(seed: int, n: int = 3_000, keys: int = 40) -> dict[str, np.ndarray]:
+def _stream(seed: int, n: int = 1_500, keys: int = 30) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     t = np.sort(rng.integers(0, 20_000, n))
     k = rng.integers(0, keys, n)
@@ -62,7 +62,7 @@ def _rows(emitted: list[tuple[int, Batch]]) -> list[tuple[Any, ...]]:
     return out
 
 
-def _feed(op: Any, cols: dict[str, np.ndarray], wm: int, size: int = 97) -> tuple[list[Any], int]:
+def _feed(op: Any, cols: dict[str, np.ndarray], wm: int, size: int = 61) -> tuple[list[Any], int]:
     """Feed rows in batches; the watermark follows the highest time seen minus DELAY."""
     out: list[Any] = []
     for a in range(0, len(cols["t"]), size):
@@ -96,7 +96,7 @@ def test_resplit_windows_emit_what_one_operator_emits(
     kind: str, n_old: int, n_new: int, seed: int
 ) -> None:
     cols = _stream(seed)
-    lateness = 700 if seed % 2 else 0  # with lateness, fired windows stay open a while
+    lateness = 700 if seed else 0  # with lateness, fired windows stay open a while
     single = _make(kind, lateness)
     ref, _ = _feed(single, cols, MIN_TIME)
     ref += _rows(single.on_watermark(MAX_TIME))
@@ -105,9 +105,15 @@ def test_resplit_windows_emit_what_one_operator_emits(
     owner_old = cols["k"] % n_old
     emitted: list[Any] = []
     snaps, wms, rests = [], [], []
+    edge = 1_000 * int(rng.integers(3, 17))  # a window end
     for i in range(n_old):
         mine = _take(cols, owner_old == i)
-        cut = int(rng.integers(0, len(mine["t"])))  # each old worker stops elsewhere
+        # the old workers stop at other times: at random (seed 0), or 300 ms apart across a
+        # window end, in one order or the other, so that one has fired (and, with lateness,
+        # still holds) a window that another has not fired yet
+        step = 300 * (i if seed == 1 else n_old - 1 - i)
+        stop = int(rng.integers(0, 20_000)) if seed == 0 else edge - 150 + step
+        cut = int(np.searchsorted(mine["t"], stop))
         op = _make(kind, lateness)
         out, wm_i = _feed(op, _take(mine, np.arange(len(mine["t"])) < cut), MIN_TIME)
         emitted += out
