@@ -132,7 +132,12 @@ def _stopped_mid_run(
     else:
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: every process checkpoints and stops
         gate.unlink()  # the parked one finishes its batch, then sees the stop
-        _, err = proc.communicate(timeout=WAIT_S)
+        try:
+            _, err = proc.communicate(timeout=WAIT_S)
+        except subprocess.TimeoutExpired:  # say what it printed, leave nothing running
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, err = proc.communicate()
+            pytest.fail(f"the job did not stop after Ctrl-C: {err.decode()[-3000:]}")
         assert proc.returncode == 0, err.decode()
     if gate.exists():
         gate.unlink()
