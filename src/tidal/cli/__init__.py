@@ -271,17 +271,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tidal.cli.workers import Worker, supervise
+    from tidal.cli.workers import Worker, job_layout, supervise
 
     worker = Worker.from_env()  # a worker of `--workers N`: handlers first, then the rest
     module = _load(args.file)
     pipeline = _pipeline_of(module, args.file)
     args.checkpoint_dir = None
+
+    def build() -> Pipeline:  # a fresh copy, for re-splitting the state (decision 0052)
+        return _pipeline_of(_load(args.file), args.file)
+
     if args.group:
         from tidal.cli.workers import run_group
 
         if worker is None and args.workers > 1:
-            return supervise(pipeline, args, args.workers)
+            return supervise(pipeline, args, args.workers, build)
         return run_group(module, pipeline, args, worker)
     if worker is not None:
         worker.setup(pipeline, args)
@@ -290,20 +294,19 @@ def _run(args: argparse.Namespace) -> int:
 
         count = worker_count(pipeline, args.workers)
         if count > 1:
-            return supervise(pipeline, args, count)
-    if worker is None and args.checkpoint_interval != _OFF:
-        from tidal.runtime.workers import check_layout
-
-        check_layout(args.data_dir, pipeline.name, None)
+            return supervise(pipeline, args, count, build)
     if args.dead_letters:
         _dead_letters_to(pipeline, args)
     extra = getattr(module, "extra", None)
-    return _execute(
-        pipeline,
-        args,
-        extra=extra if callable(extra) else None,
-        around=None if worker is None else lambda executor: worker.running(executor),
-    )
+    with contextlib.nullcontext() if worker is not None else job_layout(
+        pipeline, args, None, build
+    ):
+        return _execute(
+            pipeline,
+            args,
+            extra=extra if callable(extra) else None,
+            around=None if worker is None else lambda executor: worker.running(executor),
+        )
 
 
 def _dead_letters_to(pipeline: Pipeline, args: argparse.Namespace) -> None:

@@ -330,8 +330,9 @@ class KafkaTransactionalSink(KafkaSink):
 
         Under ``tidal run --workers N`` every worker commits its own transactions (its
         partitions' output and offsets, and its checkpoint marker); a restarted worker
-        fences its predecessor by the same id. N is fixed per data directory, so the ids
-        are stable. With one worker nothing changes.
+        fences its predecessor by the same id. A job with this sink keeps its N (a run
+        with another N is refused, decision 0052), so the ids are stable. With one worker
+        nothing changes.
 
         Example:
             >>> sink = KafkaTransactionalSink("out", transactional_id="job")
