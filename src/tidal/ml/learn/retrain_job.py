@@ -6,7 +6,8 @@ job directory holds ``job.json`` (what to train, on which rows of which log topi
 
 1. replays the history from the embedded log: per partition, the offsets from ``starts`` up
    to (not including) ``ends``, in the order the records were produced (timestamp, then
-   partition and offset), keeping the last ``history`` rows;
+   partition and offset), keeping the last ``history`` rows, and passes them through the
+   policy's ``prepare`` function if it has one (the steps between the log and the loop);
 2. trains a fresh :class:`~tidal.ml.learn.step.LearnStep` with the same learner, features and
    class labels as the serving one, ``epochs`` passes over the rows (the metrics of the first
    pass are its prequential training metrics);
@@ -53,6 +54,7 @@ __all__ = [
     "STATE_FILE",
     "decode_state",
     "encode_state",
+    "prepare",
     "read_history",
     "run_job",
     "write_atomic",
@@ -128,6 +130,30 @@ def read_history(spec: dict[str, Any]) -> Batch:
     order = np.lexsort((rows.offset, rows.partition, rows.ingest))
     keep = order[-int(spec["history"]) :]
     return rows.take(keep)
+
+
+def prepare(spec: dict[str, Any], rows: Batch) -> Batch:
+    """``rows`` through the job's ``prepare`` function (``"module:function"``), if any.
+
+    Raises:
+        StateError: if the function cannot be imported or does not return a batch.
+    """
+    target = spec.get("prepare")
+    if not target or not len(rows):
+        return rows
+    import importlib
+
+    module, attr = str(target).split(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        msg = f"retrain job: cannot import prepare={target!r}: {exc}"
+        raise StateError(msg) from exc
+    out = fn(rows)
+    if not isinstance(out, Batch):
+        msg = f"retrain job: prepare={target!r} returned {type(out).__name__}, not a Batch"
+        raise StateError(msg)
+    return out
 
 
 def _step(spec: dict[str, Any]) -> Any:
@@ -251,7 +277,7 @@ def run_job(job: Path, rank: tuple[int, int, str] | None = None) -> None:
     if rank is None and int(spec.get("workers", 1)) > 1:
         _distributed(spec, job)
         return
-    rows = read_history(spec)
+    rows = prepare(spec, read_history(spec))
     metrics: dict[str, float] = {}
     if rank is None:
         step, metrics = _train(spec, rows, parent)
