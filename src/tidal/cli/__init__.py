@@ -128,6 +128,7 @@ from tidal.cli.options import (
     _JSON,
     _MAX_BATCH,
     _MAX_WAIT,
+    _NO_LEARN,
     _OFF,
     _OUT,
     _RATE,
@@ -170,6 +171,7 @@ _DEMO_OPTIONS = (
     _DEMO_CHECKPOINT_INTERVAL,
     _DATA_DIR,
     _RESET,
+    _NO_LEARN,
     *DEMO_OBSERVE_OPTIONS,
 )
 
@@ -369,6 +371,7 @@ def _demo(args: argparse.Namespace) -> int:
         source=args.source,
         data_dir=args.data_dir,
         kafka=kafka,
+        learn=False if args.no_learn else None,
     )
     if say is not None:
         pace = "as fast as possible" if rate is None else f"{rate:,.0f} events/s"
