@@ -76,11 +76,12 @@ def test_the_screen_shows_the_cycle(learned: Any) -> None:
     _, _, lines = learned
     learn = [ln for ln in lines if ln.startswith("learn  ")]
     text = "\n".join(learn)
-    assert "learn  drift: forecast error up to" in text, text
-    assert "sensors " in text
+    assert "learn  drift: the fleet's forecast error rose to" in text, text
+    assert "learn    up on " in text, text
     for step in ("retrain started (drift)", "retrain finished", "registered v1", "shadow: MAE"):
         assert step in text, text
-    assert "promoted (it forecasts better)" in text or "rejected (it does not" in text, text
+    assert "promoted (better)" in text or "rejected (no better)" in text, text
+    assert max(len(ln) for ln in "\n".join(lines).splitlines()) <= 80
 
 
 def test_the_anomaly_branch_still_finds_every_fault(learned: Any) -> None:

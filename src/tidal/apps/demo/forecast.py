@@ -210,7 +210,8 @@ class LearnWatch:
     Per sensor it keeps two exponentially weighted averages of the clipped absolute
     forecast error, a fast one (half-life :attr:`fast_s` of event time) and a slow one
     (:attr:`slow_s`); at a drift it names the sensors whose fast average is at least
-    :attr:`ratio` times their slow one (at most five on screen, all in :attr:`log`).
+    :attr:`ratio` times their slow one (the worst three on screen, all in :attr:`log`).
+    Every line fits 80 columns.
 
     Attributes:
         fleet: the sensor model (for event time and the sensor count).
@@ -225,7 +226,7 @@ class LearnWatch:
         >>> watch.add_event({"event": "retrain_started", "row": 90, "detail":
         ...     '{"reason": "drift", "history": 40}'})
         >>> watch.log[0]["line"]
-        'learn  retrain started (drift): a child process replays the last 40 readings'
+        'learn  retrain started (drift): a child process replays 40 readings'
     """
 
     fleet: SensorFleet
@@ -285,19 +286,20 @@ class LearnWatch:
             if worse:
                 up = self.rising()
                 entry["sensors"] = [s for s, _ in up]
-                named = ", ".join(f"{s} (x{r:.1f})" for s, r in up[:5])
-                more = f" and {len(up) - 5} more" if len(up) > 5 else ""
                 line = (
-                    f"learn  drift: forecast error up to {detail['recent_error']:.2f}"
-                    f"{'; sensors ' + named + more if up else ''}"
+                    f"learn  drift: the fleet's forecast error rose to {detail['recent_error']:.2f}"
                 )
+                if up:
+                    named = ", ".join(f"{s} x{r:.1f}" for s, r in up[:3])
+                    more = ", ..." if len(up) > 3 else ""
+                    line += f"\nlearn    up on {len(up)} sensor(s): {named}{more}"
             else:
-                line = "learn  drift: forecast error fell (no retrain)"
+                line = "learn  drift: the forecast error fell (no retrain)"
         elif kind == "retrain_started":
             assert detail is not None
             line = (
-                f"learn  retrain started ({detail['reason']}): a child process replays the "
-                f"last {detail['history']:,} readings"
+                f"learn  retrain started ({detail['reason']}): a child process replays "
+                f"{detail['history']:,} readings"
             )
         elif kind == "retrain_finished":
             assert detail is not None
@@ -308,8 +310,8 @@ class LearnWatch:
             cand, serv = e["candidate_metric"], e["serving_metric"]
             why = {
                 "shadow_score": "shadow",
-                "promoted": "promoted (it forecasts better)",
-                "rejected": "rejected (it does not forecast better)",
+                "promoted": "promoted (better)",
+                "rejected": "rejected (no better)",
             }[kind]
             line = f"learn  v{e['candidate']} {why}: MAE {cand:.3f} vs serving {serv:.3f}"
         elif kind == "retrain_failed":
