@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from tidal.apps.demo import build_demo
-from tidal.apps.demo.forecast import history_features
+from tidal.apps.demo.forecast import CLIP, history_features
 from tidal.cli import main
 from tidal.core.batch import Batch
 from tidal.errors import ConfigError, StateError
@@ -39,9 +39,16 @@ def learned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, list[st
     data = tmp_path_factory.mktemp("demo-learning")
     lines: list[str] = []
     pipeline, handles = build_demo(
-        sensors=SENSORS, rate=None, source="log", data_dir=data, screen=lines.append
+        sensors=SENSORS,
+        rate=None,
+        source="log",
+        data_dir=data,
+        screen=lines.append,
+        adopt_after_s=10.0,  # decisions independent of the machine's speed
     )
-    executor = Executor(pipeline, max_events=EVENTS, max_wait="0ms", handle_signals=False)
+    executor = Executor(
+        pipeline, max_events=EVENTS, max_wait="0ms", max_batch=2048, handle_signals=False
+    )
     executor.open()
     with handles.feeding(on_error=lambda _: executor.stop()):
         summary = executor.run()
@@ -54,11 +61,10 @@ def test_the_loop_runs_a_cycle_on_the_changing_sensors(learned: Any) -> None:
     got = summary.extra["learning"]
     log = handles.learner.log
     assert got["false_drifts"] <= FALSE_DRIFTS, log
-    change_at = handles.fleet.change_at
-    worse = [e for e in log if e["event"] == "drift" and e["worse"] and e["time_s"] >= change_at]
+    worse = [e for e in log if e["event"] == "drift" and e["worse"] and e["after_change"]]
     assert worse, log
     # the first retrain comes from a drift after the change, and its cycle completes
-    kinds = [e["event"] for e in log if e["time_s"] >= worse[0]["time_s"]]
+    kinds = [e["event"] for e in log if e["row"] >= worse[0]["row"]]
     cycle = ["retrain_started", "retrain_finished", "registered", "shadow_score"]
     steps = [k for k in kinds if k in (*cycle, "promoted", "rejected")]
     assert steps[:4] == cycle, log
@@ -68,7 +74,7 @@ def test_the_loop_runs_a_cycle_on_the_changing_sensors(learned: Any) -> None:
     changing = set(handles.fleet.changing().tolist())
     assert got["named"], log
     assert got["named_changing"] >= 0.8 * len(got["named"]), (got["named"], changing)
-    assert got["named_changing"] >= len(changing) // 2, (got["named"], changing)
+    assert got["named_changing"] >= 3, (got["named"], changing)
     assert got["mae"] is not None and got["mae"] < 1.0
 
 
@@ -85,10 +91,17 @@ def test_the_screen_shows_the_cycle(learned: Any) -> None:
 
 
 def test_the_anomaly_branch_still_finds_every_fault(learned: Any) -> None:
-    summary, _, _ = learned
+    """No false alarm (the vibration leaves the window means alone); every fault found that
+    began 25 s before the end (the log's four partitions are read unevenly, so the newest
+    windows of some may not have closed when the run stops)."""
+    summary, handles, _ = learned
     card = summary.extra["scorecard"]
     assert card["false_alarms"] == 0, card
-    assert card["found"] >= card["due"] > 0, card
+    fleet, end = handles.fleet, handles.position(summary)
+    found = handles.screen.scorecard.found
+    old = [f for f in fleet.faults(end) if fleet.seconds(end - f.start) > 25]
+    assert len(old) >= 12
+    assert [f for f in old if (f.sensor, f.start) not in found] == []
 
 
 def test_the_cli_summary_has_the_learning_figures(tmp_path: Path, capsys: Any) -> None:
@@ -96,7 +109,7 @@ def test_the_cli_summary_has_the_learning_figures(tmp_path: Path, capsys: Any) -
     args += ["--data-dir", str(tmp_path), "--checkpoint-interval", "1s", "--out", ""]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out["extra"]["learning"]) >= {"drifts", "retrains", "promotions", "mae"}
+    assert set(out["learning"]) >= {"drifts", "retrains", "promotions", "mae"}
 
 
 def test_the_kafka_demo_says_why_it_does_not_learn() -> None:
@@ -111,14 +124,15 @@ def test_history_features_match_the_stream() -> None:
     rng = np.random.default_rng(3)
     n = 400
     sensor = rng.integers(0, 5, n)
-    value = rng.normal(20, 1, n)
+    value = rng.normal(20, 2, n)  # some changes beyond CLIP
     value[7] = np.nan
     got = history_features(Batch({"sensor": sensor, "value": value}))
     expect = []
     for s in range(5):
         v = value[(sensor == s) & np.isfinite(value)]
         for i in range(4, len(v)):
-            expect.append((s, v[i] - v[i - 1], v[i - 1] - v[i - 2], v[i - 3] - v[i - 4]))
+            d = np.clip(np.diff(v[i - 4 : i + 1]), -CLIP, CLIP)  # oldest change first
+            expect.append((s, d[3], d[2], d[0]))
     rows = sorted(zip(got["sensor"], got["change"], got["d1"], got["d3"], strict=True))
     assert np.allclose(np.array(rows), np.array(sorted(expect)))
 

@@ -15,8 +15,8 @@
   and the demo's scorecard can measure recall, and :meth:`SensorFleet.fault_behind` names
   the fault behind an alert;
 * a *concept change* (not a fault: nothing breaks, the dynamics change): from
-  ``change_at`` seconds of event time (60 s) on, every ``change_every``-th sensor (one in 20)
-  starts to vibrate, its readings oscillating by ``change_amp`` units (2.5) with a period
+  ``change_at`` seconds of event time (60 s) on, every ``change_every``-th sensor (one in 10)
+  starts to vibrate, its readings oscillating by ``change_amp`` units (5) with a period
   of ``change_period`` seconds (2 s). The period divides the windows' 10 s and 2 s, so the
   window means the anomaly detector watches do not move; a model that forecasts each
   reading from the sensor's previous ones does get worse on those sensors, which is what
@@ -178,8 +178,8 @@ class SensorFleet:
         fault_every: float = 20.0,
         fault_length: float = 8.0,
         change_at: float | None = 60.0,
-        change_every: int = 20,
-        change_amp: float = 2.5,
+        change_every: int = 10,
+        change_amp: float = 5.0,
         change_period: float = 2.0,
     ) -> None:
         if sensors < 1 or hz <= 0:
@@ -226,8 +226,8 @@ class SensorFleet:
         """The ids of the sensors whose dynamics change at ``change_at`` (empty without).
 
         Example:
-            >>> SensorFleet(100).changing().tolist()
-            [10, 30, 50, 70, 90]
+            >>> SensorFleet(50).changing().tolist()
+            [5, 15, 25, 35, 45]
         """
         if self.change_at is None:
             return np.zeros(0, dtype=np.int64)

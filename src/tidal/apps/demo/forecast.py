@@ -25,8 +25,8 @@ few numpy operations per batch. The fleet's concept change
 (:meth:`~tidal.apps.demo.fleet.SensorFleet.changing`: one sensor in 20 starts to vibrate at
 60 s) makes its errors on those sensors jump; the drift detector sees it in the fleet's
 error, and :class:`LearnWatch` names the sensors behind it from per-sensor error averages
-(fast against slow, errors clipped at :data:`CLIP` units so that a fault's few huge errors
-do not outweigh a vibration's steady ones).
+(fast against slow). The target and features are clipped at :data:`CLIP` units, so that
+a fault's few huge jumps do not outweigh a vibration's steady errors.
 
 The loop replays history from the embedded log, so the branch runs with ``source="log"``
 (what ``tidal demo`` runs); see ``docs/decisions/0051-the-demo-learns.md``.
@@ -35,11 +35,11 @@ Example:
     >>> import numpy as np
     >>> from tidal.core.batch import Batch
     >>> rows = Batch({"sensor": np.array([1, 1, 1, 1, 1, 1]),
-    ...               "value": np.array([1.0, 2.0, 4.0, 7.0, 11.0, np.nan]),
+    ...               "value": np.array([1.0, 1.5, 2.5, 4.0, 6.0, np.nan]),
     ...               "ts": np.arange(6)})
     >>> out = history_features(rows)   # rows 0-3 have no fourth lag, row 5 is a dropout
     >>> out["change"].tolist(), out["d1"].tolist(), out["d3"].tolist()
-    ([4.0], [3.0], [1.0])
+    ([2.0], [1.5], [0.5])
 """
 
 from __future__ import annotations
@@ -88,10 +88,14 @@ LAGS = [1, 2, 3, 4]
 FEATURES = ["d1", "d2", "d3"]
 TARGET = "change"
 CLIP = 3.0
-"""Per-sensor error averages clip each error at this many units (a fault's jump is 20-120
-units for a reading or two; a vibration's error is a few units, every reading)."""
-SETTINGS = {"optimizer": "adam", "lr": 0.01}
-"""The learner's settings (``linear``: least squares, one Adam step per 32 rows)."""
+"""The target and the features are clipped to this many units (see :func:`deltas`): a
+fault's jump is 20-120 units, a sensor's ordinary change a few tenths."""
+STEPS_PER_S = 10
+"""Adam steps per second of readings the serving model takes: its mini-batch is a tenth of
+a second of the fleet's readings, whatever the fleet's size, so the online model is a
+slowly moving fleet consensus (a fault's outliers barely move it) that needs tens of
+seconds to follow a change; a retrain fits the last seconds :data:`EPOCHS` times over."""
+EPOCHS = 10
 
 
 def warm(batch: Batch) -> Array:
@@ -104,12 +108,15 @@ def deltas(batch: Batch) -> Batch:
     """Add ``change`` (the target) and ``d1..d3`` (the features) from ``value`` and its lags.
 
     ``change`` is the reading minus the one before; ``d1..d3`` are the three changes before
-    it.
+    it; all clipped to ``±CLIP`` units: the forecaster models a sensor's ordinary changes
+    (a few tenths of a unit; a vibration's, up to one), and a jump of tens of units is a
+    fault, the anomaly branch's business, that would otherwise dominate a squared loss and
+    the drift detector's error series.
     """
     lag = [batch["value"], *(batch[f"value_lag{k}"] for k in LAGS)]
-    cols = {TARGET: lag[0] - lag[1]}
+    cols = {TARGET: np.clip(lag[0] - lag[1], -CLIP, CLIP)}
     for i, name in enumerate(FEATURES, start=1):
-        cols[name] = lag[i] - lag[i + 1]
+        cols[name] = np.clip(lag[i] - lag[i + 1], -CLIP, CLIP)
     return batch.with_columns(**cols)
 
 
@@ -132,18 +139,21 @@ def history_features(rows: Batch) -> Batch:
     return deltas(out.filter(warm(out)))
 
 
-def _policy(fleet: SensorFleet, root: Path, topic: str) -> RetrainPolicy:
+def _policy(
+    fleet: SensorFleet, root: Path, topic: str, adopt_after_s: float | None
+) -> RetrainPolicy:
     """The loop's policy, in rows scaled to the fleet's readings per second."""
     per_s = int(fleet.per_s)
+    adopt = None if adopt_after_s is None else max(1, int(adopt_after_s * per_s))
     return RetrainPolicy(
         topic=topic,
         data_dir=root,
-        history=4 * per_s,  # the last 4 s of readings (after the 3 s collected)
-        collect=3 * per_s,
-        adopt_after=3 * per_s,  # the job has 3 s of event time; at full speed we wait
+        history=8 * per_s,  # the 8 s of readings collected after the drift
+        collect=8 * per_s,
+        adopt_after=adopt,
         horizon=4 * per_s,
         cooldown=15 * per_s,
-        epochs=2,
+        epochs=EPOCHS,
         workdir=root / JOBS,
         prepare=f"{__name__}:history_features",
     )
@@ -155,8 +165,15 @@ def add_forecaster(
     root: Path,
     topic: str,
     say: Callable[[str], None] | None,
+    adopt_after_s: float | None = None,
 ) -> LearnWatch:
-    """Add the learning branch to the validated readings; returns its screen."""
+    """Add the learning branch to the validated readings; returns its screen.
+
+    ``adopt_after_s``: seconds of readings after a retrain starts at which the candidate
+    enters shadow, the pipeline waiting for the job there if needed (reproducible
+    decisions, as the tests need); ``None``: as soon as the job is done, never waiting (the
+    demo's pace never depends on the job).
+    """
     from tidal.ml.registry import Registry
 
     served = (
@@ -171,8 +188,12 @@ def add_forecaster(
             target=TARGET,
             registry=Registry(root / REGISTRY),
             model=MODEL,
-            policy=_policy(fleet, root, topic),
-            settings=SETTINGS,
+            policy=_policy(fleet, root, topic, adopt_after_s),
+            settings={
+                "optimizer": "adam",
+                "lr": 0.01,
+                "batch_size": max(1, int(fleet.per_s) // STEPS_PER_S),
+            },
             metrics=["mae"],
             window=int(fleet.per_s),  # the rolling error: the last second of readings
         )
@@ -216,9 +237,15 @@ class LearnWatch:
     Attributes:
         fleet: the sensor model (for event time and the sensor count).
         say: prints a screen line (``None``: keeps the lines only in :attr:`log`).
-        log: every event, as a dict: ``event``, ``row``, ``time_s`` (event time, seconds),
+        log: every event, as a dict: ``event``, ``row``, ``time_s`` (the newest event time
+            the loop had served, seconds after the epoch), ``after_change`` (whether a
+            reading of the concept change had reached the loop),
             ``line`` (what the screen showed), ``sensors`` (drifts: the sensors named).
         mae: the serving model's rolling mean absolute error (last second of readings).
+        seen: rows the loop has served in this run.
+        time_s: the newest event time served (seconds after the epoch; the log's
+            partitions are read unevenly, so others may be seconds behind).
+        changed_at: rows served when the first reading of the concept change arrived.
         version: the serving version (``"online"`` before the first promotion).
 
     Example:
@@ -237,7 +264,9 @@ class LearnWatch:
     log: list[dict[str, Any]] = field(default_factory=list)
     mae: float = float("nan")
     version: str = "online"
+    seen: int = 0
     time_s: float = 0.0
+    changed_at: int | None = None
 
     def __post_init__(self) -> None:
         n = self.fleet.sensors
@@ -250,7 +279,7 @@ class LearnWatch:
         if not len(batch):
             return
         sensor = np.asarray(batch["sensor"], dtype=np.int64)
-        err = np.minimum(np.abs(batch[TARGET] - batch["prediction"]), CLIP)
+        err = np.abs(batch[TARGET] - batch["prediction"])
         n, acc = self.fleet.sensors, self._acc
         dt = len(batch) / self.fleet.per_s  # event-time seconds the batch spans
         for row, half in ((0, self.fast_s), (2, self.slow_s)):
@@ -261,7 +290,15 @@ class LearnWatch:
             acc[row + 1] += np.bincount(sensor, minlength=n)
         self.mae = float(batch["mae_rolling"][-1])
         self.version = str(batch["model_version"][-1])
-        self.time_s = max(self.time_s, (float(batch["ts"].max()) - EPOCH_MS) / 1000.0)
+        self.seen += len(batch)
+        ts = np.asarray(batch["ts"], dtype=np.int64)
+        self.time_s = max(self.time_s, (int(ts.max()) - EPOCH_MS) / 1000.0)
+        fleet = self.fleet
+        if fleet.change_at is not None and self.changed_at is None:
+            every = fleet.change_every
+            hit = (sensor % every == every // 2) & (ts >= EPOCH_MS + fleet.change_at * 1000.0)
+            if hit.any():
+                self.changed_at = self.seen
 
     def rising(self) -> list[tuple[int, float]]:
         """Sensors whose fast error average is :attr:`ratio` times their slow one, worst first."""
@@ -279,7 +316,12 @@ class LearnWatch:
         """One loop event: a screen line (and the sensors behind a drift)."""
         detail = json.loads(e["detail"]) if e.get("detail") else None
         kind = e["event"]
-        entry: dict[str, Any] = {"event": kind, "row": int(e["row"]), "time_s": self.time_s}
+        entry: dict[str, Any] = {
+            "event": kind,
+            "row": int(e["row"]),
+            "time_s": self.time_s,
+            "after_change": self.changed_at is not None,
+        }
         if kind == "drift":
             worse = bool(detail and detail.get("worse"))
             entry["worse"] = worse
@@ -327,13 +369,13 @@ class LearnWatch:
         """Counts of the loop's events, the drifting sensors named, the rolling error.
 
         ``false_drifts`` counts drifts that would retrain (the error got worse) before the
-        fleet's concept change; ``named`` the sensors named at drifts after it, and
-        ``named_changing`` how many of those are the changing sensors.
+        first reading of the fleet's concept change reached the loop; ``named`` the sensors
+        named at drifts after it, and ``named_changing`` how many of those are the changing
+        sensors.
         """
         kinds = [e["event"] for e in self.log]
-        at = self.fleet.change_at
         worse = [e for e in self.log if e["event"] == "drift" and e["worse"]]
-        before = [e for e in worse if at is None or e["time_s"] < at]
+        before = [e for e in worse if not e["after_change"]]
         named = sorted({s for e in worse if e not in before for s in e.get("sensors", [])})
         changing = set(self.fleet.changing().tolist())
         return {

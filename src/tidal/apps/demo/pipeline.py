@@ -475,6 +475,7 @@ def build_demo(
     min_std: float = 0.05,
     quiet: str = "10s",
     learn: bool | None = None,
+    adopt_after_s: float | None = None,
 ) -> tuple[Pipeline, DemoHandles]:
     """Build the IoT demo pipeline (see :mod:`tidal.apps.demo`); bound it with ``max_events``.
 
@@ -510,6 +511,9 @@ def build_demo(
             ``source="log"`` only, the one source the loop can replay history from; with
             ``"kafka"`` the handles' ``learn_note`` says why not. ``True`` with another
             source raises :class:`~tidal.errors.ConfigError`.
+        adopt_after_s: with ``learn``: seconds of readings after a retrain starts at which
+            its candidate is taken, waiting for the job there (reproducible decisions);
+            ``None``: as soon as the job is done, the pipeline never waiting for it.
 
     Returns:
         The pipeline and its :class:`DemoHandles`.
@@ -601,5 +605,5 @@ def build_demo(
         handles.learn_note = "learning: off (the retrain loop needs source='log')"
     elif learn is None or learn:
         root = resolve_data_dir(data_dir)
-        handles.learner = add_forecaster(valid, fleet, root, TOPIC, screen)
+        handles.learner = add_forecaster(valid, fleet, root, TOPIC, screen, adopt_after_s)
     return p, handles
