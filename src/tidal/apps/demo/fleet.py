@@ -16,7 +16,7 @@
   the fault behind an alert;
 * a *concept change* (not a fault: nothing breaks, the dynamics change): from
   ``change_at`` seconds of event time (60 s) on, every ``change_every``-th sensor (one in 10)
-  starts to vibrate, its readings oscillating by ``change_amp`` units (5) with a period
+  starts to vibrate, its readings oscillating by ``change_amp`` units (3) with a period
   of ``change_period`` seconds (2 s). The period divides the windows' 10 s and 2 s, so the
   window means the anomaly detector watches do not move; a model that forecasts each
   reading from the sensor's previous ones does get worse on those sensors, which is what
@@ -179,7 +179,7 @@ class SensorFleet:
         fault_length: float = 8.0,
         change_at: float | None = 60.0,
         change_every: int = 10,
-        change_amp: float = 5.0,
+        change_amp: float = 3.0,
         change_period: float = 2.0,
     ) -> None:
         if sensors < 1 or hz <= 0:

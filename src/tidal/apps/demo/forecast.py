@@ -325,7 +325,7 @@ class LearnWatch:
         if kind == "drift":
             worse = bool(detail and detail.get("worse"))
             entry["worse"] = worse
-            if worse:
+            if worse and detail is not None:
                 up = self.rising()
                 entry["sensors"] = [s for s, _ in up]
                 line = (
