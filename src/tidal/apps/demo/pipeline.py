@@ -240,7 +240,7 @@ def reset_demo(
         >>> root = Path(tempfile.mkdtemp())
         >>> _, handles = build_demo(sensors=10, rate=None, source="log", data_dir=root)
         >>> [p.name for p in reset_demo(root)]
-        ['demo-sensors', 'demo.json', 'demo-registry']
+        ['demo-sensors', 'demo.json']
         >>> reset_demo(root)
         []
     """
