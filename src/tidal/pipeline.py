@@ -629,9 +629,11 @@ class Stream:
         Like :meth:`learn` (same columns, plus ``model_version`` and, while a candidate is in
         shadow, ``shadow_prediction``), and on drift of the serving model's errors (or a
         schedule) a child process retrains a candidate on the recent history replayed from
-        the embedded log; it is registered in ``registry`` under ``model``, scored in shadow
-        on the next rows, and promoted only if it beats the serving model. Every step is a
-        row on ``.side("events")``. ``policy`` is a
+        the embedded log (``RetrainPolicy(topic=...)``), or from a Kafka topic through this
+        pipeline's source and the steps before the loop, built again in the child
+        (``RetrainPolicy(pipeline="file.py:build")``); it is registered in ``registry``
+        under ``model``, scored in shadow on the next rows, and promoted only if it beats
+        the serving model. Every step is a row on ``.side("events")``. ``policy`` is a
         :class:`~tidal.ml.learn.loop.RetrainPolicy`; ``options`` go to
         :class:`~tidal.ml.learn.loop.RetrainLoop` (``settings``, ``metrics``, ``seed``...).
         See :mod:`tidal.ml.learn.loop`, and the README's "Learning on the stream".

@@ -351,3 +351,45 @@ def test_a_crash_resumes_from_the_checkpoint_on_disk(tmp_path: Path, crash_at: i
     stages = reg.stages("sea")
     assert (stages.production, stages.previous) == (want.production, want.previous)
     assert len(reg.versions("sea")) == len(ref_reg.versions("sea"))
+
+
+def test_the_job_replays_through_the_pipeline_built_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """policy.pipeline: the job builds tests/conformance/retrain_pipeline.py again and
+    replays the log through its feature step (``c10``, which the learner needs)."""
+    import importlib.util
+
+    path = Path(__file__).parents[2] / "conformance" / "retrain_pipeline.py"
+    spec = importlib.util.spec_from_file_location("retrain_pipeline", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _log(tmp_path)
+    for k, v in {
+        "RETRAIN_SOURCE": "log", "RETRAIN_TOPIC": "sea", "RETRAIN_DATA_DIR": str(tmp_path),
+        "RETRAIN_REGISTRY": str(tmp_path / "reg"), "RETRAIN_WORKDIR": str(tmp_path / "jobs"),
+    }.items():  # fmt: skip
+        monkeypatch.setenv(k, v)
+    p = module.build()
+    events = collect(module.loop_output(p, "events"))
+    run(p, max_batch=700)
+    promoted = next(r for r in events.records() if r["event"] == "promoted")
+    started = next(
+        r
+        for r in events.records()
+        if r["event"] == "retrain_started" and r["job"] == promoted["job"]
+    )
+    job = tmp_path / "jobs" / started["job"]
+    spec_ = json.loads((job / "job.json").read_text())
+    assert spec_["pipeline"] == f"{path}:build" and spec_["step"] == "m"
+    assert json.loads((job / "done.json").read_text())["rows"] == 1_000
+    assert Registry(tmp_path / "reg").stages("sea").production == promoted["candidate"]
+
+
+def test_a_policy_needs_a_place_to_replay_from() -> None:
+    with pytest.raises(ConfigError, match="topic='...' .* or pipeline="):
+        RetrainPolicy()
+    with pytest.raises(ConfigError, match="module:function"):
+        RetrainPolicy(pipeline=" : ")
+    assert RetrainPolicy(pipeline="features.py:build").topic is None

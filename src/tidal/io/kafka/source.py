@@ -247,6 +247,16 @@ class KafkaSource(BaseSource):
         self._tps = self._tps[index::count]
         self._ids = {tp: self._ids[tp] for tp in self._tps}
 
+    def replaying(self) -> None:
+        """Read history without side effects from now on: no group, no dead-letter topic.
+
+        For a replay of offsets already processed (the retrain job's, see
+        :mod:`tidal.runtime.history`): the group's committed offsets are neither read nor
+        written, and undecodable records stay dead letters of the replay only.
+        """
+        self.group = None
+        self.dead_letter_topic = None
+
     def topic_partition(self, partition: int) -> TopicPartition:
         """The ``(topic, partition)`` of a partition id."""
         self._discover()

@@ -153,6 +153,11 @@ class LogSource(BaseSource):
             raise ConfigError(msg)
         self._parts = self._parts[index::count]
 
+    def restrict(self, partitions: Sequence[int]) -> None:
+        """Read only these partitions (of those it reads) from the next ``open`` on."""
+        keep = {int(p) for p in partitions}
+        self._parts = [p for p in self._parts if p in keep]
+
     def open(self, positions: Mapping[int, Any]) -> None:
         """Start each partition at its position (the next offset).
 

@@ -16,9 +16,12 @@ around it runs the loop, one candidate at a time::
    model's errors (0/1 for classifiers, ``|y - prediction|`` for regressors); or a schedule,
    every ``policy.every`` rows.
 2. **Retrain** off the hot path: a child process (:mod:`tidal.ml.learn.retrain_job`)
-   replays the last ``policy.history`` rows up to the trigger from the embedded log topic
-   the stream is read from (the rows' ``Batch.partition`` / ``Batch.offset`` say where),
-   and trains a fresh learner of the same kind; with ``policy.workers > 1`` (the MLP)
+   replays the last ``policy.history`` rows up to the trigger (the rows'
+   ``Batch.partition`` / ``Batch.offset`` say where; the end offsets are fixed at the
+   trigger) from the embedded log topic ``policy.topic``, or, with ``policy.pipeline``,
+   through the pipeline built again: its source (a Kafka topic, or the log) and the feature
+   steps before the loop (:mod:`tidal.runtime.history`), and trains a fresh learner of the
+   same kind; with ``policy.workers > 1`` (the MLP)
    data-parallel with ``torch.distributed`` (gloo). The pipeline keeps going meanwhile.
 3. **Register**: the candidate's state (arrays, no pickle) becomes the next version of
    ``model`` in the :class:`~tidal.ml.registry.Registry` (lineage: parent version, the
@@ -37,6 +40,11 @@ Every step is a row on the ``events`` side output (``.side("events")``): ``drift
 registry's production version), with ``row`` (the step's row count), ``version``,
 ``candidate``, ``serving_metric`` / ``candidate_metric`` and a JSON ``detail``; and counters
 ``<step>.drifts``, ``.retrains``, ``.promotions``, ``.rejections``.
+
+The job runs ``python -m tidal.ml.learn.retrain_job JOB_DIR`` with the pipeline's environment
+plus ``TIDAL_RETRAIN_JOB=<job id>``; with ``policy.pipeline`` it builds the pipeline again
+from there (so its Kafka settings, secrets included, come from the user's code and the
+environment, never from the job's files or command line; decision 0055).
 
 **Exactly-once**: the serving and candidate learners, the detector, the phase, the job and
 the shadow sums are in the step's snapshot (arrays and JSON), so in every checkpoint. A job
@@ -235,9 +243,9 @@ class RetrainLoop(Operator):
         """Serve, learn and score the batch; run the loop's transitions at their rows."""
         if batch.offset is None or batch.partition is None:
             msg = (
-                f"step {self.name!r}: the retrain loop replays history from the embedded log, "
-                "so its rows must carry log offsets: read the stream with LogSource(data_dir, "
-                f"{self.policy.topic!r}) and put no step that drops them before this one"
+                f"step {self.name!r}: the retrain loop replays history by offsets, so its rows "
+                "must carry partitions and offsets: read the stream with a LogSource or a "
+                "KafkaSource and put no step that drops them before this one"
             )
             raise PipelineError(msg)
         events, self.pending = self.pending, []
@@ -416,6 +424,8 @@ class RetrainLoop(Operator):
             "labels": self.serving.labels.snapshot(),
             "data_dir": None if pol.data_dir is None else str(pol.data_dir),
             "topic": pol.topic,
+            "pipeline": pol.pipeline,
+            "step": self.name,
             "starts": job["starts"],
             "ends": job["ends"],
             "history": pol.history,
@@ -431,6 +441,7 @@ class RetrainLoop(Operator):
                     [sys.executable, "-m", "tidal.ml.learn.retrain_job", str(folder)],
                     stdout=subprocess.DEVNULL,
                     stderr=err,
+                    env={**os.environ, "TIDAL_RETRAIN_JOB": str(job["id"])},
                 )
 
     def _poll(self, events: list[dict[str, Any]], *, wait: bool) -> None:
@@ -495,6 +506,7 @@ class RetrainLoop(Operator):
                 "learner": self.spec["learner"],
                 "trigger": job["reason"],
                 "topic": self.policy.topic,
+                "pipeline": self.policy.pipeline,
             },
         )
         metrics = {**done.get("metrics", {}), "rows": done.get("rows")}

@@ -4,10 +4,12 @@ The retrain loop (:mod:`tidal.ml.learn.loop`) runs this module in a child proces
 ``python -m tidal.ml.learn.retrain_job JOB_DIR``, so training never blocks the pipeline. The
 job directory holds ``job.json`` (what to train, on which rows of which log topic); the job
 
-1. replays the history from the embedded log: per partition, the offsets from ``starts`` up
-   to (not including) ``ends``, in the order the records were produced (timestamp, then
-   partition and offset), keeping the last ``history`` rows, and passes them through the
-   policy's ``prepare`` function if it has one (the steps between the log and the loop);
+1. replays the history: per partition, the offsets from ``starts`` up to (not including)
+   ``ends``, in the order the records were produced (timestamp, then partition and offset),
+   keeping the last ``history`` rows; from the embedded log topic ``topic`` as stored, or,
+   with ``pipeline``, through the pipeline built again (its source, Kafka or the log, and
+   the feature steps before the loop; :mod:`tidal.runtime.history`); then through the
+   policy's ``prepare`` function if it has one (``"module:function"``, ``Batch -> Batch``);
 2. trains a fresh :class:`~tidal.ml.learn.step.LearnStep` with the same learner, features and
    class labels as the serving one, ``epochs`` passes over the rows (the metrics of the first
    pass are its prequential training metrics);
@@ -54,6 +56,7 @@ __all__ = [
     "STATE_FILE",
     "decode_state",
     "encode_state",
+    "history",
     "prepare",
     "read_history",
     "run_job",
@@ -130,6 +133,24 @@ def read_history(spec: dict[str, Any]) -> Batch:
     order = np.lexsort((rows.offset, rows.partition, rows.ingest))
     keep = order[-int(spec["history"]) :]
     return rows.take(keep)
+
+
+_PIPELINE_READER = "tidal.runtime.history"
+"""Replays through the pipeline built again (a layer up: imported by name, at run time)."""
+
+
+def history(spec: dict[str, Any]) -> Batch:
+    """The job's rows, from the log or through the pipeline built again.
+
+    :func:`read_history` (the log topic as stored), or, with ``spec["pipeline"]``,
+    ``tidal.runtime.history.replay_history`` (imported by name: it is a layer up).
+    """
+    if spec.get("pipeline"):
+        import importlib
+
+        reader = importlib.import_module(_PIPELINE_READER).replay_history
+        return reader(spec)  # type: ignore[no-any-return]
+    return read_history(spec)
 
 
 def prepare(spec: dict[str, Any], rows: Batch) -> Batch:
@@ -277,7 +298,7 @@ def run_job(job: Path, rank: tuple[int, int, str] | None = None) -> None:
     if rank is None and int(spec.get("workers", 1)) > 1:
         _distributed(spec, job)
         return
-    rows = prepare(spec, read_history(spec))
+    rows = prepare(spec, history(spec))
     metrics: dict[str, float] = {}
     if rank is None:
         step, metrics = _train(spec, rows, parent)

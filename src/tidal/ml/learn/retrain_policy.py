@@ -42,8 +42,15 @@ class RetrainPolicy:
     """When to retrain, on what, and how a candidate must do to be promoted.
 
     Args:
-        topic: the embedded-log topic the stream is read from (history is replayed from it).
+        topic: the embedded-log topic the stream is read from (history is replayed from it,
+            rows as stored: no feature steps before the loop). Give it or ``pipeline``.
         data_dir: the log's data directory (``None``: ``$TIDAL_DATA_DIR`` or ``./.tidal``).
+        pipeline: where the job builds the pipeline again: ``"pkg.module:build"`` or
+            ``"path/file.py:build"`` (a function returning the pipeline, or the pipeline
+            itself). The job replays the history through the pipeline's one source (Kafka
+            or the log, with its value format and connection settings) and the steps
+            between it and the loop (:mod:`tidal.runtime.history`). Needed for a Kafka
+            source and for features made by steps before the loop.
         history: rows replayed for a retrain: the newest up to the trigger.
         drift: a drift detector name (:data:`tidal.ml.detect.DRIFT_DETECTORS`) watching the
             serving model's errors; ``None``: no drift trigger.
@@ -76,8 +83,9 @@ class RetrainPolicy:
             not ``"module:function"``.
     """
 
-    topic: str
+    topic: str | None = None
     data_dir: str | os.PathLike[str] | None = None
+    pipeline: str | None = None
     history: int = 5_000
     drift: str | None = "adwin"
     every: int | None = None
@@ -93,6 +101,21 @@ class RetrainPolicy:
     prepare: str | None = None
 
     def __post_init__(self) -> None:
+        if not (self.topic or self.pipeline):
+            msg = (
+                "a retrain policy needs where to replay history from: topic='...' (the "
+                "embedded log topic the stream reads) or pipeline='module:build' (the "
+                "pipeline built again: a Kafka source, or feature steps before the loop)"
+            )
+            raise ConfigError(msg)
+        if self.pipeline is not None and (
+            not isinstance(self.pipeline, str) or not self.pipeline.strip(": ")
+        ):
+            msg = (
+                "retrain policy: pipeline is 'module:function' or 'file.py:function', "
+                f"got {self.pipeline!r}"
+            )
+            raise ConfigError(msg)
         if self.drift is None and self.every is None:
             msg = (
                 "a retrain policy needs a trigger: drift='adwin' (or another detector) "
