@@ -128,6 +128,7 @@ from tidal.cli.options import (
     _JSON,
     _MAX_BATCH,
     _MAX_WAIT,
+    _NO_LEARN,
     _OFF,
     _OUT,
     _RATE,
@@ -172,6 +173,7 @@ _DEMO_OPTIONS = (
     _DEMO_CHECKPOINT_INTERVAL,
     _DATA_DIR,
     _RESET,
+    _NO_LEARN,
     *DEMO_OBSERVE_OPTIONS,
 )
 
@@ -221,10 +223,11 @@ def _parser() -> argparse.ArgumentParser:
         "--learn",
         action="store_true",
         help=(
-            "show the closed learning loop instead: an online model serves overheat "
-            "predictions, the sensors' calibration changes, and drift -> retrain (a child "
-            "process, on history replayed from the log) -> shadow -> promote happens on "
-            "screen (registry and log under --data-dir/learn)"
+            "show the small classifier version of the learning loop instead (the main demo "
+            "learns too: a forecaster under the retrain loop): an online model serves "
+            "overheat predictions, the sensors' calibration changes, and drift -> retrain "
+            "(a child process, on history replayed from the log) -> shadow -> promote "
+            "happens on screen (registry and log under --data-dir/learn)"
         ),
     )
     add_kafka_options(demo)
@@ -373,6 +376,7 @@ def _demo(args: argparse.Namespace) -> int:
         source=args.source,
         data_dir=args.data_dir,
         kafka=kafka,
+        learn=False if args.no_learn else None,
     )
     if say is not None:
         pace = "as fast as possible" if rate is None else f"{rate:,.0f} events/s"
@@ -391,9 +395,25 @@ def _demo(args: argparse.Namespace) -> int:
         say(f"  alerts: {where}; each names the fault behind it")
         say("  dropouts: readings a sensor lost (NaN), sent to the dead letters")
         say("  detectors warm up for 20 s of event time; Ctrl-C stops, a rerun resumes")
+        if handles.learner is not None:
+            say(
+                "  learning: a model forecasts each reading from the sensor's last ones; at "
+                "60 s one sensor in 20 starts to vibrate: drift -> retrain -> shadow -> "
+                "promote shows as `learn` lines"
+            )
+        elif handles.learn_note is not None:
+            say(f"  {handles.learn_note}")
 
     def scorecard(summary: RunSummary) -> str:
-        return handles.scorecard_line(summary)
+        line = handles.scorecard_line(summary)
+        if handles.learner is not None:
+            s = handles.learner.summary()
+            line += (
+                f"\nlearning: {s['drifts']} drift(s), {s['retrains']} retrain(s), "
+                f"{s['promotions']} promoted, {s['rejections']} rejected; serving "
+                f"{s['version']}, forecast MAE {s['mae']}"
+            )
+        return line
 
     return _execute(
         pipeline,

@@ -269,6 +269,13 @@ _RESET = _Option(
     "first (refused while a demo runs there)",
     is_flag=True,
 )
+_NO_LEARN = _Option(
+    "--no-learn",
+    _flag,
+    False,
+    "run the demo without its learning branch (the forecaster under the retrain loop)",
+    is_flag=True,
+)
 _FROM_OFFSET = _Option(
     "--from-offset",
     _count,
