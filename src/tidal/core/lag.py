@@ -202,6 +202,8 @@ class Lag(Operator):
         batch, kid = self._key_ids(batch)
         n = len(batch)
         self._grow()
+        if self.key is None and n:
+            return [(0, batch.with_columns(**self._one_key(batch, n)))]
         if self.key is None:  # one key: the batch is already in key order
             order = None
             ks = kid
@@ -235,6 +237,37 @@ class Lag(Operator):
         if n:
             self.count[seg_keys] = np.minimum(self.depth, self.count[seg_keys] + seg_len)
         return [(0, batch.with_columns(**{name: out[name] for name in self.names}))]
+
+    def _one_key(self, batch: Batch, n: int) -> dict[str, Array]:
+        """The lag columns of an unkeyed stream: shifted copies, the first rows from state.
+
+        Slices only (the same values as the keyed path); the state becomes the batch's
+        last ``depth`` values, newest first.
+        """
+        held = int(self.count[0])
+        depth = self.depth
+        out: dict[str, Array] = {}
+        for c in self.columns:
+            col = batch[c]
+            h = self._hist_for(c, col)
+            dt = _out_dtype(col.dtype, h.dtype, self.fill)
+            newest = h[0]  # newest first
+            for k in self.periods:
+                lagged = np.empty(n, dtype=dt)
+                m = min(k, n)
+                lagged[m:] = col[: n - m]
+                lagged[:m] = newest[k - m : k][::-1]  # row r: the value k - 1 - r back
+                unknown = min(m, max(0, k - held))  # rows reaching past what is held
+                if unknown:
+                    lagged[:unknown] = _missing(dt) if self.fill is None else self.fill
+                out[f"{c}_lag{k}"] = lagged
+            if n >= depth:
+                newest[:] = col[n - depth :][::-1]
+            else:
+                newest[n:] = newest[: depth - n].copy()
+                newest[:n] = col[::-1]
+        self.count[0] = min(depth, held + n)
+        return {name: out[name] for name in self.names}
 
     def _shift_runs(  # noqa: PLR0913 - the runs' arrays, computed once per batch
         self, col: Array, h: Array, k: int, dt: np.dtype[Any], ks: Array, pos: Array, held: Array

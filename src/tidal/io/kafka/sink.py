@@ -336,6 +336,8 @@ class KafkaTransactionalSink(KafkaSink):
         self._in_txn = False
         self._marker: Any = None
         self._source_offsets: dict[tuple[str, int], int] = {}
+        # the source offsets of the last transaction that committed, by (topic, partition)
+        self.committed_offsets: dict[tuple[str, int], int] = {}
 
     def use_transactional_id(self, transactional_id: str) -> None:
         """Use another transactional id (before ``open``): one per task under ``--group``."""
@@ -379,8 +381,9 @@ class KafkaTransactionalSink(KafkaSink):
 
         Under ``tidal run --workers N`` every worker commits its own transactions (its
         partitions' output and offsets, and its checkpoint marker); a restarted worker
-        fences its predecessor by the same id. N is fixed per data directory, so the ids
-        are stable. With one worker nothing changes.
+        fences its predecessor by the same id. A job with this sink keeps its N (a run
+        with another N is refused, decision 0052), so the ids are stable. With one worker
+        nothing changes.
 
         Example:
             >>> sink = KafkaTransactionalSink("out", transactional_id="job")
@@ -543,6 +546,8 @@ class KafkaTransactionalSink(KafkaSink):
             )
             raise TransactionAborted(msg) from exc.__cause__
         self._in_txn = False
+        if self.source is not None and self._source_offsets:
+            self.committed_offsets = dict(self._source_offsets)
 
     def _serve(self) -> None:
         """Serve the clients' callbacks (errors, deliveries) while a call blocks."""

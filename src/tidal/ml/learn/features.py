@@ -36,6 +36,7 @@ import numpy as np
 
 from tidal.core.batch import Array, Batch
 from tidal.errors import ModelError, StateError
+from tidal.ml.learn import kernels
 
 __all__ = ["Features"]
 
@@ -120,6 +121,23 @@ class Features:
         Raises:
             ModelError: if a column is missing or a numeric column is not numeric.
         """
+        return self.transform_rows(batch, update=update)[0]
+
+    def transform_rows(
+        self, batch: Mapping[str, Any] | Batch, *, update: bool = True
+    ) -> tuple[Array, Array]:
+        """:meth:`transform`, and which rows of the matrix are all finite (no NaN or inf).
+
+        The standardization and the finite check are one pass over the matrix (with numba).
+
+        Raises:
+            ModelError: if a column is missing or a numeric column is not numeric.
+
+        Example:
+            >>> spec = Features(numeric=["x"], standardize=False)
+            >>> spec.transform_rows({"x": np.array([1.0, np.nan])})[1].tolist()
+            [True, False]
+        """
         missing = [c for c in self.columns if c not in batch]
         if missing:
             have = list(batch.keys()) if hasattr(batch, "keys") else []
@@ -131,16 +149,18 @@ class Features:
             self._update(num)
         if self.standardize and self.numeric:
             var = self.m2 / max(self.count, 1)
-            num -= self.mean  # in place: ``num`` is a fresh matrix
-            num /= np.where(var > 0, np.sqrt(var), 1.0)
+            # in place (``num`` is a fresh matrix), with the finite check in the same pass
+            ok = kernels.standardize(num, self.mean, np.where(var > 0, np.sqrt(var), 1.0))
+        else:
+            ok = np.asarray(np.isfinite(num).all(axis=1), dtype=bool)
         if not self.categorical and not self.hashed:
-            return num
+            return num, ok  # one-hot and hashed slots are always finite
         parts = [num]
         for c in self.categorical:
             parts.append(self._one_hot(c, np.asarray(batch[c]), update=update))
         if self.hashed:
             parts.append(self._hash(batch, n))
-        return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float64)
+        return np.ascontiguousarray(np.concatenate(parts, axis=1), dtype=np.float64), ok
 
     def _numeric(self, batch: Mapping[str, Any] | Batch) -> Array:
         """A fresh C-contiguous float64 matrix of the numeric columns (one copy each)."""
@@ -159,8 +179,7 @@ class Features:
 
     def _update(self, x: Array) -> None:
         n = len(x)
-        mean = x.mean(axis=0)
-        m2 = ((x - mean) ** 2).sum(axis=0)
+        mean, m2 = kernels.moments(x)  # x.mean(axis=0), ((x - mean) ** 2).sum(axis=0)
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)

@@ -49,6 +49,8 @@ __all__ = [
     "SQUARED",
     "fit",
     "has_numba",
+    "moments",
+    "standardize",
     "warm_up",
 ]
 
@@ -80,51 +82,87 @@ def _kernel(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one tight loop, compiled
     k = W.shape[1]
     G = np.zeros((d + 1, k))
     z = np.zeros(k)
-    start = 0
-    while start < n:
-        stop = min(start + chunk, n)
-        G[:, :] = 0.0
-        for i in range(start, stop):
-            for c in range(k):
-                s = W[d, c]
-                for j in range(d):
-                    s += X[i, j] * W[j, c]
-                z[c] = s
+    exact = chunk == 1  # a step per row on its own gradient, r * X[i]: G is not needed
+    if exact and k == 1 and loss != 2 and opt == 0 and l1 == 0.0:  # noqa: PLR2004
+        # the common exact case (one output, plain SGD, no L1), as a loop without branches
+        # per weight; the same arithmetic, in the same order, as the general loop below
+        for i in range(n):
+            s = W[d, 0]
+            for j in range(d):
+                s += X[i, j] * W[j, 0]
             if loss == 0:
-                out[i, 0] = z[0]
-                z[0] = z[0] - y[i]
-            elif loss == 1:
-                if z[0] >= 0.0:
-                    p = 1.0 / (1.0 + math.exp(-z[0]))
+                out[i, 0] = s
+                r = s - y[i]
+            else:
+                if s >= 0.0:
+                    p = 1.0 / (1.0 + math.exp(-s))
                 else:
-                    e = math.exp(z[0])
+                    e = math.exp(s)
                     p = e / (1.0 + e)
                 out[i, 0] = p
-                z[0] = p - y[i]
+                r = p - y[i]
+            r = r * sw[i]
+            t[0] += 1
+            for j in range(d):
+                w = W[j, 0]
+                W[j, 0] = w - lr * (r * X[i, j] + l2 * w)
+            w = W[d, 0]
+            W[d, 0] = w - lr * (r + 0.0 * w)
+        return
+    rows = 0  # rows in the current chunk
+    for i in range(n):
+        for c in range(k):
+            s = W[d, c]
+            for j in range(d):
+                s += X[i, j] * W[j, c]
+            z[c] = s
+        if loss == 0:
+            out[i, 0] = z[0]
+            z[0] = z[0] - y[i]
+        elif loss == 1:
+            if z[0] >= 0.0:
+                p = 1.0 / (1.0 + math.exp(-z[0]))
             else:
-                top = z[0]
-                for c in range(1, k):
-                    top = max(top, z[c])
-                total = 0.0
-                for c in range(k):
-                    z[c] = math.exp(z[c] - top)
-                    total += z[c]
-                for c in range(k):
-                    out[i, c] = z[c] / total
-                    z[c] = out[i, c] - (1.0 if c == int(y[i]) else 0.0)
+                e = math.exp(z[0])
+                p = e / (1.0 + e)
+            out[i, 0] = p
+            z[0] = p - y[i]
+        else:
+            top = z[0]
+            for c in range(1, k):
+                top = max(top, z[c])
+            total = 0.0
             for c in range(k):
-                r = z[c] * sw[i]
+                z[c] = math.exp(z[c] - top)
+                total += z[c]
+            for c in range(k):
+                out[i, c] = z[c] / total
+                z[c] = out[i, c] - (1.0 if c == int(y[i]) else 0.0)
+        for c in range(k):
+            z[c] = z[c] * sw[i]  # the residual r, weighted
+        rows += 1
+        if not exact:
+            for c in range(k):
+                r = z[c]
                 for j in range(d):
                     G[j, c] += r * X[i, j]
                 G[d, c] += r
-        scale = 1.0 / (stop - start)
+            if rows < chunk and i < n - 1:
+                continue
+        scale = 1.0 / rows
+        rows = 0
         t[0] += 1
         step = t[0]
+        bias1 = 1.0 - b1**step  # Adam's bias corrections, once per step
+        bias2 = 1.0 - b2**step
         for j in range(d + 1):
             reg1 = l1 if j < d else 0.0
             reg2 = l2 if j < d else 0.0
             for c in range(k):
-                g = G[j, c] * scale
+                if exact:
+                    g = z[c] * X[i, j] if j < d else z[c]
+                else:
+                    g = G[j, c] * scale
                 w = W[j, c]
                 if opt == 2:
                     sigma = (math.sqrt(B[j, c] + g * g) - math.sqrt(B[j, c])) / lr
@@ -147,10 +185,11 @@ def _kernel(  # noqa: C901, PLR0912, PLR0913, PLR0915 - one tight loop, compiled
                 else:
                     A[j, c] = b1 * A[j, c] + (1.0 - b1) * g
                     B[j, c] = b2 * B[j, c] + (1.0 - b2) * g * g
-                    mhat = A[j, c] / (1.0 - b1**step)
-                    vhat = B[j, c] / (1.0 - b2**step)
+                    mhat = A[j, c] / bias1
+                    vhat = B[j, c] / bias2
                     W[j, c] = w - lr * mhat / (math.sqrt(vhat) + eps)
-        start = stop
+        if not exact:
+            G[:, :] = 0.0
 
 
 def _numpy(  # noqa: PLR0913 - the same arguments as the kernel
@@ -228,7 +267,36 @@ def _numpy(  # noqa: PLR0913 - the same arguments as the kernel
             W -= lr * mhat / (np.sqrt(vhat) + eps)
 
 
+def _standardize_kernel(x: Any, mean: Any, scale: Any, ok: Any) -> None:
+    """``x = (x - mean) / scale`` in place, row by row; ``ok[i]``: row ``i`` is all finite."""
+    n, k = x.shape
+    for i in range(n):
+        good = True
+        for j in range(k):
+            v = (x[i, j] - mean[j]) / scale[j]
+            x[i, j] = v
+            if not math.isfinite(v):
+                good = False
+        ok[i] = good
+
+
+def _moments_kernel(x: Any, mean: Any, m2: Any) -> None:
+    """Column means and sums of squared deviations, each summed row after row."""
+    n, k = x.shape
+    for i in range(n):
+        for j in range(k):
+            mean[j] += x[i, j]
+    for j in range(k):
+        mean[j] = mean[j] / n
+    for i in range(n):
+        for j in range(k):
+            dev = x[i, j] - mean[j]
+            m2[j] += dev * dev
+
+
 _compiled: Any = None
+_compiled_standardize: Any = None
+_compiled_moments: Any = None
 
 
 def has_numba() -> bool:
@@ -249,9 +317,77 @@ def _jit() -> Any:
     return _compiled
 
 
+def _jit_standardize() -> Any:
+    global _compiled_standardize  # noqa: PLW0603 - compiled once per process
+    if _compiled_standardize is None:
+        import numba
+
+        _compiled_standardize = numba.njit(cache=True, nogil=True)(_standardize_kernel)
+    return _compiled_standardize
+
+
+def _jit_moments() -> Any:
+    global _compiled_moments  # noqa: PLW0603 - compiled once per process
+    if _compiled_moments is None:
+        import numba
+
+        _compiled_moments = numba.njit(cache=True, nogil=True)(_moments_kernel)
+    return _compiled_moments
+
+
+def moments(x: Array, *, engine: str = "auto") -> tuple[Array, Array]:
+    """The column means of the float64 matrix ``x`` and the sums of squared deviations.
+
+    The values of ``x.mean(axis=0)`` and ``((x - mean) ** 2).sum(axis=0)`` to the last
+    bit: numpy sums a C-contiguous matrix of two or more columns down each column row
+    after row, as the numba loop does (in two passes, without the temporaries); a single
+    column numpy sums pairwise, so that case (and a run without numba) stays numpy.
+
+    Example:
+        >>> x = np.array([[1.0, 10.0], [3.0, 30.0]])
+        >>> [a.tolist() for a in moments(x)]
+        [[2.0, 20.0], [2.0, 200.0]]
+    """
+    n, k = x.shape
+    numba_ok = engine == "numba" or (engine == "auto" and has_numba())
+    if numba_ok and k >= 2 and n and x.flags.c_contiguous and x.dtype == np.float64:  # noqa: PLR2004
+        mean, m2 = np.zeros(k), np.zeros(k)
+        _jit_moments()(x, mean, m2)
+        return mean, m2
+    mean = x.mean(axis=0)
+    dev = x - mean
+    np.multiply(dev, dev, out=dev)  # ``(x - mean) ** 2`` without a second temporary
+    m2 = dev.sum(axis=0)
+    return mean, m2
+
+
+def standardize(x: Array, mean: Array, scale: Array, *, engine: str = "auto") -> Array:
+    """Standardize the C-contiguous float64 matrix ``x`` in place; which rows are all finite.
+
+    ``x[:, j] = (x[:, j] - mean[j]) / scale[j]``: one pass over ``x`` with numba (the
+    finite check in the same pass), ``x -= mean; x /= scale`` without; the same values
+    either way (a subtraction, then a division, each rounded once).
+
+    Example:
+        >>> x = np.array([[1.0, 4.0], [3.0, np.inf]])
+        >>> standardize(x, np.array([2.0, 0.0]), np.array([1.0, 2.0])).tolist(), x.tolist()
+        ([True, False], [[-1.0, 2.0], [1.0, inf]])
+    """
+    if engine == "numba" or (engine == "auto" and has_numba()):
+        ok = np.empty(len(x), dtype=np.bool_)
+        mean, scale = (np.ascontiguousarray(a, np.float64) for a in (mean, scale))
+        _jit_standardize()(x, mean, scale, ok)
+        return ok
+    x -= mean
+    x /= scale
+    return np.asarray(np.isfinite(x).all(axis=1), dtype=np.bool_)
+
+
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the kernel now, not in the first batch."""
+    """Compile (or load from numba's cache) the kernels now, not in the first batch."""
     if has_numba():
+        standardize(np.zeros((1, 1)), np.zeros(1), np.ones(1))
+        moments(np.zeros((1, 2)))
         x, w = np.zeros((1, 1)), np.zeros((2, 1))
         _jit()(
             x,

@@ -62,6 +62,21 @@ _NEEDS = {
 }
 
 
+def _argmax(out: Array) -> Array:
+    """``out.argmax(axis=1)`` (the first NaN, else the first largest); two columns compared.
+
+    Example:
+        >>> _argmax(np.array([[0.4, 0.6], [0.5, 0.5], [np.nan, 1.0], [1.0, np.nan]])).tolist()
+        [1, 0, 0, 1]
+    """
+    if out.shape[1] != 2:  # noqa: PLR2004 - the two-class shortcut
+        ids: Array = out.argmax(axis=1)
+        return ids
+    a, b = out[:, 0], out[:, 1]
+    first_nan = np.isnan(a)
+    return (~first_nan & (np.isnan(b) | (b > a))).astype(np.int64)
+
+
 def _auc(pos: Array, neg: Array) -> float:
     """ROC AUC from per-bin counts of positives and negatives (ties count half)."""
     n_pos, n_neg = pos.sum(), neg.sum()
@@ -107,7 +122,13 @@ class Prequential:
         self.task, self.metrics, self.window, self.binary = task, names, window, binary
         need = {0} | {j for m in names for j in _NEEDS[m]}
         self._idx = sorted(need)
-        self._need = frozenset(need)
+        # the sums kept per row: those the metrics read, the count of right classes, and
+        # every regression sum (what the state has always held)
+        if task == "classification":
+            binary_sums = {2, 3, 4} if binary and 2 in need else set()  # noqa: PLR2004
+            self._filled = sorted({0, 1} | binary_sums | ({5} & need))
+        else:
+            self._filled = [0, 6, 7, 8, 9]
         self.totals = np.zeros(len(_SUMS))
         self.tail = np.zeros((0, len(_SUMS)))
         self.tail_score = np.zeros(0)
@@ -124,26 +145,27 @@ class Prequential:
         }
 
     def _contrib(self, y: Array, out: Array) -> Array:
-        c = np.zeros((len(y), len(_SUMS)))
+        """Each row's terms of the sums :attr:`_filled` (in that order), ``(n, len(filled))``."""
+        at = {j: i for i, j in enumerate(self._filled)}
+        c = np.empty((len(y), len(self._filled)))
         c[:, 0] = 1.0
-        need = self._need  # only the sums the chosen metrics read
         if self.task == "classification":
             yi = y.astype(np.int64)
             k = out.shape[1]
-            pred = out.argmax(axis=1)
+            pred = _argmax(out)
             c[:, 1] = pred == yi
-            if self.binary and 2 in need:  # noqa: PLR2004 - the tp/fp/fn sums
-                c[:, 2] = (pred == 1) & (yi == 1)
-                c[:, 3] = (pred == 1) & (yi != 1)
-                c[:, 4] = (pred != 1) & (yi == 1)
-            if 5 in need:  # noqa: PLR2004 - the log-loss sum
+            if 2 in at:  # noqa: PLR2004 - the tp/fp/fn sums (binary only)
+                c[:, at[2]] = (pred == 1) & (yi == 1)
+                c[:, at[3]] = (pred == 1) & (yi != 1)
+                c[:, at[4]] = (pred != 1) & (yi == 1)
+            if 5 in at:  # noqa: PLR2004 - the log-loss sum
                 inside = yi < k
                 p = np.full(len(y), 1e-15)
                 p[inside] = out[np.flatnonzero(inside), yi[inside]]
-                c[:, 5] = -np.log(np.clip(p, 1e-15, 1.0))
+                c[:, at[5]] = -np.log(np.clip(p, 1e-15, 1.0))
         else:
             e = out.reshape(len(y), -1)[:, 0] - y
-            c[:, 6], c[:, 7], c[:, 8], c[:, 9] = np.abs(e), e * e, y, y * y
+            c[:, 1], c[:, 2], c[:, 3], c[:, 4] = np.abs(e), e * e, y, y * y
         return c
 
     @staticmethod
@@ -186,21 +208,30 @@ class Prequential:
         y = np.asarray(y, dtype=np.float64)
         out = np.asarray(out, dtype=np.float64)
         c = self._contrib(y, out if out.ndim == 2 else out.reshape(-1, 1))
-        idx = self._idx  # only the sums the chosen metrics need
-        overall = self.totals[idx] + np.cumsum(c[:, idx], axis=0)
-        full = np.concatenate([self.tail[:, idx], c[:, idx]])
-        cum = np.concatenate([np.zeros((1, len(idx))), np.cumsum(full, axis=0)])
-        ends = np.arange(len(self.tail) + 1, len(full) + 1)
-        rolling = cum[ends] - cum[np.maximum(ends - self.window, 0)]
-        cols = self._values(overall, self.metrics, idx)
-        rolled = self._values(rolling, self.metrics, idx)
+        filled = self._filled  # the columns of ``c``: the sums that are not always 0
+        n, t, w = len(c), len(self.tail), self.window
+        overall = np.cumsum(c, axis=0)
+        overall += self.totals[filled]
+        # the rolling sums: prefix sums over the window's last rows and the batch, row i's
+        # sum is prefix[t + 1 + i] - prefix[max(t + 1 + i - window, 0)] (slices, no gather)
+        cum = np.empty((t + n + 1, len(filled)))
+        cum[0] = 0.0
+        np.cumsum(np.concatenate([self.tail[:, filled], c]), axis=0, out=cum[1:])
+        lo = t + 1 - w
+        if lo >= 0:
+            start = cum[lo : lo + n]
+        else:  # the first rows' windows reach back before the first row
+            start = np.concatenate([np.repeat(cum[:1], min(-lo, n), axis=0), cum[: max(n + lo, 0)]])
+        rolling = cum[t + 1 :] - start
+        cols = self._values(overall, self.metrics, filled)
+        rolled = self._values(rolling, self.metrics, filled)
         cols.update({f"{k}_rolling": v for k, v in rolled.items()})
-        if len(c):
-            self.totals = self.totals + c.sum(axis=0)
-        keep = self.window - len(c)
-        self.tail = np.concatenate(
-            [self.tail[-keep:] if keep > 0 else self.tail[:0], c[-self.window :]]
-        )
+        if n:
+            self.totals[filled] = overall[-1]  # the totals plus the batch's sums
+        keep = w - n
+        new = np.zeros((min(n, w), len(_SUMS)))
+        new[:, filled] = c[n - len(new) :]
+        self.tail = np.concatenate([self.tail[-keep:] if keep > 0 else self.tail[:0], new])
         if "roc_auc" in self.metrics:
             score = out[:, 1]
             bins = np.clip((score * _BINS).astype(np.int64), 0, _BINS - 1)

@@ -207,7 +207,7 @@ class LearnStep(Operator):
         """Predict then learn the batch; pass it on with the prediction and metric columns."""
         return [(0, self.learn(batch))]
 
-    def _matrix(self, batch: Batch) -> Array:
+    def _matrix(self, batch: Batch) -> tuple[Array, Array]:
         need = [*self.features.columns, *(c for c in (self.target, self.weight) if c)]
         missing = [c for c in need if c not in batch]
         if missing:
@@ -217,7 +217,7 @@ class LearnStep(Operator):
             )
             raise PipelineError(msg)
         try:
-            return self.features.transform(batch, update=True)
+            return self.features.transform_rows(batch, update=True)
         except ModelError as exc:
             msg = f"step {self.name!r}: {exc}"
             raise PipelineError(msg) from exc
@@ -230,8 +230,7 @@ class LearnStep(Operator):
                 does not fit the learner.
         """
         n = len(batch)
-        x = self._matrix(batch)
-        ok: Array = np.asarray(np.isfinite(x).all(axis=1), dtype=bool)
+        x, ok = self._matrix(batch)  # ok: the rows without NaN/inf features
         labeled = ok.copy()
         if self.target is not None:
             labeled &= ~_missing(batch[self.target])
@@ -299,16 +298,21 @@ class LearnStep(Operator):
         n = len(batch)
         cols: dict[str, Any] = {}
         if self.task == "classification":
-            ids = np.nan_to_num(out, nan=-1.0).argmax(axis=1)
-            pred = np.empty(n, dtype=object)
-            pred[ok] = self.labels.decode(ids[ok]) if ok.any() else pred[ok]
+            ids = _class_ids(out)
+            every = bool(ok.all())
+            if self.labels.mode == "vocab":  # labels are values: an object column
+                pred = np.empty(n, dtype=object)
+                pred[ok] = self.labels.decode(ids[ok]) if ok.any() else pred[ok]
+                cols[self.output] = pred
+            else:  # labels are their own ids
+                cols[self.output] = ids if every else np.where(ok, ids, -1)
             p = (
                 out[:, 1]
                 if out.shape[1] == 2 and self.metrics and self.metrics.binary
                 else _top_probability(out)
             )
-            cols[self.output] = pred if self.labels.mode == "vocab" else np.where(ok, ids, -1)
-            cols[f"{self.output}_score"] = np.where(ok, p, np.nan)
+            score = np.ascontiguousarray(p) if every else np.where(ok, p, np.nan)
+            cols[f"{self.output}_score"] = score
         elif self.task == "clustering":
             cols[self.output] = np.where(ok, np.nan_to_num(out[:, 0], nan=-1), -1).astype(np.int64)
         else:
@@ -372,6 +376,23 @@ class LearnStep(Operator):
             msg = f"step {self.name!r}: {exc}"
             raise StateError(msg) from exc
         self.labels.restore(snap["labels"])
+
+
+def _class_ids(out: Array) -> Array:
+    """Each row's most probable class id (NaN counts as -1; the first of equal ones).
+
+    ``argmax``; for two classes one comparison of the two columns, which is the same.
+
+    Example:
+        >>> _class_ids(np.array([[0.4, 0.6], [0.5, 0.5], [np.nan, np.nan]])).tolist()
+        [1, 0, 0]
+    """
+    if out.shape[1] == 2:  # noqa: PLR2004 - two classes
+        a = np.nan_to_num(out[:, 0], nan=-1.0)
+        b = np.nan_to_num(out[:, 1], nan=-1.0)
+        return (b > a).astype(np.int64)
+    ids: Array = np.nan_to_num(out, nan=-1.0).argmax(axis=1)
+    return ids
 
 
 def _top_probability(out: Array) -> Array:
