@@ -1,6 +1,8 @@
 """Anomaly detectors: quality on the labelled evaluation set, and points/s, beside River's HST.
 
-``python bench/run.py detect`` prints both tables; ``--quality`` or ``--speed`` only one.
+``python bench/run.py detect`` prints both tables; ``--quality`` or ``--speed`` only one;
+``--against REV`` times the block baselines and ``hst`` of git revision ``REV`` against the
+working tree in one process (CPU time and wall clock, scores checked equal bit for bit).
 
 Quality: every detector runs as a :class:`~tidal.ml.detect.step.DetectStep` with its
 default parameters and default alert thresholds over the series of
@@ -18,6 +20,7 @@ with River's HST on one series.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -140,14 +143,39 @@ def _cell(v: float, labelled: bool) -> str:
     return f"{v:.0f}" if labelled else f"{v:.2f}"
 
 
-def _time(det: Any, x: np.ndarray, keys: np.ndarray, batch: int, warm: int = 0) -> float:
-    """Points/s of ``det.score`` over ``x[warm:]`` (the first ``warm`` rows are not timed)."""
+def _time(
+    det: Any, x: np.ndarray, keys: np.ndarray, batch: int, warm: int = 0
+) -> tuple[float, float]:
+    """Points/s of ``det.score`` over ``x[warm:]``, wall clock and per CPU-second.
+
+    The first ``warm`` rows are not timed. The CPU time is the process's (all threads).
+    """
     for i in range(0, warm, batch):
         det.score(x[i : min(i + batch, warm)], keys[i : min(i + batch, warm)])
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(warm, len(x), batch):
         det.score(x[i : i + batch], keys[i : i + batch])
-    return (len(x) - warm) / (time.perf_counter() - t0)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    n = len(x) - warm
+    return n / wall, n / max(cpu, 1e-9)
+
+
+def _data(points: int, keys: int, per_key: int) -> tuple[np.ndarray, ...]:
+    """One series of ``points`` values; ``keys`` keys x ``per_key`` values, interleaved."""
+    rng = np.random.default_rng(0)
+    x = (np.sin(np.arange(points) / 30.0) * 3 + rng.normal(size=points))[:, None]
+    one = np.zeros(points, dtype=np.int64)
+    n_keyed = keys * per_key
+    xk = (np.sin(np.arange(n_keyed) / 30.0) * 3 + rng.normal(size=n_keyed))[:, None]
+    many = np.tile(np.arange(keys), per_key)
+    return x, one, xk, many
+
+
+def _load() -> str:
+    try:
+        return f"load avg {os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "load avg n/a"
 
 
 def speed(
@@ -161,48 +189,163 @@ def speed(
 
     One series: ``points`` values. Keyed: ``per_key`` values for each of ``keys`` keys,
     interleaved; the first 600 per key (every detector's warm-up, the seasonal detector's
-    period learning and HST's first two windows) are not timed.
+    period learning and HST's first two windows) are not timed. Each rate is given in wall
+    clock time and per CPU-second of the process (the latter moves less with the load of a
+    shared machine). ``hst`` runs on its default engine (numba where installed, compiled
+    before timing); ``hst (numpy engine)`` is the fallback, in the same process.
     """
-    rng = np.random.default_rng(0)
-    x = (np.sin(np.arange(points) / 30.0) * 3 + rng.normal(size=points))[:, None]
-    one = np.zeros(points, dtype=np.int64)
-    n_keyed = keys * per_key
-    xk = (np.sin(np.arange(n_keyed) / 30.0) * 3 + rng.normal(size=n_keyed))[:, None]
-    many = np.tile(np.arange(keys), per_key)
+    from tidal.ml.detect.kernels import has_numba, warm_up
+    from tidal.ml.detect.trees import HalfSpaceTrees
+
+    warm_up()
+    x, one, xk, many = _data(points, keys, per_key)
     warm = keys * min(600, per_key - 1)
+    factories: dict[str, Any] = {name: (lambda name=name: make(name)) for name in DETECTORS}
+    if has_numba():
+        factories["hst (numpy engine)"] = lambda: HalfSpaceTrees(engine="numpy")
     out: dict[str, tuple[float, float]] = {}
-    for name in DETECTORS:
+    cpu: dict[str, tuple[float, float]] = {}
+    loads: dict[str, str] = {}
+    for name, factory in factories.items():
         if name == "iforest":
             n = min(points, 50_000)
-            single = _time(make(name), x[:n], one[:n], batch)
+            single, single_cpu = _time(factory(), x[:n], one[:n], batch)
             out[name] = (single, float("nan"))  # a forest per key: not for 10,000 keys
+            cpu[name] = (single_cpu, float("nan"))
+            loads[name] = _load()
             continue
-        single = _time(make(name), x, one, batch)
-        keyed = _time(make(name), xk, many, batch, warm)
-        out[name] = (single, keyed)
+        single, single_cpu = _time(factory(), x, one, batch)
+        keyed, keyed_cpu = _time(factory(), xk, many, batch, warm)
+        out[name], cpu[name], loads[name] = (single, keyed), (single_cpu, keyed_cpu), _load()
     from river import anomaly
 
     model = anomaly.HalfSpaceTrees(seed=42)
-    vals = rng.uniform(size=river_points).tolist()
-    t0 = time.perf_counter()
+    vals = np.random.default_rng(1).uniform(size=river_points).tolist()
+    t0, c0 = time.perf_counter(), time.process_time()
     for v in vals:
         rec = {"x": v}
         model.score_one(rec)
         model.learn_one(rec)
     river = river_points / (time.perf_counter() - t0)
+    river_cpu = river_points / max(time.process_time() - c0, 1e-9)
+
+    def both(w: float, c: float) -> str:
+        return f"{rate(w)} ({rate(c)})" if w == w else "n/a (a forest per key)"
+
     rows = [
-        (name, rate(s), rate(k) if k == k else "n/a (a forest per key)", f"{s / river:.0f}x")
+        (
+            name,
+            both(s, cpu[name][0]),
+            both(k, cpu[name][1]),
+            f"{s / river:.0f}x ({cpu[name][0] / river_cpu:.0f}x)",
+            loads[name],
+        )
         for name, (s, k) in out.items()
     ]
-    rows.append(("river HST (score_one + learn_one)", rate(river), "", "1x"))
+    rows.append(("river HST (score_one + learn_one)", both(river, river_cpu), "", "1x", _load()))
     table(
         f"Detector speed: one series of {points:,} points; {keys:,} keys x {per_key} points "
-        f"(the last {per_key - 600} per key timed); batches of {batch:,}",
-        ["detector", "one series", f"{keys:,} keys", "one series vs River HST"],
+        f"(the last {per_key - 600} per key timed); batches of {batch:,}. "
+        "Wall clock (per CPU-second)",
+        ["detector", "one series", f"{keys:,} keys", "one series vs River HST", "load"],
         rows,
     )
     out["river_hst"] = (river, float("nan"))
     return out
+
+
+def _old_modules(rev: str) -> dict[str, Any]:
+    """The baseline and tree detector classes of git revision ``rev`` (with its ``base``)."""
+    import subprocess
+    import types
+
+    def source(path: str) -> str:
+        cmd = ["git", "-C", str(ROOT), "show", f"{rev}:src/tidal/ml/detect/{path}"]
+        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+
+    mods: dict[str, Any] = {}
+    base = types.ModuleType("_old_detect_base")
+    sys.modules[base.__name__] = base
+    exec(compile(source("base.py"), f"{rev}:base.py", "exec"), base.__dict__)  # noqa: S102
+    for name in ("baseline", "trees"):
+        mod = types.ModuleType(f"_old_detect_{name}")
+        sys.modules[mod.__name__] = mod
+        text = source(f"{name}.py").replace(
+            "tidal.ml.detect.base import", f"{base.__name__} import"
+        )
+        exec(compile(text, f"{rev}:{name}.py", "exec"), mod.__dict__)  # noqa: S102
+        mods[name] = mod
+    return mods
+
+
+def against(
+    rev: str,
+    points: int = 1_000_000,
+    keys: int = 10_000,
+    batch: int = 100_000,
+    per_key: int = 800,
+    runs: int = 3,
+) -> dict[str, tuple[float, float]]:
+    """Old code (git revision ``rev``) against the working tree, in one process.
+
+    For the block baselines and ``hst``: old and new alternate, ``runs`` times each, on
+    the data of :func:`speed`; the best CPU time of each (points per CPU-second, which
+    moves less with the load than wall clock) and the best wall time are compared. Scores
+    are checked equal bit for bit on the way.
+    """
+    from tidal.ml.detect.kernels import warm_up
+
+    warm_up()
+    old = _old_modules(rev)
+    x, one, xk, many = _data(points, keys, per_key)
+    warm = keys * min(600, per_key - 1)
+    pairs = {
+        "median_mad": (old["baseline"].MedianMAD, lambda: make("median_mad")),
+        "rolling_z": (old["baseline"].RollingZ, lambda: make("rolling_z")),
+        "ewma": (old["baseline"].EWMA, lambda: make("ewma")),
+        "hst": (old["trees"].HalfSpaceTrees, lambda: make("hst")),
+    }
+    rows, out = [], {}
+    for name, (old_cls, new) in pairs.items():
+        for label, xs, ks, w in (("one series", x, one, 0), (f"{keys:,} keys", xk, many, warm)):
+            _check_equal(name, old_cls(), new(), xs[: 3 * batch], ks[: 3 * batch], batch)
+            best_old, best_new = (0.0, 0.0), (0.0, 0.0)
+            for _ in range(runs):
+                o, nw = _time(old_cls(), xs, ks, batch, w), _time(new(), xs, ks, batch, w)
+                best_old = (max(best_old[0], o[0]), max(best_old[1], o[1]))
+                best_new = (max(best_new[0], nw[0]), max(best_new[1], nw[1]))
+            out[f"{name} {label}"] = (best_new[1] / best_old[1], best_new[0] / best_old[0])
+            rows.append(
+                (
+                    f"{name}, {label}",
+                    rate(best_old[1]),
+                    rate(best_new[1]),
+                    f"{best_new[1] / best_old[1]:.1f}x",
+                    f"{rate(best_old[0])} -> {rate(best_new[0])}",
+                    _load(),
+                )
+            )
+    table(
+        f"Detector speed, {rev} against the working tree in one process (best of {runs}, "
+        f"alternating; scores equal bit for bit)",
+        ["detector", "old, per CPU-s", "new, per CPU-s", "new/old (CPU)", "wall", "load"],
+        rows,
+    )
+    return out
+
+
+def _check_equal(
+    name: str, old: Any, new: Any, x: np.ndarray, keys: np.ndarray, batch: int
+) -> None:
+    for i in range(0, len(x), batch):
+        a, b = (
+            old.score(x[i : i + batch], keys[i : i + batch]),
+            new.score(x[i : i + batch], keys[i : i + batch]),
+        )
+        for f in ("deviation", "low", "high"):
+            if getattr(a, f).tobytes() != getattr(b, f).tobytes():
+                msg = f"{name}: {f} differs between the old and the new code"
+                raise AssertionError(msg)
 
 
 def cli(argv: list[str] | None = None) -> None:
@@ -214,7 +357,16 @@ def cli(argv: list[str] | None = None) -> None:
     ap.add_argument("--keys", type=int, default=10_000)
     ap.add_argument("--batch", type=int, default=100_000)
     ap.add_argument("--per-key", type=int, default=800, help="points per key (keyed run)")
+    ap.add_argument(
+        "--against",
+        metavar="REV",
+        help="time the baselines and hst of git revision REV against the working tree",
+    )
+    ap.add_argument("--runs", type=int, default=3, help="--against: runs of each, best kept")
     args = ap.parse_args(argv)
+    if args.against:
+        against(args.against, args.points, args.keys, args.batch, args.per_key, args.runs)
+        return
     both = not (args.quality or args.speed)
     if args.quality or both:
         quality()

@@ -127,3 +127,25 @@ def test_batch_boundaries_do_not_change_scores(name: str) -> None:
     np.testing.assert_array_equal(_run(make(name), x, keys, cuts), one)
     singles = list(range(1, 300)) + [301, 777, 778, 1500]
     np.testing.assert_array_equal(_run(make(name), x, keys, singles), one)
+
+
+def _numpy_engine(name: str) -> Detector:
+    """``make(name)`` with every engine-choosing detector in it on its numpy engine."""
+    det = make(name)
+    members = getattr(det, "members", [det])
+    for m in members:
+        if hasattr(m, "engine"):
+            m.engine = "numpy"
+    return det
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n for n in NAMES if any(hasattr(m, "engine") for m in getattr(make(n), "members", [make(n)]))],
+)
+def test_engines_give_the_same_scores(name: str) -> None:
+    # a detector with a compiled engine and a numpy one: both, bit for bit, any batching
+    x, keys = _stream()
+    default = _run(make(name), x, keys, [1000, 2500])
+    numpy_engine = _run(_numpy_engine(name), x, keys, [1, 999, 3000])
+    assert default.tobytes() == numpy_engine.tobytes()

@@ -21,21 +21,26 @@ Each run must settle and its committed output must equal one uninterrupted proce
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 import uuid
-from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from kafka_helpers import new_topic
-from test_kafka_group import PIPELINE, WAIT_S, _finish, _start
-from test_kafka_workers import TOTAL, _input, _output, _run
+from kafka_runs import (
+    SCALE_PIPELINE,
+    WAIT_S,
+    Setup,
+    describe_group,
+    finish,
+    finish_with_log,
+    output,
+    scale_group,
+    scale_reference,
+    start_run,
+    wait_until,
+)
 
 from tidal.io.kafka import KafkaConfig
 from tidal.runtime.workers.group import REVOKE_PAUSE_ENV
@@ -49,34 +54,17 @@ from tidal.runtime.workers.kafka_state import (
 
 pytestmark = pytest.mark.integration
 
-Setup = tuple[KafkaConfig, str, Counter[bytes]]
+_start = scale_group
 
 
 @pytest.fixture(scope="module")
 def one_process(kafka_broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Setup:
     """The input topic, and the output of one uninterrupted process over it."""
-    config = kafka_broker.config()
-    in_topic = _input(config)
-    out, summary = _run(config, tmp_path_factory.mktemp("one"), in_topic, 1)
-    assert summary["events"] == TOTAL
-    return config, in_topic, _output(config, out)
-
-
-def _wait(what: str, cond: Callable[[], bool], *procs: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not cond():
-        for proc in procs:
-            assert proc.poll() is None, proc.communicate()[1].decode()[-4000:]
-        assert time.monotonic() < deadline, f"{what}: not within {WAIT_S:.0f} s"
-        time.sleep(0.01)
+    return scale_reference(kafka_broker.config(), tmp_path_factory.mktemp("one"))
 
 
 def _member_ids(config: KafkaConfig, group: str) -> set[str]:
-    from confluent_kafka.admin import AdminClient
-
-    admin = AdminClient(config.client())
-    done = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=30)
-    return {m.member_id for m in done.members}
+    return {m.member_id for m in describe_group(config, group).members}
 
 
 def _settled(config: KafkaConfig, group: str, members: int) -> bool:
@@ -86,10 +74,8 @@ def _settled(config: KafkaConfig, group: str, members: int) -> bool:
     for its next poll).
     """
     from confluent_kafka import ConsumerGroupState
-    from confluent_kafka.admin import AdminClient
 
-    admin = AdminClient(config.client())
-    done = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=30)
+    done = describe_group(config, group)
     return len(done.members) == members and done.state == ConsumerGroupState.STABLE
 
 
@@ -105,7 +91,7 @@ def _first_member(
         SCALE_GATE_AT="12", TIDAL_WORKER="1/2", SCALE_PACE_MS="20", **env,
     )  # fmt: skip
     reached = Path(f"{gate}.reached")
-    _wait("member A parks at its gate", reached.exists, first)
+    wait_until("member A parks at its gate", reached.exists, first)
     return first, gate
 
 
@@ -127,21 +113,21 @@ def test_a_rebalance_during_a_restore_settles_with_the_output_of_one_process(
     )
     # B gets all 4 partitions and restores the first one's state: it is held there, inside
     # its assign callback, while the group rebalances
-    _wait("member B restores", Path(f"{gate_b}.reached").exists, second)
+    wait_until("member B restores", Path(f"{gate_b}.reached").exists, second)
     before = _member_ids(config, group)
     third = _start(config, tmp_path / "c", in_topic, out, 1, group)
     procs = [second, third]
-    _wait("member C joins", lambda: bool(_member_ids(config, group) - before), *procs)
+    wait_until("member C joins", lambda: bool(_member_ids(config, group) - before), *procs)
     if trigger == "kill":  # ... and C dies again before B's restore ends
         with_c = _member_ids(config, group)
         third.kill()
         third.communicate(timeout=WAIT_S)
         procs.remove(third)
-        _wait("C's member leaves", lambda: _member_ids(config, group) < with_c, *procs)
+        wait_until("C's member leaves", lambda: _member_ids(config, group) < with_c, *procs)
     gate_b.unlink()  # the restore goes on
-    summaries = [_finish(p) for p in procs]  # each exits 0: none crashed, none looped
+    summaries = [finish(p) for p in procs]  # each exits 0: none crashed, none looped
     assert summaries[0]["restore_ms"], summaries  # B restored state from the state topic
-    assert _output(config, out) == reference
+    assert output(config, out) == reference
 
 
 def test_restores_longer_together_than_max_poll_interval_do_not_livelock(
@@ -160,18 +146,18 @@ def test_restores_longer_together_than_max_poll_interval_do_not_livelock(
         config, tmp_path / "b", in_topic, out, 1, group, **slow,
         **{RESTORE_GATE_ENV: str(gate_b)},
     )  # fmt: skip
-    _wait("member B joins", lambda: _settled(config, group, 2), first, second)
+    wait_until("member B joins", lambda: _settled(config, group, 2), first, second)
     gate_a.unlink()  # A revokes 2 partitions, B starts restoring them
-    _wait("member B restores", Path(f"{gate_b}.reached").exists, first, second)
+    wait_until("member B restores", Path(f"{gate_b}.reached").exists, first, second)
     first.kill()  # A dies: its other 2 partitions come to B, which is busy by then
     first.communicate(timeout=WAIT_S)
     gate_b.unlink()
     # B, busy, restores the 2 of A in one assign callback: 7 s, past max.poll.interval.ms
-    b, b_log = _finish_quiet(second)
+    b, b_log = finish_with_log(second)
     assert "maximum poll interval" not in b_log  # B was never kicked out
     assert sorted(b["assigned"]) == [0, 1, 2, 3] and not b["revoked"], b  # once: no loop
     assert len(b["restore_ms"]) == 4 and min(ms for _, ms in b["restore_ms"]) >= 3500, b
-    assert _output(config, out) == reference
+    assert output(config, out) == reference
 
 
 def test_a_member_that_overran_max_poll_interval_wakes_up_fenced_and_drops_its_tasks(
@@ -187,26 +173,13 @@ def test_a_member_that_overran_max_poll_interval_wakes_up_fenced_and_drops_its_t
     second = _start(config, tmp_path / "b", in_topic, out, 1, group, **poll)
     topic = state_topic(group, "kafka-scaled")
     every = {0, 1, 2, 3}
-    _wait("B drains all", lambda: finished_partitions(config, topic, timeout=1.0) == every)
-    b = _finish(second)
+    wait_until("B drains all", lambda: finished_partitions(config, topic, timeout=1.0) == every)
+    b = finish(second)
     gate_a.unlink()  # A wakes up: its checkpoint is fenced; it drops the task, rejoins
-    a, a_log = _finish_quiet(first)
+    a, a_log = finish_with_log(first)
     assert "maximum poll interval" in a_log and "was fenced by a new owner" in a_log
     assert a["dropped"] and sorted(b["assigned"]) == [0, 1, 2, 3], (a, b)
-    assert _output(config, out) == reference
-
-
-def _finish_quiet(proc: subprocess.Popen[bytes]) -> tuple[dict[str, Any], str]:
-    """The summary of a member that must exit 0, and what it logged."""
-    try:
-        out, err = proc.communicate(timeout=WAIT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        pytest.fail(f"the group did not finish in {WAIT_S:.0f} s: {err.decode()[-6000:]}")
-    assert proc.returncode == 0, err.decode()[-4000:]
-    summary: dict[str, Any] = orjson.loads(out.splitlines()[-1])
-    return summary, err.decode()
+    assert output(config, out) == reference
 
 
 def _busy_member(
@@ -214,13 +187,8 @@ def _busy_member(
 ) -> subprocess.Popen[bytes]:
     """A member that polls often and drains slowly: batches of 25 events, each held 30 ms
     (600 batches), so it is still busy, not parked, when the group rebalances."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "SCALE_"))}
-    full.update(SCALE_BOOTSTRAP=config.bootstrap_servers, SCALE_IN=in_topic, SCALE_OUT=out)
-    full.update(SCALE_PACE_MS="30", **env)
-    cmd = [sys.executable, "-m", "tidal.cli", "run", str(PIPELINE), "--json", "--group", group]
-    cmd += ["--checkpoint-interval", "50ms", "--max-batch", "25", "--max-wait", "0ms"]
-    cmd += ["--data-dir", str(data)]
-    return subprocess.Popen(cmd, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    env = {"SCALE_PACE_MS": "30", **env}
+    return start_run(SCALE_PIPELINE, config, data, in_topic, out, group=group, max_batch=25, **env)
 
 
 def test_a_revoke_slower_than_max_poll_interval_does_not_livelock(
@@ -237,12 +205,12 @@ def test_a_revoke_slower_than_max_poll_interval_does_not_livelock(
     first = _busy_member(config, tmp_path / "a", in_topic, out, group, **slow)
     topic = state_topic(group, "kafka-scaled")
     # A owns all 4 partitions and has checkpointed each: B's arrival moves 2 with state
-    _wait("A checkpoints", lambda: bool(read_state(config, topic, "3/", timeout=1.0)), first)
+    wait_until("A checkpoints", lambda: bool(read_state(config, topic, "3/", timeout=1.0)), first)
     second = _start(config, tmp_path / "b", in_topic, out, 1, group, **slow)
-    (a, a_log), (b, b_log) = _finish_quiet(first), _finish_quiet(second)
+    (a, a_log), (b, b_log) = finish_with_log(first), finish_with_log(second)
     assert "maximum poll interval" not in a_log + b_log  # nobody was kicked out
     # A checkpointed what fit in half the interval and dropped the rest uncommitted
     assert a["dropped"] and set(a["dropped"]) < set(a["revoked"]), (a, b)
     # no loop: a few revokes (the cooperative protocol may take 2 rounds), not dozens
     assert len(a["revoked"]) <= 4 and not b["revoked"], (a, b)
-    assert _output(config, out) == reference
+    assert output(config, out) == reference

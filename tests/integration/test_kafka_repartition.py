@@ -7,7 +7,12 @@ windows must equal one uninterrupted process's (which reads every partition, so 
 repartition): with one member, with two, with one of two SIGKILLed mid-run (in a seeded
 stage 1 batch, while it holds partitions; the supervisor restarts it), and with one
 killing itself inside a checkpoint (state and rows produced but not committed; committed
-but not recorded). 0 lost, 0 duplicated.
+but not recorded; committed but not purged). 0 lost, 0 duplicated.
+
+The purge (decision 0056): after each run every repartition partition starts at stage 2's
+committed offset (records below it deleted, none at or past it); the kill tests purge after
+every commit, so a purge that deleted a record stage 2 still needed would lose windows. A
+purge the broker refuses is reported, not raised.
 """
 
 from __future__ import annotations
@@ -15,85 +20,51 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import orjson
 import pytest
-from kafka_helpers import new_topic, produce, read_all
+from kafka_helpers import new_topic, produce
+from kafka_runs import HERE, SEED, finish, keyed_input, output, start_run, wait_until
 
+from tidal.errors import ConnectorError
 from tidal.io.kafka import KafkaConfig
+from tidal.io.kafka.admin import KafkaAdmin
+from tidal.runtime.workers.purge import Purger
 
 pytestmark = pytest.mark.integration
 
-PIPELINE = Path(__file__).with_name("kafka_repartition_pipeline.py")
+PIPELINE = HERE / "kafka_repartition_pipeline.py"
 TOTAL = 8_000
-WAIT_S = 240.0
-SEED = int(os.environ.get("TIDAL_FAULT_SEED", "20240101"))
+EVERY_COMMIT = ("--repartition-purge-interval", "1ms")  # purge after (nearly) every commit
 
 
-def _input(config: KafkaConfig) -> str:
-    topic = new_topic(config, "repart-in", partitions=4)
-    seq = np.arange(TOTAL, dtype=np.int64)
-    keys = [f"key{k}" for k in ((seq * 7_919) % 61).tolist()]  # the message key
-    users = [f"u{u}" for u in ((seq * 31) % 17).tolist()]  # what the pipeline groups by
-    vals = ((seq * 2_654_435_761) % 1_000).tolist()
-    ts = (1_704_067_200_000 + seq).tolist()
-    values = [
-        orjson.dumps({"k": k, "u": u, "v": v, "ts": t})
-        for k, u, v, t in zip(keys, users, vals, ts, strict=True)
-    ]
-    produce(config, topic, values, keys=[k.encode() for k in keys], timestamps=ts)
-    return topic
+def _purged_to_the_commit(config: KafkaConfig, group: str) -> dict[int, tuple[int, int]]:
+    """Per repartition partition: (first offset kept, stage 2's committed offset).
+
+    Asserts that no record at or past the committed offset was deleted.
+    """
+    topic = f"{group}.kafka-repartitioned.repartition"
+    admin = KafkaAdmin(config, timeout=30.0)
+    committed = admin.committed(f"{topic}.in", topic)
+    first = admin.start_offsets(topic)
+    assert sorted(committed) == [0, 1, 2, 3], committed  # stage 2 committed every partition
+    for p, low in first.items():
+        assert low <= committed[p], (p, low, committed)  # never past the commit
+    return {p: (first[p], committed[p]) for p in sorted(first)}
 
 
-def _env(config: KafkaConfig, in_topic: str, out: str, **env: str) -> dict[str, str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("TIDAL_", "SCALE_"))}
-    full.update(SCALE_BOOTSTRAP=config.bootstrap_servers, SCALE_IN=in_topic, SCALE_OUT=out)
-    full.update(env)
-    return full
-
-
-def _start(
-    config: KafkaConfig,
-    data: Path,
-    in_topic: str,
-    out: str,
-    workers: int,
-    group: str,
-    max_batch: int = 500,
-    **env: str,
-) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "tidal.cli", "run", str(PIPELINE), "--json"]
-    cmd += ["--group", group, "--workers", str(workers)]
-    cmd += ["--checkpoint-interval", "50ms", "--max-batch", str(max_batch), "--max-wait", "0ms"]
-    cmd += ["--data-dir", str(data)]
-    return subprocess.Popen(
-        cmd, env=_env(config, in_topic, out, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-
-
-def _finish(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
-    try:
-        out, err = proc.communicate(timeout=WAIT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()  # the supervisor: its workers get SIGTERM from the kernel
-        out, err = proc.communicate()
-        pytest.fail(f"the group did not finish in {WAIT_S:.0f} s: {err.decode()[-6000:]}")
-    assert proc.returncode == 0, err.decode()[-4000:]
-    summary: dict[str, Any] = orjson.loads(out.splitlines()[-1])
-    return summary
-
-
-def _output(config: KafkaConfig, topic: str) -> Counter[bytes]:
-    rows = [orjson.loads(r.value or b"{}") for r in read_all(config, topic)]
-    return Counter(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in rows)
+def _purge_figures(summary: dict[str, Any]) -> tuple[dict[str, int], list[str]]:
+    owned = summary["per_worker"] if "per_worker" in summary else [summary]
+    purged: dict[str, int] = {}
+    errors: list[str] = []
+    for w in owned:
+        for p, off in w.get("purged", {}).items():
+            purged[p] = max(purged.get(p, 0), off)
+        errors += w.get("purge_errors", [])
+    return purged, errors
 
 
 @pytest.fixture(scope="module")
@@ -102,17 +73,12 @@ def setup(
 ) -> tuple[KafkaConfig, str, Counter[bytes]]:
     """The input, and the output of one uninterrupted process (no group, no repartition)."""
     config = kafka_broker.config()
-    in_topic = _input(config)
+    in_topic = keyed_input(config, "repart-in", TOTAL, users=True)
     out = new_topic(config, "repart-out", partitions=2)
-    cmd = [sys.executable, "-m", "tidal.cli", "run", str(PIPELINE), "--json"]
-    cmd += ["--checkpoint-interval", "50ms", "--max-batch", "500", "--max-wait", "0ms"]
-    cmd += ["--data-dir", str(tmp_path_factory.mktemp("one"))]
-    done = subprocess.run(
-        cmd, env=_env(config, in_topic, out), capture_output=True, timeout=300, check=False
-    )
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
-    assert orjson.loads(done.stdout.splitlines()[-1])["events"] == TOTAL
-    reference = _output(config, out)
+    data = tmp_path_factory.mktemp("one")
+    summary = finish(start_run(PIPELINE, config, data, in_topic, out))
+    assert summary["events"] == TOTAL
+    reference = output(config, out)
     assert sum(reference.values()) > 100 and max(reference.values()) == 1
     return config, in_topic, reference
 
@@ -121,18 +87,24 @@ def setup(
 def test_a_group_keyed_by_another_column_gives_the_output_of_one_process(
     workers: int, setup: tuple[KafkaConfig, str, Counter[bytes]], tmp_path: Path
 ) -> None:
-    from tidal.io.kafka.admin import KafkaAdmin
-
     config, in_topic, reference = setup
     out = new_topic(config, "repart-out", partitions=2)
     group = f"g-{uuid.uuid4().hex[:8]}"
-    summary = _finish(_start(config, tmp_path, in_topic, out, workers, group))
+    proc = start_run(PIPELINE, config, tmp_path, in_topic, out, workers=workers, group=group)
+    summary = finish(proc)
     assert summary["events"] >= TOTAL, summary
-    assert _output(config, out) == reference
+    assert output(config, out) == reference
     assert KafkaAdmin(config).partitions(f"{group}.kafka-repartitioned.repartition") == 4
     owned = summary["per_worker"] if "per_worker" in summary else [summary]
     stage2 = {p for w in owned for p in w["assigned"] if isinstance(p, str)}
     assert stage2 == {"r0", "r1", "r2", "r3"}, summary  # the second stage ran, all of it
+    # the purge (default interval, so the final checkpoints' purges at least): every
+    # repartition partition now starts at stage 2's committed offset
+    purged, errors = _purge_figures(summary)
+    assert not errors, errors
+    kept = _purged_to_the_commit(config, group)
+    assert all(low == done > 0 for low, done in kept.values()), kept
+    assert purged == {f"r{p}": low for p, (low, _) in kept.items()}, (purged, kept)
 
 
 @pytest.mark.parametrize("attempt", range(2))
@@ -149,30 +121,58 @@ def test_a_member_sigkilled_mid_run_loses_and_duplicates_nothing(
     gate.touch()
     group = f"g-{uuid.uuid4().hex[:8]}"
     env = {"SCALE_GATE": str(gate), "SCALE_GATE_AT": str(at), "SCALE_PACE_MS": "10"}
-    proc = _start(config, tmp_path, in_topic, out, 2, group, 200, **env)
+    proc = start_run(
+        PIPELINE, config, tmp_path, in_topic, out, workers=2, group=group, max_batch=200,
+        args=EVERY_COMMIT, **env,
+    )  # fmt: skip
     reached = Path(f"{gate}.reached")
-    deadline = time.monotonic() + WAIT_S
-    while not reached.exists():
-        assert proc.poll() is None, proc.communicate()[1].decode()[-4000:]
-        assert time.monotonic() < deadline, f"no worker reached batch {at}"
-        time.sleep(0.01)
+    wait_until(f"a worker reaches batch {at}", reached.exists, proc)
     os.kill(int(reached.read_text()), signal.SIGKILL)
     gate.unlink()
-    summary = _finish(proc)
+    summary = finish(proc)
     assert sorted(summary["restarts"]) == [0, 1], (at, summary)
-    assert _output(config, out) == reference, at
+    assert output(config, out) == reference, at
+    kept = _purged_to_the_commit(config, group)  # purged at each commit: nothing lost
+    assert all(low == done > 0 for low, done in kept.values()), kept
 
 
-@pytest.mark.parametrize("point", ["after_manifest:4", "mid_commit:3"])
+@pytest.mark.parametrize("point", ["after_manifest:4", "mid_commit:3", "after_commit:3"])
 def test_a_member_killed_inside_a_checkpoint_loses_and_duplicates_nothing(
     point: str, setup: tuple[KafkaConfig, str, Counter[bytes]], tmp_path: Path
 ) -> None:
     # after_manifest: the repartitioned rows (or the windows) and the state are in the open
-    # transaction, not committed; mid_commit: committed, the runtime had not finished
+    # transaction, not committed; mid_commit: committed, the runtime had not finished;
+    # after_commit: committed, not purged yet (a stage 2 task's purge is lost with it, and
+    # the partition's next owner purges when it restores it). Purging at every commit.
     config, in_topic, reference = setup
     out = new_topic(config, "repart-out", partitions=2)
     group = f"g-{uuid.uuid4().hex[:8]}"
     env = {"TIDAL_TEST_WORKER_CRASH": f"0:{point}", "SCALE_PACE_MS": "20"}
-    summary = _finish(_start(config, tmp_path, in_topic, out, 2, group, 200, **env))
+    proc = start_run(
+        PIPELINE, config, tmp_path, in_topic, out, workers=2, group=group, max_batch=200,
+        args=EVERY_COMMIT, **env,
+    )  # fmt: skip
+    summary = finish(proc)
     assert summary["restarts"] == [1, 0], summary
-    assert _output(config, out) == reference
+    assert output(config, out) == reference
+    kept = _purged_to_the_commit(config, group)
+    assert all(low == done > 0 for low, done in kept.values()), kept
+    assert _purge_figures(summary)[1] == [], summary
+
+
+def test_a_purge_the_broker_refuses_is_reported_not_raised(kafka_broker: Any) -> None:
+    config = kafka_broker.config()
+    topic = new_topic(config, "purge", partitions=1)
+    produce(config, topic, [b"x"] * 5)
+    admin = KafkaAdmin(config, timeout=30.0)
+    with pytest.raises(ConnectorError, match="deleting records"):
+        admin.delete_records(topic, {0: 50})  # past the end: OFFSET_OUT_OF_RANGE
+    purger = Purger(admin, topic, every=3600.0)
+    purger.committed(0, 50)
+    purger.close()
+    assert len(purger.errors) == 1 and purger.errors[0].startswith("0@50: "), purger.errors
+    assert admin.start_offsets(topic) == {0: 0} and purger.purged == {}
+    purger.committed(0, 3)  # a failure does not hold the next request back (throttle)
+    purger.close()
+    assert purger.purged == {0: 3} and admin.start_offsets(topic) == {0: 3}
+    assert admin.delete_records(topic, {0: 4}) == {0: 4}

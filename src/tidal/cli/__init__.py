@@ -6,7 +6,7 @@
                       [--checkpoint-interval 1s] [--data-dir .tidal]
                       [--from-offset N | --from-time 2024-01-01T00:00:00Z]
                       [--dead-letters dead.jsonl] [--workers N] [--group NAME]
-                      [--repartition-partitions N]
+                      [--repartition-partitions N] [--repartition-purge-interval 30s]
     tidal demo [--events N] [--rate R] [--sensors N] [--out alerts] [--json] [--reset]
                [--checkpoint-interval 1s] [--data-dir .tidal]
     tidal log topics | create TOPIC --partitions N [--retention-bytes B] [--retention 7d]
@@ -128,10 +128,12 @@ from tidal.cli.options import (
     _JSON,
     _MAX_BATCH,
     _MAX_WAIT,
+    _NO_LEARN,
     _OFF,
     _OUT,
     _RATE,
     _REPARTITION_PARTITIONS,
+    _REPARTITION_PURGE_INTERVAL,
     _RESET,
     _SENSORS,
     _SOURCE,
@@ -156,6 +158,7 @@ _RUN_OPTIONS = (
     _WORKERS,
     _GROUP,
     _REPARTITION_PARTITIONS,
+    _REPARTITION_PURGE_INTERVAL,
     *RUN_OBSERVE_OPTIONS,
 )
 _DEMO_OPTIONS = (
@@ -170,6 +173,7 @@ _DEMO_OPTIONS = (
     _DEMO_CHECKPOINT_INTERVAL,
     _DATA_DIR,
     _RESET,
+    _NO_LEARN,
     *DEMO_OBSERVE_OPTIONS,
 )
 
@@ -219,10 +223,11 @@ def _parser() -> argparse.ArgumentParser:
         "--learn",
         action="store_true",
         help=(
-            "show the closed learning loop instead: an online model serves overheat "
-            "predictions, the sensors' calibration changes, and drift -> retrain (a child "
-            "process, on history replayed from the log) -> shadow -> promote happens on "
-            "screen (registry and log under --data-dir/learn)"
+            "show the small classifier version of the learning loop instead (the main demo "
+            "learns too: a forecaster under the retrain loop): an online model serves "
+            "overheat predictions, the sensors' calibration changes, and drift -> retrain "
+            "(a child process, on history replayed from the log) -> shadow -> promote "
+            "happens on screen (registry and log under --data-dir/learn)"
         ),
     )
     add_kafka_options(demo)
@@ -269,17 +274,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tidal.cli.workers import Worker, supervise
+    from tidal.cli.workers import Worker, job_layout, supervise
 
     worker = Worker.from_env()  # a worker of `--workers N`: handlers first, then the rest
     module = _load(args.file)
     pipeline = _pipeline_of(module, args.file)
     args.checkpoint_dir = None
+
+    def build() -> Pipeline:  # a fresh copy, for re-splitting the state (decision 0052)
+        return _pipeline_of(_load(args.file), args.file)
+
     if args.group:
         from tidal.cli.workers import run_group
 
         if worker is None and args.workers > 1:
-            return supervise(pipeline, args, args.workers)
+            return supervise(pipeline, args, args.workers, build)
         return run_group(module, pipeline, args, worker)
     if worker is not None:
         worker.setup(pipeline, args)
@@ -288,20 +297,19 @@ def _run(args: argparse.Namespace) -> int:
 
         count = worker_count(pipeline, args.workers)
         if count > 1:
-            return supervise(pipeline, args, count)
-    if worker is None and args.checkpoint_interval != _OFF:
-        from tidal.runtime.workers import check_layout
-
-        check_layout(args.data_dir, pipeline.name, None)
+            return supervise(pipeline, args, count, build)
     if args.dead_letters:
         _dead_letters_to(pipeline, args)
     extra = getattr(module, "extra", None)
-    return _execute(
-        pipeline,
-        args,
-        extra=extra if callable(extra) else None,
-        around=None if worker is None else lambda executor: worker.running(executor),
-    )
+    with contextlib.nullcontext() if worker is not None else job_layout(
+        pipeline, args, None, build
+    ):
+        return _execute(
+            pipeline,
+            args,
+            extra=extra if callable(extra) else None,
+            around=None if worker is None else lambda executor: worker.running(executor),
+        )
 
 
 def _dead_letters_to(pipeline: Pipeline, args: argparse.Namespace) -> None:
@@ -368,6 +376,7 @@ def _demo(args: argparse.Namespace) -> int:
         source=args.source,
         data_dir=args.data_dir,
         kafka=kafka,
+        learn=False if args.no_learn else None,
     )
     if say is not None:
         pace = "as fast as possible" if rate is None else f"{rate:,.0f} events/s"
@@ -386,9 +395,25 @@ def _demo(args: argparse.Namespace) -> int:
         say(f"  alerts: {where}; each names the fault behind it")
         say("  dropouts: readings a sensor lost (NaN), sent to the dead letters")
         say("  detectors warm up for 20 s of event time; Ctrl-C stops, a rerun resumes")
+        if handles.learner is not None:
+            say(
+                "  learning: a model forecasts each reading from the sensor's last ones; at "
+                "60 s one sensor in 20 starts to vibrate: drift -> retrain -> shadow -> "
+                "promote shows as `learn` lines"
+            )
+        elif handles.learn_note is not None:
+            say(f"  {handles.learn_note}")
 
     def scorecard(summary: RunSummary) -> str:
-        return handles.scorecard_line(summary)
+        line = handles.scorecard_line(summary)
+        if handles.learner is not None:
+            s = handles.learner.summary()
+            line += (
+                f"\nlearning: {s['drifts']} drift(s), {s['retrains']} retrain(s), "
+                f"{s['promotions']} promoted, {s['rejections']} rejected; serving "
+                f"{s['version']}, forecast MAE {s['mae']}"
+            )
+        return line
 
     return _execute(
         pipeline,

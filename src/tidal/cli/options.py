@@ -241,6 +241,14 @@ _REPARTITION_PARTITIONS = _Option(
     "key: partitions of the repartition topic Tidal creates (default: the input's count)",
     "N",
 )
+_REPARTITION_PURGE_INTERVAL = _Option(
+    "--repartition-purge-interval",
+    _interval,
+    "30s",
+    "with --group and a repartition topic: delete each partition's records that the second "
+    "stage committed past, at most this often; 'off' to keep them",
+    "DURATION",
+)
 _DATA_DIR = _Option(
     "--data-dir", _text, ".tidal", "where checkpoints (and the embedded log) live", "PATH"
 )
@@ -259,6 +267,13 @@ _RESET = _Option(
     False,
     "start afresh: delete the demo's topic, checkpoints and alerts output under --data-dir "
     "first (refused while a demo runs there)",
+    is_flag=True,
+)
+_NO_LEARN = _Option(
+    "--no-learn",
+    _flag,
+    False,
+    "run the demo without its learning branch (the forecaster under the retrain loop)",
     is_flag=True,
 )
 _FROM_OFFSET = _Option(

@@ -28,13 +28,13 @@ from tidal.errors import ConfigError, PipelineError
 from tidal.observe.summary import RunSummary
 from tidal.pipeline import Pipeline
 from tidal.runtime.executor import Executor
+from tidal.runtime.graph import Graph
 from tidal.runtime.workers import (
     CRASH_WORKER_ENV,
     WORKER_ENV,
     Supervisor,
     WorkerResult,
     assign,
-    check_layout,
     parse_worker,
     worker_dir,
     worker_signals,
@@ -78,12 +78,49 @@ class Worker:
         yield
 
 
-def supervise(pipeline: Pipeline, args: argparse.Namespace, count: int) -> int:
-    """Run ``args.file`` in ``count`` supervised worker processes; returns the exit status.
+@contextlib.contextmanager
+def job_layout(
+    pipeline: Pipeline, args: argparse.Namespace, workers: int | None, build: Callable[[], Graph]
+) -> Iterator[None]:
+    """Hold the job's layout lock while it runs; first re-split its state if ``workers`` changed.
+
+    With checkpoints on (and no ``--group``), a data directory whose checkpoints were taken
+    by another number of workers (or by one process) is re-split for this run (decision
+    0052); the line saying so goes to standard error.
 
     Raises:
-        ConfigError: for options that do not apply to several processes, or checkpoints
-            taken with another number of workers.
+        StateError: if the state cannot be re-split, or another run holds the job.
+    """
+    if args.checkpoint_interval == "off" or args.group:
+        yield
+        return
+    from tidal.runtime.workers.resplit import JobLayout
+
+    layout = JobLayout(args.data_dir, pipeline.name)
+    layout.lock()
+    try:
+        done = layout.ensure(workers, build)
+        if done is not None:
+            print(f"tidal run: {done.line()}", file=sys.stderr)
+        yield
+    finally:
+        layout.unlock()
+
+
+def supervise(
+    pipeline: Pipeline, args: argparse.Namespace, count: int, build: Callable[[], Graph]
+) -> int:
+    """Run ``args.file`` in ``count`` supervised worker processes; returns the exit status.
+
+    Args:
+        pipeline: the pipeline, loaded once to plan.
+        args: ``tidal run``'s options.
+        count: how many workers.
+        build: loads a fresh copy of the pipeline (for a re-split, see :func:`job_layout`).
+
+    Raises:
+        ConfigError: for options that do not apply to several processes.
+        StateError: for checkpoints of another layout that cannot be re-split.
         PipelineError: when a worker keeps failing.
     """
     if args.events is not None:
@@ -92,8 +129,11 @@ def supervise(pipeline: Pipeline, args: argparse.Namespace, count: int) -> int:
             "let its bounded sources end"
         )
         raise ConfigError(msg)
-    if args.checkpoint_interval != "off" and not args.group:
-        check_layout(args.data_dir, pipeline.name, count)
+    with job_layout(pipeline, args, count, build):
+        return _supervise(pipeline, args, count)
+
+
+def _supervise(pipeline: Pipeline, args: argparse.Namespace, count: int) -> int:
     for i in range(count):
         worker_dir(args.data_dir, pipeline.name, i, count).mkdir(parents=True, exist_ok=True)
     crash = os.environ.get(CRASH_WORKER_ENV, "")
@@ -151,6 +191,9 @@ def _command(args: argparse.Namespace) -> list[str]:
         cmd += ["--group", str(args.group)]
     if getattr(args, "repartition_partitions", None):
         cmd += ["--repartition-partitions", str(args.repartition_partitions)]
+    purge = getattr(args, "repartition_purge_interval", None)
+    if purge is not None:
+        cmd += ["--repartition-purge-interval", str(purge)]
     return cmd
 
 
@@ -177,6 +220,7 @@ def run_group(
     if args.events is not None:
         msg = "--events is not supported with --group; let bounded sources end, or Ctrl-C"
         raise ConfigError(msg)
+    purge = getattr(args, "repartition_purge_interval", "30s")
     group = GroupWorker(
         build,
         args.group,
@@ -184,6 +228,7 @@ def run_group(
         max_batch=args.max_batch,
         max_wait=args.max_wait,
         repartition_partitions=getattr(args, "repartition_partitions", None),
+        purge_interval=None if purge == "off" else purge,  # what --...-interval off gives
     )
     if worker is not None:
         worker.attach(group.stop)

@@ -136,6 +136,14 @@ class _Dense(AggState):
         self._ensure(src)
         self._fold(dst, {f: a[src] for f, a in self._arrays.items()})
 
+    def copy_from(self, other: AggState, src: IntArray, dst: IntArray) -> None:
+        dst, src = self._same_kind(other, src, dst)
+        assert isinstance(other, _Dense)
+        other._ensure(src)  # noqa: SLF001 (a state of this class)
+        self._ensure(dst)
+        for f, a in other._arrays.items():  # noqa: SLF001
+            self._arrays[f][dst] = a[src]
+
     def result(self, slots: IntArray) -> Array:
         slots = _slots(slots)
         self._ensure(slots)

@@ -77,6 +77,39 @@ class AggState(ABC):
     def reset(self, slots: IntArray) -> None:
         """Empty ``slots`` so they can be reused."""
 
+    def copy_from(self, other: AggState, src: IntArray, dst: IntArray) -> None:
+        """Copy slot ``src[i]`` of ``other`` (a state of the same spec) into empty slot ``dst[i]``.
+
+        What moving keyed state between workers needs (re-splitting the checkpoints of
+        ``tidal run --workers N`` for another N): the slots of the keys a worker keeps are
+        copied from the old workers' states into its new one. The built-in states implement
+        it; a custom state that does not is refused there with this error.
+
+        Raises:
+            StateError: if this state cannot copy slots, or ``other`` is of another kind.
+
+        Example:
+            >>> from tidal.core.aggregations import count
+            >>> a, b = count().new_state(), count().new_state()
+            >>> a.update(np.array([0, 1, 1]), None)
+            >>> b.copy_from(a, np.array([1]), np.array([5]))
+            >>> b.result(np.array([5])).tolist()
+            [2]
+        """
+        msg = (
+            f"aggregation state {type(self).__name__} cannot copy slots between states, so its "
+            "window cannot be re-split across another number of workers; implement "
+            "AggState.copy_from, or keep the earlier worker count"
+        )
+        raise StateError(msg)
+
+    def _same_kind(self, other: AggState, src: Any, dst: Any) -> tuple[IntArray, IntArray]:
+        """Checks for :meth:`copy_from`: the same state type, as many ``src`` as ``dst``."""
+        if type(other) is not type(self):
+            msg = f"cannot copy slots of a {type(other).__name__} into a {type(self).__name__}"
+            raise StateError(msg)
+        return _pair(dst, src)
+
     @abstractmethod
     def snapshot(self) -> dict[str, Any]:
         """The state as numeric numpy arrays and JSON values (never object arrays)."""

@@ -204,6 +204,20 @@ class KeyIndex:
         arr[:] = out
         return arr
 
+    def live_ids(self) -> Array:
+        """The ids in use, ascending (the keys the index holds now).
+
+        Example:
+            >>> index = KeyIndex()
+            >>> _ = index.ids(np.array(["a", "b", "c"], dtype=object))
+            >>> index.release(np.array([1]))
+            >>> index.live_ids().tolist()
+            [0, 2]
+        """
+        alive = np.ones(len(self._keys), dtype=bool)
+        alive[np.asarray(self._free, dtype=np.int64)] = False
+        return np.flatnonzero(alive).astype(np.int64)
+
     def release(self, ids: Array) -> None:
         """Forget the keys of ``ids``; their ids are reused for new keys."""
         for i in ids.tolist():

@@ -14,11 +14,11 @@ positions stored next to it. Nothing is pickled.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-from tidal.core.batch import Batch
+from tidal.core.batch import Array, Batch
 from tidal.core.deadletter import DeadLetter
 
 Emit = list[tuple[int, Batch]]
@@ -74,3 +74,25 @@ class Operator:
 
     def close(self) -> None:
         """Release resources at the end of the run."""
+
+
+@runtime_checkable
+class SplitsByKey(Protocol):
+    """An operator whose state is keyed, so it can be re-split for another worker count.
+
+    ``tidal run --workers M`` over the checkpoints of ``N`` workers (decision 0052) hands
+    every old worker's snapshot of the step to :meth:`split_state`, with ``route(i,
+    keys)``: the new worker (``0..count-1``) of each key found in old snapshot ``i`` (the
+    owner of the partition the key's records go to). An operator with state that does
+    not implement it (and whose snapshots are not all ``{}``) makes the re-split refuse,
+    naming the step.
+    """
+
+    def split_state(
+        self,
+        snapshots: Sequence[Mapping[str, Any]],
+        route: Callable[[int, Array], Array],
+        count: int,
+    ) -> list[dict[str, Any]]:
+        """One snapshot per new worker, holding exactly the state of the keys routed to it."""
+        ...

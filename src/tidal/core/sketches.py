@@ -442,6 +442,16 @@ class _QuantileState(AggState):
     def merge(self, dst: IntArray, src: IntArray) -> None:
         self._table.merge(*_pair(dst, src))
 
+    def copy_from(self, other: AggState, src: IntArray, dst: IntArray) -> None:
+        dst, src = self._same_kind(other, src, dst)
+        assert isinstance(other, _QuantileState)
+        buckets, table = other._buckets, other._table  # noqa: SLF001 (a state of this class)
+        if buckets.relative_accuracy != self._buckets.relative_accuracy:
+            msg = "cannot copy quantile slots between sketches of different accuracy"
+            raise StateError(msg)
+        group, index = table.rows(src)
+        self._table.add(dst[group], table.key[index], table.count[index])
+
     def result(self, slots: IntArray) -> Array:
         slots = _slots(slots)
         group, index = self._table.rows(slots)
@@ -522,6 +532,16 @@ class _TopKState(AggState):
     def merge(self, dst: IntArray, src: IntArray) -> None:
         self._table.merge(*_pair(dst, src))
 
+    def copy_from(self, other: AggState, src: IntArray, dst: IntArray) -> None:
+        dst, src = self._same_kind(other, src, dst)
+        assert isinstance(other, _TopKState)
+        table, values = other._table, other._values  # noqa: SLF001 (a state of this class)
+        group, index = table.rows(src)
+        if not len(index):
+            return
+        ids = self._intern(values)  # other's value id -> this state's
+        self._table.add(dst[group], ids[table.key[index]], table.count[index])
+
     def result(self, slots: IntArray) -> Array:
         slots = _slots(slots)
         group, index = self._table.rows(slots)
@@ -596,6 +616,16 @@ class _DistinctState(AggState):
         part = np.maximum.reduceat(self._regs[src[order]], starts, axis=0)  # whole rows
         uniq = ordered[starts]
         self._regs[uniq] = np.maximum(self._regs[uniq], part)
+
+    def copy_from(self, other: AggState, src: IntArray, dst: IntArray) -> None:
+        dst, src = self._same_kind(other, src, dst)
+        assert isinstance(other, _DistinctState)
+        if other._p != self._p:  # noqa: SLF001 (a state of this class)
+            msg = "cannot copy distinct slots between sketches of different precision"
+            raise StateError(msg)
+        other._ensure(src)  # noqa: SLF001
+        self._ensure(dst)
+        self._regs[dst] = other._regs[src]  # noqa: SLF001
 
     def result(self, slots: IntArray) -> Array:
         slots = _slots(slots)

@@ -25,7 +25,7 @@ input was batched.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,7 @@ from tidal.core.keys import KeyIndex
 from tidal.core.operator import Emit, Operator
 from tidal.core.operators import key_ids
 from tidal.core.watermark import MIN_TIME
+from tidal.core.window_split import Route, split, take_sessions, take_windows
 from tidal.core.windows import Session, Sliding, Tumbling
 from tidal.errors import PipelineError
 
@@ -185,6 +186,16 @@ class WindowAggregate(_KeyedAggregate):
         self.fired: set[int] = set()
         self.dirty: dict[int, Array] = {}  # fired window start -> key ids updated since
         self.refs = np.zeros(0, dtype=_I64)  # open windows per key id
+
+    def blank(self) -> WindowAggregate:
+        """A new operator of the same step, without state."""
+        return WindowAggregate(self.name, self.key, self.windower, self.aggs, self.lateness)
+
+    def split_state(
+        self, snapshots: Sequence[Mapping[str, Any]], route: Route, count: int
+    ) -> list[dict[str, Any]]:
+        """Old workers' snapshots split by key into ``count`` (:mod:`~tidal.core.window_split`)."""
+        return split(self, snapshots, route, count, take_windows)
 
     def process(self, batch: Batch, port: int) -> Emit:
         """Add the batch's records to their windows; late records go to ``late``."""
@@ -360,11 +371,22 @@ class SessionAggregate(_KeyedAggregate):
         allowed_lateness_ms: int = 0,
     ) -> None:
         super().__init__(name, key, aggs, allowed_lateness_ms)
+        self.windower = windower
         self.gap = windower.gap_ms
         empty = np.empty(0, dtype=_I64)
         self.s_key, self.s_start, self.s_end, self.s_slot = empty, empty, empty, empty
         self.s_fired = np.empty(0, dtype=bool)
         self.s_dirty = np.empty(0, dtype=bool)
+
+    def blank(self) -> SessionAggregate:
+        """A new operator of the same step, without state."""
+        return SessionAggregate(self.name, self.key, self.windower, self.aggs, self.lateness)
+
+    def split_state(
+        self, snapshots: Sequence[Mapping[str, Any]], route: Route, count: int
+    ) -> list[dict[str, Any]]:
+        """Old workers' snapshots split by key into ``count`` (:mod:`~tidal.core.window_split`)."""
+        return split(self, snapshots, route, count, take_sessions)
 
     def process(self, batch: Batch, port: int) -> Emit:
         """Add records to sessions, merging sessions that now overlap."""

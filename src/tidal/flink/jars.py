@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from tidal.errors import ConfigError, ConnectorError
+from tidal.io.kafka.jvm import cache_home, maven, run_maven
 
 __all__ = ["KAFKA_CONNECTOR", "flink_home", "kafka_connector_jar", "kafka_connector_jar_name"]
 
@@ -36,8 +34,7 @@ _ARTIFACT = "org.apache.flink:flink-sql-connector-kafka"
 
 def flink_home() -> Path:
     """The jar cache: ``$TIDAL_FLINK_HOME``, else ``~/.cache/tidal/flink``."""
-    env = os.environ.get("TIDAL_FLINK_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "tidal" / "flink"
+    return cache_home("TIDAL_FLINK_HOME", "flink")
 
 
 def kafka_connector_jar_name(version: str = KAFKA_CONNECTOR) -> str:
@@ -58,38 +55,27 @@ def kafka_connector_jar(version: str = KAFKA_CONNECTOR) -> Path:
     jar = home / kafka_connector_jar_name(version)
     if jar.is_file():
         return jar
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        msg = (
-            f"Flink's Kafka connector jar is not in {home} yet and fetching it from Maven "
-            "Central needs Maven: install it (Debian/Ubuntu: `apt-get install maven`), or put "
-            f"{jar.name} there (TIDAL_FLINK_HOME sets the folder)"
-        )
-        raise ConfigError(msg)
+    mvn = maven(
+        f"Flink's Kafka connector jar is not in {home} yet and fetching it from Maven Central "
+        "needs Maven",
+        f"or put {jar.name} there (TIDAL_FLINK_HOME sets the folder)",
+    )
     home.mkdir(parents=True, exist_ok=True)
     partial = home / f".partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
-    cmd = [
-        mvn,
-        "-B",
-        "-q",
-        "-Dstyle.color=never",
-        "dependency:copy",
-        f"-Dartifact={_ARTIFACT}:{version}",
-        f"-DoutputDirectory={partial}",
-    ]
-    print(f"tidal: fetching {_ARTIFACT}:{version} from Maven Central into {home}", file=sys.stderr)
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=home)  # noqa: S603
-    got = partial / jar.name
-    if done.returncode != 0 or not got.is_file():
-        lines = (done.stdout + done.stderr).splitlines()
-        shown = " | ".join(ln.strip() for ln in ([x for x in lines if "ERROR" in x] or lines)[:3])
-        shutil.rmtree(partial, ignore_errors=True)
-        msg = (
-            f"Maven could not fetch {_ARTIFACT}:{version} (`mvn dependency:copy`, exit "
-            f"{done.returncode}): {shown or 'no output'}; check the network and the version"
+    try:
+        check = run_maven(
+            mvn,
+            ["dependency:copy", f"-Dartifact={_ARTIFACT}:{version}"]
+            + [f"-DoutputDirectory={partial}"],
+            announce=f"fetching {_ARTIFACT}:{version} from Maven Central into {home}",
+            failed=f"Maven could not fetch {_ARTIFACT}:{version} (`mvn dependency:copy`)",
+            hint="check the network and the version",
+            cwd=home,
         )
-        raise ConnectorError(msg)
-    got.replace(jar)  # atomic: a concurrent fetch of the same jar writes the same bytes
-    shutil.rmtree(partial, ignore_errors=True)
+        got = partial / jar.name
+        check(got.is_file())
+        got.replace(jar)  # atomic: a concurrent fetch of the same jar writes the same bytes
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return jar

@@ -149,16 +149,12 @@ _COMMA, _QUOTE, _BACKSLASH = 44, 34, 92
 _OPENS, _CLOSES = (91, 123), (93, 125)
 
 
-def _lines(data: bytes) -> bytes:
-    r"""Turn orjson's compact ``[{...},{...}]`` into ``{...}\n{...}\n``, vectorized.
+def _top_commas(arr: Array, data: bytes) -> Array:
+    """Positions of the commas between the elements of orjson's compact ``[...]``, vectorized.
 
-    Encoding the whole list in one call is many times faster than one call per row. The
-    commas between rows are those outside strings at bracket depth 1; a quote inside a
-    string is always escaped by an odd run of backslashes.
+    Those are the commas outside strings at bracket depth 1; a quote inside a string is
+    always escaped by an odd run of backslashes.
     """
-    if len(data) <= 2:
-        return b""
-    arr = np.frombuffer(data, dtype=np.uint8)
     quotes = np.flatnonzero(arr == _QUOTE)
     if b"\\" in data:  # drop escaped quotes: those after an odd run of backslashes
         slashes = np.flatnonzero(arr == _BACKSLASH)
@@ -176,13 +172,42 @@ def _lines(data: bytes) -> bytes:
     chars = arr[where]
     step = np.isin(chars, _OPENS).astype(np.int64) - np.isin(chars, _CLOSES)
     depth = np.cumsum(step)
-    out = arr.copy()
-    out[where[(chars == _COMMA) & (depth == 1)]] = 10
-    return out[1:-1].tobytes() + b"\n"
+    commas: Array = where[(chars == _COMMA) & (depth == 1)]
+    return commas
+
+
+def _column_json(values: Array, name: str, label: str) -> tuple[Array, Array, Array]:
+    """One column as JSON, in one orjson call: ``(bytes, starts, lengths)`` of its values.
+
+    Integer, bool and float64 arrays go to orjson as they are (NaN as null); other columns
+    as Python lists (``_default`` for numpy values inside them).
+    """
+    native = values.dtype.kind in "iub" or values.dtype == np.float64
+    try:
+        data = (
+            orjson.dumps(values, option=_OPTIONS)
+            if native
+            else orjson.dumps(values.tolist(), default=_default, option=_OPTIONS)
+        )
+    except orjson.JSONEncodeError as exc:
+        msg = (
+            f"{label}: cannot write column {name!r} as JSON: {exc}; convert its values to "
+            "numbers, strings, lists or dicts in a step before the sink"
+        )
+        raise ConnectorError(msg) from exc
+    arr = np.frombuffer(data, dtype=np.uint8)
+    # numbers, bools and nulls hold no commas: every comma separates two values
+    commas = np.flatnonzero(arr == _COMMA) if native else _top_commas(arr, data)
+    starts = np.concatenate(([1], commas + 1))
+    ends = np.concatenate((commas, [len(arr) - 1]))
+    return arr, starts, ends - starts
 
 
 def dumps_rows(batch: Batch, label: str) -> bytes:
     r"""The user columns of ``batch`` as JSON Lines (numpy values as JSON, NaN as null).
+
+    Columnar: each column is encoded in one orjson call and the rows are assembled with
+    numpy (no dict per row); the bytes equal orjson's for the rows as dicts.
 
     Raises:
         ConnectorError: naming the column with a value JSON cannot hold.
@@ -191,21 +216,31 @@ def dumps_rows(batch: Batch, label: str) -> bytes:
         >>> dumps_rows(Batch({"x": [1.5, float("nan")], "s": ["a", None]}), "sink")
         b'{"x":1.5,"s":"a"}\n{"x":null,"s":null}\n'
     """
-    try:
-        return _lines(orjson.dumps(batch.to_records(), default=_default, option=_OPTIONS))
-    except orjson.JSONEncodeError as exc:
-        culprit = "?"
-        for name in batch.names:
-            try:
-                orjson.dumps(batch[name].tolist(), default=_default, option=_OPTIONS)
-            except orjson.JSONEncodeError:
-                culprit = name
-                break
-        msg = (
-            f"{label}: cannot write column {culprit!r} as JSON: {exc}; convert its values to "
-            "numbers, strings, lists or dicts in a step before the sink"
-        )
-        raise ConnectorError(msg) from exc
+    n = len(batch)
+    if n == 0:
+        return b""
+    names = batch.names
+    if not names:
+        return b"{}\n" * n
+    parts = [_column_json(np.asarray(batch[name]), name, label) for name in names]
+    keys = [(b"," if j else b"{") + orjson.dumps(name) + b":" for j, name in enumerate(names)]
+    widths = sum(len(k) for k in keys) + 2 + sum(p[2] for p in parts)  # + "}" and newline
+    ends = np.cumsum(widths)
+    out = np.empty(int(ends[-1]), dtype=np.uint8)
+    at = ends - widths  # where each row's next piece goes
+    for key, (src, starts, lengths) in zip(keys, parts, strict=True):
+        out[at[:, None] + np.arange(len(key))] = np.frombuffer(key, dtype=np.uint8)
+        at = at + len(key)
+        total = int(lengths.sum())
+        if total:  # copy every row's value bytes with one gather
+            first = np.cumsum(lengths) - lengths
+            step = np.arange(total)
+            take = np.repeat(starts - first, lengths) + step
+            out[np.repeat(at - first, lengths) + step] = src[take]
+        at = at + lengths
+    out[at] = 125  # }
+    out[at + 1] = 10  # newline
+    return out.tobytes()
 
 
 class JsonlSink(FileSink):

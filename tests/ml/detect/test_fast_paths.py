@@ -75,3 +75,32 @@ def test_block_windows_one_key_view_and_keyed_gather_agree(kind: str) -> None:
         b = two.score(np.concatenate([xs, xs[::-1]]), kk)
         for f in ("deviation", "low", "high"):
             np.testing.assert_array_equal(getattr(a, f), getattr(b, f)[: len(xs)])
+
+
+@pytest.mark.parametrize("kind", ["median_mad", "rolling_z", "ewma"])
+def test_block_detectors_computing_only_their_statistics_agree_with_all(kind: str) -> None:
+    from tidal.ml.detect.baseline import EWMA, BlockWindow, MedianMAD, RollingZ
+
+    make = {"median_mad": MedianMAD, "rolling_z": RollingZ, "ewma": EWMA}[kind]
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(3000, 1)) * (1 + np.arange(3000)[:, None] % 3)
+    keys = rng.integers(0, 5, 3000)
+    lean, full = make(block=4, blocks=6), make(block=4, blocks=6)
+    full.win = BlockWindow(4, 6)  # every statistic, as before decision 0053
+    assert lean.win.stats != full.win.stats
+    for i in range(0, 3000, 401):
+        a = lean.score(x[i : i + 401], keys[i : i + 401])
+        b = full.score(x[i : i + 401], keys[i : i + 401])
+        for f in ("deviation", "low", "high"):
+            assert getattr(a, f).tobytes() == getattr(b, f).tobytes()
+
+
+@pytest.mark.parametrize("high", [3, 300, 70_000, 5_000_000_000])
+def test_stable_order_is_a_stable_argsort(high: int) -> None:
+    from tidal.ml.detect.base import _stable_order
+
+    rng = np.random.default_rng(high % 1000)
+    keys = rng.integers(0, high, 5000)
+    np.testing.assert_array_equal(_stable_order(keys), np.argsort(keys, kind="stable"))
+    signed = keys - high // 2
+    np.testing.assert_array_equal(_stable_order(signed), np.argsort(signed, kind="stable"))

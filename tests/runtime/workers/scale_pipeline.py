@@ -4,7 +4,11 @@ Environment: ``SCALE_DATA`` (data directory of the input topic ``events``), ``SC
 (the part-file directory of the windows), ``SCALE_BOUNDED`` (``1``: stop at the end of the
 input, default; ``0``: follow the topic), and for the kill test ``SCALE_GATE``: while that
 file exists, worker 1 stops in its third batch, after writing its pid to ``<gate>.reached`` (so the
-test kills it mid-run at a moment it knows, without a timer).
+test kills it mid-run at a moment it knows, without a timer). ``SCALE_GATE_WHO``: which
+process the gate stops (a prefix of ``$TIDAL_WORKER``, default ``1/``; ``-``: a process
+without ``--workers``). For test_resplit.py: ``SCALE_KEY`` (the column the window groups by,
+default ``k``, the input's partitioning key) and ``SCALE_DEDUPE=1`` (a dedupe step, whose
+state is not split by key, before the window).
 
 Input: ``produce(data, total, partitions)`` writes events keyed by ``k`` (so every key
 lives in one partition), with event times increasing per partition: no record is late,
@@ -55,7 +59,8 @@ _seen = [0]
 def _gate(batch: Any) -> Any:
     gate = os.environ.get("SCALE_GATE")
     _seen[0] += 1
-    if gate and os.environ.get("TIDAL_WORKER", "").startswith("1/") and _seen[0] == 3:
+    who = os.environ.get("SCALE_GATE_WHO", "1/")
+    if gate and os.environ.get("TIDAL_WORKER", "-").startswith(who) and _seen[0] == 3:
         tmp = Path(gate + ".tmp")
         tmp.write_text(str(os.getpid()))
         tmp.replace(gate + ".reached")  # the test reads this worker's pid from it
@@ -73,10 +78,11 @@ def build() -> Pipeline:
         schema={"k": str, "v": int, "ts": int},
     )
     p = Pipeline("scaled")
+    stream = p.source("in", source, time="ts", watermark=bounded("100ms")).filter("gate", _gate)
+    if os.environ.get("SCALE_DEDUPE") == "1":
+        stream = stream.key_by("ts").dedupe("once", within="1s")
     (
-        p.source("in", source, time="ts", watermark=bounded("100ms"))
-        .filter("gate", _gate)
-        .key_by("k")
+        stream.key_by(os.environ.get("SCALE_KEY", "k"))
         .window(
             "per_second",
             tumbling("1s"),

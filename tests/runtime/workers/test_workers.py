@@ -177,22 +177,6 @@ def test_ctrl_c_stops_every_worker_and_a_rerun_finishes_the_job(
     assert _canon(read_committed(tmp_path / "out")) == reference
 
 
-def test_the_number_of_workers_is_fixed_per_data_directory(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    scale_pipeline.produce(tmp_path / "in", 100, PARTITIONS)
-    monkeypatch.setenv("SCALE_DATA", str(tmp_path / "in"))
-    monkeypatch.setenv("SCALE_OUT", str(tmp_path / "out"))
-    chk = worker_dir(tmp_path, "scaled", 0, 2) / "checkpoints" / "scaled" / "chk-000000000001"
-    chk.mkdir(parents=True)
-    base = ["run", str(PIPELINE), "--checkpoint-interval", "1s", "--data-dir", str(tmp_path)]
-    assert main(base) == 2
-    assert "taken with --workers 2" in capsys.readouterr().err
-    assert main([*base, "--workers", "3"]) == 2
-    err = capsys.readouterr().err
-    assert "fixed per data directory" in err and "--workers 2" in err
-
-
 def test_a_source_that_cannot_be_split_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -21,18 +21,27 @@ alert (``tests/test_demo_resume.py``). With ``source="generator"`` the readings 
       -> alert        the alert's fields
       -> alerts (JSON Lines file or memory) and screen (a few lines per second, each
          naming the fault behind the alert; a scorecard at the end)
+    validate (the same readings; with source="log") -> the learning branch
+      -> lags, deltas  each sensor's last four readings, the changes between them
+      -> forecast      retrain_loop: a linear model forecasts each reading from the sensor's
+                       own last ones and learns it; drift of its errors -> retrain in a
+                       child process on history replayed from the log -> shadow -> promote
+      -> screen        one `learn` line per loop event (see tidal.apps.demo.forecast)
 
 The sensor stream (:class:`~tidal.apps.demo.fleet.SensorFleet`) is a pure function of
 the sequence number, so any run, at any speed and batching, sees the same events; every 20 s
 of event time three sensors fail (a spike, a sensor stuck at zero, a level shift), at
-sequence numbers the fleet can list. About one reading in 10,000 is NaN (a *dropout*):
-the validate step sends it to the dead letters, which is what the status line's
+sequence numbers the fleet can list. At 60 s one sensor in 20 starts to vibrate (a concept
+change for the forecaster, invisible to the window means). About one reading in 10,000 is
+NaN (a *dropout*): the validate step sends it to the dead letters, which is what the status line's
 ``dropouts`` counts.
 
 The package's modules: :mod:`~tidal.apps.demo.fleet` (the readings and the faults),
 :mod:`~tidal.apps.demo.pipeline` (:func:`build_demo`, where the readings come from,
-:func:`reset_demo`), :mod:`~tidal.apps.demo.incidents` (one alert per incident) and
-:mod:`~tidal.apps.demo.screen` (alert lines and the scorecard).
+:func:`reset_demo`), :mod:`~tidal.apps.demo.incidents` (one alert per incident),
+:mod:`~tidal.apps.demo.screen` (alert lines and the scorecard),
+:mod:`~tidal.apps.demo.forecast` (the learning branch) and
+:mod:`~tidal.apps.demo.learning` (``tidal demo --learn``, the loop on a classifier).
 
 The detector's ``min_std`` floor matters here: the means of overlapping sliding windows
 form a smooth series, so the variance a new sensor's first few windows show underestimates

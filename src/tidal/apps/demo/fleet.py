@@ -13,7 +13,14 @@
   *spike* (a single reading 60-120 units off, a glitch), *stuck* (reads 0.0 for 8 s) and
   *shift* (offset by 2.5-5 units for 8 s). :meth:`SensorFleet.faults` lists them, so tests
   and the demo's scorecard can measure recall, and :meth:`SensorFleet.fault_behind` names
-  the fault behind an alert.
+  the fault behind an alert;
+* a *concept change* (not a fault: nothing breaks, the dynamics change): from
+  ``change_at`` seconds of event time (60 s) on, every ``change_every``-th sensor (one in 10)
+  starts to vibrate, its readings oscillating by ``change_amp`` units (3) with a period
+  of ``change_period`` seconds (2 s). The period divides the windows' 10 s and 2 s, so the
+  window means the anomaly detector watches do not move; a model that forecasts each
+  reading from the sensor's previous ones does get worse on those sensors, which is what
+  the demo's learning branch must notice (:meth:`SensorFleet.changing`).
 
 Any run, at any speed and batching, sees the same events.
 
@@ -143,6 +150,12 @@ class SensorFleet:
         fault_start: event-time seconds before the first fault period.
         fault_every: seconds per fault period (three faults each).
         fault_length: seconds a stuck or shift episode lasts.
+        change_at: event-time seconds at which the concept change begins (``None``: none).
+        change_every: one sensor in this many changes (those with ``id % change_every ==
+            change_every // 2``).
+        change_amp: the oscillation's amplitude, in units.
+        change_period: the oscillation's period in seconds (a divisor of 2 s keeps the
+            demo's window means still).
 
     Example:
         >>> fleet = SensorFleet(4, hz=1.0)
@@ -164,6 +177,10 @@ class SensorFleet:
         fault_start: float = 20.0,
         fault_every: float = 20.0,
         fault_length: float = 8.0,
+        change_at: float | None = 60.0,
+        change_every: int = 10,
+        change_amp: float = 3.0,
+        change_period: float = 2.0,
     ) -> None:
         if sensors < 1 or hz <= 0:
             msg = f"a sensor fleet needs sensors >= 1 and hz > 0, got {sensors} and {hz}"
@@ -179,6 +196,16 @@ class SensorFleet:
         self.fault_start = fault_start
         self.fault_every = fault_every
         self.fault_length = fault_length
+        if change_every < 1 or change_period <= 0:
+            msg = (
+                "a sensor fleet needs change_every >= 1 and change_period > 0, got "
+                f"{change_every} and {change_period}"
+            )
+            raise ConfigError(msg)
+        self.change_at = change_at
+        self.change_every = int(change_every)
+        self.change_amp = float(change_amp)
+        self.change_period = float(change_period)
         self.rng = _Random(seed)
         ids = np.arange(self.sensors, dtype=np.int64)
         self.level = 15.0 + 15.0 * self.rng.uniform(_LEVEL, ids)
@@ -195,6 +222,28 @@ class SensorFleet:
         """The first sequence number at or after ``seconds`` of event time."""
         return math.ceil(seconds * self.per_s)
 
+    def changing(self) -> Array:
+        """The ids of the sensors whose dynamics change at ``change_at`` (empty without).
+
+        Example:
+            >>> SensorFleet(50).changing().tolist()
+            [5, 15, 25, 35, 45]
+        """
+        if self.change_at is None:
+            return np.zeros(0, dtype=np.int64)
+        ids = np.arange(self.sensors, dtype=np.int64)
+        out: Array = ids[ids % self.change_every == self.change_every // 2]
+        return out
+
+    def setup(self) -> dict[str, Any]:
+        """The settings that shape the readings beyond sensors, rate and seed (JSON)."""
+        return {
+            "change_at": self.change_at,
+            "change_every": self.change_every,
+            "change_amp": self.change_amp,
+            "change_period": self.change_period,
+        }
+
     # -- readings -----------------------------------------------------------------------
     def __call__(self, seq: Array) -> dict[str, Array]:
         """Columns ``sensor``, ``ts`` and ``value`` for the sequence numbers ``seq``."""
@@ -210,6 +259,12 @@ class SensorFleet:
             lo = int(block.min())
             walk = self._walks(lo, int(block.max()))
             value += walk[block - lo, sensor]
+            if self.change_at is not None:
+                at = np.floor(self.change_at * 1000.0)
+                vib = (sensor % self.change_every == self.change_every // 2) & (true_ms >= at)
+                if vib.any():
+                    t = (true_ms[vib] - at) / (1000.0 * self.change_period)
+                    value[vib] += self.change_amp * np.sin(2.0 * np.pi * t)
             for f in self.faults_between(int(seq.min()), int(seq.max()) + 1):
                 hit = (sensor == f.sensor) & (seq >= f.start) & (seq < f.end)
                 if f.kind == "stuck":

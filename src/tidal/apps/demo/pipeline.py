@@ -28,6 +28,7 @@ import orjson
 
 from tidal import aggregations as agg
 from tidal.apps.demo.fleet import SensorFleet
+from tidal.apps.demo.forecast import JOBS, REGISTRY, LearnWatch, add_forecaster
 from tidal.apps.demo.incidents import Incidents
 from tidal.apps.demo.screen import AlertPrinter, CommittedAlertPrinter
 from tidal.core.batch import Array, Batch
@@ -138,6 +139,7 @@ def sensor_source(
         raise ConfigError(msg)
     root = resolve_data_dir(data_dir)
     setup = {"topic": TOPIC, "sensors": fleet.sensors, "hz": fleet.hz, "seed": seed}
+    setup.update(fleet.setup())
     _check_setup(root / (MARKER if kind == "log" else KAFKA_MARKER), setup)
     if kind == "kafka":
         return _kafka_readings(fleet, root, rate=rate, config=kafka)
@@ -258,6 +260,7 @@ def reset_demo(
         if (kafka_feed / "feed.lock").exists():
             held.enter_context(_feed_lock(kafka_feed / "feed.lock"))
         targets = [*stores, topic, root / MARKER, kafka_feed, root / KAFKA_MARKER]
+        targets += [root / REGISTRY, root / JOBS]
         if kafka is not None:
             _reset_kafka(kafka)
         if out is not None and str(out):
@@ -340,6 +343,9 @@ class DemoHandles:
             the scorecard.
         readings: where the readings come from (:func:`sensor_source`); with a feed, run
             the pipeline inside ``with handles.feeding(): ...``.
+        learner: the learning branch's screen (:class:`~tidal.apps.demo.forecast.LearnWatch`),
+            if the demo learns.
+        learn_note: why the demo does not learn, if it does not.
     """
 
     fleet: SensorFleet
@@ -347,6 +353,8 @@ class DemoHandles:
     out: Path | None
     screen: AlertPrinter
     readings: SensorSource
+    learner: LearnWatch | None = None
+    learn_note: str | None = None
 
     @property
     def feed(self) -> LogFeed | None:
@@ -414,6 +422,8 @@ class DemoHandles:
         if self.readings.feed is not None:
             out["position"] = position
             out["produced"] = self.readings.feed.next_seq
+        if self.learner is not None:
+            out["learning"] = self.learner.summary()
         return out
 
     def scorecard_line(self, summary: RunSummary) -> str:
@@ -464,6 +474,8 @@ def build_demo(
     warmup: int = 5,
     min_std: float = 0.05,
     quiet: str = "10s",
+    learn: bool | None = None,
+    adopt_after_s: float | None = None,
 ) -> tuple[Pipeline, DemoHandles]:
     """Build the IoT demo pipeline (see :mod:`tidal.apps.demo`); bound it with ``max_events``.
 
@@ -494,6 +506,14 @@ def build_demo(
             (deviations of the mean below ``threshold * min_std`` never alert).
         quiet: event time without an anomalous window that ends an incident (one alert
             per incident; see :class:`~tidal.apps.demo.incidents.Incidents`).
+        learn: add the learning branch (:mod:`~tidal.apps.demo.forecast`: a forecaster
+            under the retrain loop, its events on ``screen``). ``None``: with
+            ``source="log"`` only, the one source the loop can replay history from; with
+            ``"kafka"`` the handles' ``learn_note`` says why not. ``True`` with another
+            source raises :class:`~tidal.errors.ConfigError`.
+        adopt_after_s: with ``learn``: seconds of readings after a retrain starts at which
+            its candidate is taken, waiting for the job there (reproducible decisions);
+            ``None``: as soon as the job is done, the pipeline never waiting for it.
 
     Returns:
         The pipeline and its :class:`DemoHandles`.
@@ -503,24 +523,27 @@ def build_demo(
         >>> list(pipeline.nodes)[:4]
         ['sensors', 'validate', 'features', 'complete']
     """
+    if learn and source != "log":
+        msg = (
+            f"the demo's learning branch replays history from the embedded log, so it runs "
+            f"with source='log', not {source!r}; leave learn unset"
+        )
+        raise ConfigError(msg)
     fleet = SensorFleet(sensors, hz=hz, seed=seed)
     readings = sensor_source(fleet, source, rate=rate, seed=seed, data_dir=data_dir, kafka=kafka)
     p = Pipeline(readings.pipeline)
     sensor_stream = p.source("sensors", readings.source, time="ts", watermark=bounded("1s"))
-    features = (
-        sensor_stream.validate("validate", {"value must be a finite number": _finite})
-        .key_by("sensor")
-        .window(
-            "features",
-            sliding(WINDOW, SLIDE),
-            {
-                "mean": agg.mean("value"),
-                "std": agg.std("value"),
-                "max": agg.max("value"),
-                "min": agg.min("value"),
-                "count": agg.count(),
-            },
-        )
+    valid = sensor_stream.validate("validate", {"value must be a finite number": _finite})
+    features = valid.key_by("sensor").window(
+        "features",
+        sliding(WINDOW, SLIDE),
+        {
+            "mean": agg.mean("value"),
+            "std": agg.std("value"),
+            "max": agg.max("value"),
+            "min": agg.min("value"),
+            "count": agg.count(),
+        },
     )
     min_count = max(1, math.floor(0.75 * _WINDOW_S * hz))
 
@@ -572,4 +595,15 @@ def build_demo(
         alerts.sink("alerts", _Discard())
     printer = (CommittedAlertPrinter if exactly_once else AlertPrinter)(screen, fleet=fleet)
     alerts.sink("screen", printer)
-    return p, DemoHandles(fleet, memory, path, printer, readings)
+    handles = DemoHandles(fleet, memory, path, printer, readings)
+    if learn is None and source == "kafka":
+        handles.learn_note = (
+            "learning: off on Kafka (the retrain loop replays history from the embedded "
+            "log; run `tidal demo` without --kafka to see it)"
+        )
+    elif learn is None and source == "generator":
+        handles.learn_note = "learning: off (the retrain loop needs source='log')"
+    elif learn is None or learn:
+        root = resolve_data_dir(data_dir)
+        handles.learner = add_forecaster(valid, fleet, root, TOPIC, screen, adopt_after_s)
+    return p, handles

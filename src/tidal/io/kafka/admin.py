@@ -364,6 +364,43 @@ class KafkaAdmin:
                     raise
             time.sleep(0.05)  # a new or restarted partition leader is loading its log
 
+    def request_delete_records(
+        self, topic: str, before: Mapping[int, int]
+    ) -> dict[int, Future[Any]]:
+        """Ask the cluster to delete the records of ``topic`` below offsets; do not wait.
+
+        Args:
+            topic: the topic.
+            before: per partition, the first offset to keep (every record below it goes).
+
+        Returns:
+            Per partition, a future whose result has the partition's new first offset
+            (``.low_watermark``), or that raises ``KafkaException``. See
+            :meth:`delete_records` for the blocking form.
+        """
+        from confluent_kafka import TopicPartition
+
+        request = [TopicPartition(topic, p, int(off)) for p, off in before.items()]
+        futures = self._client.delete_records(
+            request, request_timeout=self.timeout, operation_timeout=self.timeout
+        )
+        return {tp.partition: f for tp, f in futures.items()}
+
+    def delete_records(self, topic: str, before: Mapping[int, int]) -> dict[int, int]:
+        """Delete the records of ``topic`` below offsets; the partitions' new first offsets.
+
+        What ``kafka-delete-records.sh`` does (Kafka Streams purges its repartition topics
+        with it). Consumers positioned below the new first offset jump to it.
+
+        Raises:
+            ConnectorError: the cluster refused (e.g. an offset past the partition's end).
+        """
+        futures = self.request_delete_records(topic, before)
+        return {
+            p: int(self._result(f, f"deleting records of {topic!r}[{p}]").low_watermark)
+            for p, f in futures.items()
+        }
+
     def groups(self) -> list[str]:
         """The consumer groups the cluster knows, sorted."""
         future = self._client.list_consumer_groups(request_timeout=self.timeout)

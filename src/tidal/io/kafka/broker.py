@@ -35,32 +35,49 @@ from __future__ import annotations
 import atexit
 import base64
 import contextlib
-import fcntl
-import functools
 import os
-import re
-import secrets
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import orjson
 
 from tidal.errors import ConfigError, ConnectorError
 from tidal.io.kafka.config import KafkaConfig
+from tidal.io.kafka.jvm import (
+    ELSEWHERE,
+    HOST,
+    JavaServer,
+    cache_home,
+    free_port,
+    java_path,
+    locked,
+    maven,
+    port_free,
+    run_maven,
+    tail,
+    tie_to_parent,
+    wait_ready,
+)
 
-__all__ = ["FAST_START", "KAFKA_VERSION", "Broker", "ensure_jars", "kafka_home", "port_free"]
+__all__ = [
+    "FAST_START",
+    "KAFKA_VERSION",
+    "Broker",
+    "ensure_jars",
+    "java_path",
+    "kafka_home",
+    "port_free",
+]
 
 KAFKA_VERSION = "4.4.0"
 FAST_START = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC")
@@ -70,13 +87,7 @@ Measured on 2 busy cores: 3.6-3.8 s of JVM CPU time to ready instead of 6.8-7.7 
 tests and short-lived brokers; a broker for benchmarks keeps the default JIT.
 """
 _STATE = "broker.json"
-_HOST = "127.0.0.1"
-_INSTALL_JAVA = (
-    "install Java 17 or newer (Debian/Ubuntu: `apt-get install openjdk-17-jre-headless`; "
-    "macOS: `brew install openjdk@17`)"
-)
-_INSTALL_MVN = "install Maven (Debian/Ubuntu: `apt-get install maven`; macOS: `brew install maven`)"
-_ELSEWHERE = "or point --bootstrap-servers / TIDAL_KAFKA at an existing Kafka cluster"
+_HOST = HOST
 
 
 # -- jars ----------------------------------------------------------------------------------
@@ -87,8 +98,7 @@ def kafka_home() -> Path:
         >>> str(kafka_home()).endswith("kafka") or "TIDAL_KAFKA_HOME" in os.environ
         True
     """
-    env = os.environ.get("TIDAL_KAFKA_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "tidal" / "kafka"
+    return cache_home("TIDAL_KAFKA_HOME", "kafka")
 
 
 def _complete(jars: Path) -> bool:
@@ -97,16 +107,6 @@ def _complete(jars: Path) -> bool:
         return False
     names = marker.read_text().split()
     return bool(names) and all((jars / n).is_file() for n in names)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def ensure_jars(
@@ -132,15 +132,13 @@ def ensure_jars(
     java_path()  # fail early and clearly without Java: the jars alone are no use
     if _complete(jars):
         return jars
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        msg = (
-            f"Kafka {version}'s jars are not in {jars} yet and resolving them from Maven "
-            f"Central needs Maven: no `mvn` on PATH; {_INSTALL_MVN}, {_ELSEWHERE}"
-        )
-        raise ConfigError(msg)
+    mvn = maven(
+        f"Kafka {version}'s jars are not in {jars} yet and resolving them from Maven Central "
+        "needs Maven",
+        ELSEWHERE,
+    )
     home.mkdir(parents=True, exist_ok=True)
-    with _locked(home / ".lock"):
+    with locked(home / ".lock"):
         if _complete(jars):  # another process resolved them while this one waited
             return jars
         template = resources.files("tidal.io.kafka").joinpath("resources", "pom.xml")
@@ -148,71 +146,26 @@ def ensure_jars(
         pom.write_text(template.read_text().replace("@KAFKA_VERSION@", version))
         partial = home / "jars.partial"
         shutil.rmtree(partial, ignore_errors=True)
-        cmd = [
+        check = run_maven(
             mvn,
-            "-B",
-            "-q",
-            "-Dstyle.color=never",
-            "-f",
-            str(pom),
-            "dependency:copy-dependencies",
-            "-DincludeScope=runtime",
-            f"-DoutputDirectory={partial}",
-        ]
-        print(
-            f"tidal: resolving Apache Kafka {version} from Maven Central into {home} (once)",
-            file=sys.stderr,
+            ["-f", str(pom), "dependency:copy-dependencies", "-DincludeScope=runtime"]
+            + [f"-DoutputDirectory={partial}"],
+            announce=f"resolving Apache Kafka {version} from Maven Central into {home} (once)",
+            failed=(
+                f"Maven could not resolve org.apache.kafka:kafka_2.13:{version} (`mvn -B "
+                f"dependency:copy-dependencies` with {pom})"
+            ),
+            hint=(
+                "check the network (Maven Central) and the version, or set TIDAL_KAFKA_HOME "
+                "to a cache that has it"
+            ),
         )
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
         names = sorted(p.name for p in partial.glob("*.jar")) if partial.is_dir() else []
-        if done.returncode != 0 or not any(n.startswith("kafka_2.13-") for n in names):
-            lines = (done.stdout + done.stderr).splitlines()
-            errors = [ln for ln in lines if "ERROR" in ln] or lines
-            shown = " | ".join(ln.strip() for ln in errors[:3]) or "no output"
-            msg = (
-                f"Maven could not resolve org.apache.kafka:kafka_2.13:{version} "
-                f"(`{' '.join(cmd[:2])} ... dependency:copy-dependencies` with {pom}, exit "
-                f"{done.returncode}): {shown}; check the network (Maven Central) and the "
-                "version, or set TIDAL_KAFKA_HOME to a cache that has it"
-            )
-            raise ConnectorError(msg)
+        check(any(n.startswith("kafka_2.13-") for n in names))
         (partial / ".complete").write_text("\n".join(names) + "\n")
         shutil.rmtree(jars, ignore_errors=True)
         partial.rename(jars)
     return jars
-
-
-@functools.cache
-def java_path() -> str:
-    """The ``java`` to run the broker with (``$JAVA_HOME/bin/java``, else PATH), checked >= 17.
-
-    Raises:
-        ConfigError: no Java, or one older than 17 (Kafka 4 needs 17).
-    """
-    home = os.environ.get("JAVA_HOME")
-    candidate = Path(home, "bin", "java") if home else None
-    java = str(candidate) if candidate is not None and candidate.is_file() else shutil.which("java")
-    if java is None:
-        msg = (
-            "the Kafka broker needs Java 17 or newer: no `java` on PATH; "
-            f"{_INSTALL_JAVA}, {_ELSEWHERE}"
-        )
-        raise ConfigError(msg)
-    done = subprocess.run(  # noqa: S603
-        [java, "-version"], capture_output=True, text=True, check=False
-    )
-    found = re.search(r'version "(\d+)(?:\.(\d+))?', done.stderr + done.stdout)
-    if found is None:
-        said = done.stderr.strip()
-        msg = f"cannot tell the version of {java} (`java -version` said {said!r}); {_INSTALL_JAVA}"
-        raise ConfigError(msg)
-    major = int(found.group(1))
-    if major == 1 and found.group(2):  # "1.8.0_292" is Java 8
-        major = int(found.group(2))
-    if major < 17:
-        msg = f"the Kafka broker needs Java 17 or newer, {java} is Java {major}; {_INSTALL_JAVA}"
-        raise ConfigError(msg)
-    return java
 
 
 # -- processes -----------------------------------------------------------------------------
@@ -244,42 +197,6 @@ def _is_broker(pid: int, properties: Path) -> bool:
     return b"kafka.Kafka" in cmdline and str(properties).encode() in cmdline
 
 
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999  # Linux's default
-
-
-def _free_port() -> int:
-    """A free port below the kernel's ephemeral range where it can.
-
-    A port in that range can be taken, while the broker is down for a restart, by any
-    outgoing connection's local end (its clients reconnecting, say); one below it cannot.
-    """
-    low, _ = _ephemeral_range()
-    if low > 20000:
-        for _ in range(200):
-            port = secrets.randbelow(low - 15000) + 15000
-            if port_free(port):
-                return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((_HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def port_free(port: int) -> bool:
-    """Whether nothing listens on ``port`` of 127.0.0.1 (a bind succeeds)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the JVM binds
-        try:
-            s.bind((_HOST, port))
-        except OSError:
-            return False
-    return True
-
-
 def _accepts(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.settimeout(1.0)
@@ -294,34 +211,6 @@ def _cluster_id() -> str:
             return text
 
 
-def _tie_to_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that has the kernel SIGKILL the child when this process dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def tie() -> None:  # runs in the child between fork and exec: nothing but two calls
-        prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before the tie was made
-            os._exit(1)
-
-    return tie
-
-
-def _tail(path: Path, lines: int = 6) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return ""
-    wanted = [ln for ln in text.splitlines() if ln.strip()]
-    errors = [ln for ln in wanted if " ERROR " in ln or "Exception" in ln or "Error:" in ln]
-    return " | ".join((errors or wanted)[-lines:])
-
-
 _RUNNING: weakref.WeakSet[Broker] = weakref.WeakSet()
 
 
@@ -333,7 +222,7 @@ def _stop_all() -> None:  # an interpreter that exits normally stops its brokers
 
 
 # -- the broker ----------------------------------------------------------------------------
-class Broker:
+class Broker(JavaServer):
     """One Apache Kafka node (broker + KRaft controller) on 127.0.0.1, data in ``data_dir``.
 
     Args:
@@ -495,11 +384,11 @@ class Broker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         formatted = (self.data_dir / "data" / "meta.properties").is_file()
         if self._controller_port is None or not formatted:
-            self._controller_port = _free_port()
+            self._controller_port = free_port()
         if self._port is None:
-            self._port = _free_port()
+            self._port = free_port()
             while self._port == self._controller_port:
-                self._port = _free_port()
+                self._port = free_port()
         for what, port in (("client", self._port), ("controller", self._controller_port)):
             if not port_free(port):
                 msg = (
@@ -619,7 +508,7 @@ class Broker:
                 stdin=subprocess.DEVNULL,
                 stdout=self._out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_tie_to_parent(),
+                preexec_fn=tie_to_parent(),
             )
             self._pid = self._proc.pid
             _RUNNING.add(self)
@@ -644,31 +533,25 @@ class Broker:
     def _wait_ready(self, timeout: float) -> None:
         from tidal.io.kafka.admin import KafkaAdmin
 
-        deadline = time.monotonic() + timeout
-        admin: KafkaAdmin | None = None
-        assert self._port is not None
-        while True:
-            status = self._exit_status()
-            if status is not None:
-                msg = (
-                    f"the Kafka broker in {self.data_dir} exited with status {status} while "
-                    f"starting: {_tail(self.data_dir / 'broker.out') or _tail(self.log_path)} "
-                    f"(logs: {self.log_path}, {self.data_dir / 'broker.out'})"
-                )
-                raise ConnectorError(msg)
-            left = deadline - time.monotonic()
-            if left <= 0:
-                msg = (
-                    f"the Kafka broker in {self.data_dir} did not answer at {self.bootstrap} "
-                    f"within {timeout:g} s; its log {self.log_path} ends: {_tail(self.log_path)}"
-                )
-                raise ConnectorError(msg)
-            if _accepts(self._port):
-                if admin is None:
-                    admin = KafkaAdmin(self.config(), timeout=min(5.0, left))
-                if admin.answers(min(2.0, max(left, 0.1))):
-                    return
-            time.sleep(0.1)  # the JVM is still loading: nothing to ask yet
+        admins: list[KafkaAdmin] = []
+        port = self._port
+        assert port is not None
+        out = self.data_dir / "broker.out"
+
+        def ready(left: float) -> bool:
+            if not _accepts(port):
+                return False  # the JVM is still loading: nothing to ask yet
+            if not admins:
+                admins.append(KafkaAdmin(self.config(), timeout=min(5.0, left)))
+            return admins[0].answers(min(2.0, max(left, 0.1)))
+
+        wait_ready(
+            f"the Kafka broker in {self.data_dir} (at {self.bootstrap})",
+            exit_status=self._exit_status,
+            ready=ready,
+            timeout=timeout,
+            log=lambda: f"{tail(out) or tail(self.log_path)} (logs: {self.log_path}, {out})",
+        )
 
     # -- stop -------------------------------------------------------------------------------
     def stop(self, timeout: float = 30.0) -> None:
@@ -726,18 +609,6 @@ class Broker:
         """Stop, then start again on the same ports with the same data."""
         self.stop()
         self.start(timeout)
-
-    def __enter__(self) -> Broker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         where = f"{_HOST}:{self._port}" if self._port else "no port yet"

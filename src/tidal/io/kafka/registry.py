@@ -27,26 +27,35 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 
-from tidal.errors import ConfigError, ConnectorError
-from tidal.io.kafka.broker import _free_port, _locked, _tail, _tie_to_parent, java_path
+from tidal.errors import ConfigError
+from tidal.io.kafka.jvm import (
+    HOST,
+    JavaServer,
+    cache_home,
+    free_port,
+    java_path,
+    locked,
+    maven,
+    run_maven,
+    tail,
+    terminate,
+    tie_to_parent,
+    wait_ready,
+)
 
 __all__ = ["APICURIO_VERSION", "Registry", "ensure_registry", "registry_home"]
 
 APICURIO_VERSION = "2.4.2.Final"
 """The Apicurio Registry release built (decision 0048: the newest whose parts are served)."""
 
-_HOST = "127.0.0.1"
+_HOST = HOST
 _RUNNER = "tidal-test-registry-1-runner.jar"
 _FILES = {  # resource name -> place in the Maven project
     "pom.xml": "pom.xml",
@@ -62,8 +71,7 @@ def registry_home() -> Path:
         >>> str(registry_home()).endswith("registry") or "TIDAL_REGISTRY_HOME" in os.environ
         True
     """
-    env = os.environ.get("TIDAL_REGISTRY_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "tidal" / "registry"
+    return cache_home("TIDAL_REGISTRY_HOME", "registry")
 
 
 def _complete(app: Path) -> bool:
@@ -86,15 +94,9 @@ def ensure_registry(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     java_path()
     if _complete(app):
         return app
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        msg = (
-            f"the schema registry is not built in {app} yet and building it needs Maven: "
-            "no `mvn` on PATH; install Maven 3.8+ (apt-get install maven)"
-        )
-        raise ConfigError(msg)
+    mvn = maven(f"the schema registry is not built in {app} yet and building it needs Maven")
     home.mkdir(parents=True, exist_ok=True)
-    with _locked(home / ".lock"):
+    with locked(home / ".lock"):
         if _complete(app):
             return app
         project = home / "project"
@@ -104,25 +106,24 @@ def ensure_registry(cache_dir: str | os.PathLike[str] | None = None) -> Path:
             target = project / place
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(source.joinpath(name).read_text())
-        cmd = [mvn, "-B", "-q", "-Dstyle.color=never", "-f", str(project / "pom.xml")]
-        cmd += ["package", "-DskipTests"]
-        print(
-            f"tidal: building Apicurio Registry {APICURIO_VERSION} from Maven Central into "
-            f"{home} (once, a few minutes)",
-            file=sys.stderr,
-        )
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
-        target_dir = project / "target"
-        if done.returncode != 0 or not (target_dir / _RUNNER).is_file():
-            lines = (done.stdout + done.stderr).splitlines()
-            errors = [ln for ln in lines if "ERROR" in ln] or lines
-            shown = " | ".join(ln.strip() for ln in errors[:3]) or "no output"
-            msg = (
+        check = run_maven(
+            mvn,
+            ["-f", str(project / "pom.xml"), "package", "-DskipTests"],
+            announce=(
+                f"building Apicurio Registry {APICURIO_VERSION} from Maven Central into "
+                f"{home} (once, a few minutes)"
+            ),
+            failed=(
                 f"Maven could not build Apicurio Registry {APICURIO_VERSION} (`mvn package` in "
-                f"{project}, exit {done.returncode}): {shown}; check the network (Maven "
-                "Central), or set TIDAL_REGISTRY_HOME to a cache that has it built"
-            )
-            raise ConnectorError(msg)
+                f"{project})"
+            ),
+            hint=(
+                "check the network (Maven Central), or set TIDAL_REGISTRY_HOME to a cache "
+                "that has it built"
+            ),
+        )
+        target_dir = project / "target"
+        check((target_dir / _RUNNER).is_file())
         shutil.rmtree(app, ignore_errors=True)
         app.mkdir()
         (target_dir / _RUNNER).rename(app / _RUNNER)
@@ -132,7 +133,7 @@ def ensure_registry(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     return app
 
 
-class Registry:
+class Registry(JavaServer):
     """One Apicurio Registry on 127.0.0.1 with in-memory storage; a context manager.
 
     Args:
@@ -186,7 +187,7 @@ class Registry:
         app = ensure_registry(self.cache_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.port is None:
-            self.port = _free_port()
+            self.port = free_port()
         out = self.data_dir / "registry.out"
         cmd = [
             java_path(),
@@ -208,7 +209,7 @@ class Registry:
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 cwd=self.data_dir,
-                preexec_fn=_tie_to_parent(),
+                preexec_fn=tie_to_parent(),
             )
         try:
             self._wait_ready(timeout, out)
@@ -217,47 +218,26 @@ class Registry:
             raise
 
     def _wait_ready(self, timeout: float, out: Path) -> None:
-        deadline = time.monotonic() + timeout
-        assert self._proc is not None
-        while True:
-            status = self._proc.poll()
-            if status is not None:
-                msg = (
-                    f"the schema registry exited with status {status} while starting: {_tail(out)}"
-                )
-                raise ConnectorError(msg)
-            if time.monotonic() > deadline:
-                msg = (
-                    f"the schema registry did not answer at {self.url} within {timeout:g} s: "
-                    f"{_tail(out)}"
-                )
-                raise ConnectorError(msg)
+        proc = self._proc
+        assert proc is not None
+
+        def ready(left: float) -> bool:
             with contextlib.suppress(OSError, urllib.error.URLError):
                 with urllib.request.urlopen(f"{self.url}/subjects", timeout=2.0) as resp:  # noqa: S310
-                    if resp.status == 200:
-                        return
-            time.sleep(0.25)  # still loading: Quarkus answers nothing until it is up
+                    return bool(resp.status == 200)
+            return False  # still loading: Quarkus answers nothing until it is up
+
+        wait_ready(
+            f"the schema registry at {self.url}",
+            exit_status=proc.poll,
+            ready=ready,
+            timeout=timeout,
+            log=lambda: tail(out),
+            pause=0.25,
+        )
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds; returns once the JVM is gone."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(30.0)
-
-    def __enter__(self) -> Registry:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        if proc is not None:
+            terminate(proc, timeout)

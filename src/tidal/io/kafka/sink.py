@@ -58,6 +58,7 @@ were sent and its commit was not (the middle of :meth:`KafkaTransactionalSink.co
 has them (output no checkpoint covers yet)."""
 
 _CALL_TIMEOUT = 20.0
+_EVENT_SLACK = 2  # client events (errors, logs) a queue length may count besides records
 
 
 class KafkaSink(BaseSink):
@@ -107,10 +108,12 @@ class KafkaSink(BaseSink):
         self.label = name or f"kafka:{topic}"
         self.health = Health(self.label)
         self.written = 0
+        self.queue_full_waits = 0  # records that waited for room in the producer's queue
         self._producer: Any = None
         self._generation = 0  # bumped when the producer is replaced or closed
         self._failed: list[str] = []
         self._crash = _CrashHook(os.environ.get(CRASH_ENV, ""))
+        self._mark: tuple[int, int] | None = None  # (queue length, written) during an outage
 
     def _settings(self) -> dict[str, Any]:
         return self.config.client(
@@ -120,6 +123,10 @@ class KafkaSink(BaseSink):
                 "linger.ms": 1,
                 "partitioner": "murmur2_random",
                 "message.timeout.ms": 300_000,
+                # no delivery report per record (decision 0057): failures only, to
+                # _delivered; the outage's end is seen from the queue draining (_drained)
+                "delivery.report.only.error": True,
+                "on_delivery": self._delivered,
                 **self.health.settings(self._current(self._generation)),
                 **self.producer_options,
             }
@@ -159,25 +166,61 @@ class KafkaSink(BaseSink):
             stamps = batch.time.tolist()
         else:
             stamps = [0] * n  # 0: librdkafka stamps the time of producing
-        heads: list[Any] = (
-            [_headers(h) for h in batch[self.headers].tolist()]
-            if self.headers is not None
-            else [None] * n
-        )
-        produce, topic, done = self._producer.produce, self.topic, self._delivered
-        for v, k, t, h in zip(values, keys, stamps, heads, strict=True):
-            while True:
+        produce, topic = self._producer.produce, self.topic
+        if self.headers is None:  # the hot path: only the arguments needed
+            for v, k, t in zip(values, keys, stamps, strict=True):
                 try:
-                    produce(topic, v, k, timestamp=t, headers=h, on_delivery=done)
-                    break
+                    produce(topic, v, k, timestamp=t)
                 except BufferError:
-                    self._producer.poll(0.1)  # the queue is full: wait for the broker
+                    self._produce_when_room(v, k, t, None)
+        else:
+            heads = [_headers(h) for h in batch[self.headers].tolist()]
+            for v, k, t, h in zip(values, keys, stamps, heads, strict=True):
+                try:
+                    produce(topic, v, k, timestamp=t, headers=h)
+                except BufferError:
+                    self._produce_when_room(v, k, t, h)
         self._producer.poll(0)
         self.written += n
         self._raise_failed()
+        self._drained()
         if self._crash.armed("after_write"):
             self.flush()
             self._crash.hit("after_write")
+
+    def _produce_when_room(self, value: bytes, key: bytes | None, stamp: int, heads: Any) -> None:
+        """Produce one record once the producer's queue has room (waits for the broker)."""
+        self.queue_full_waits += 1
+        while True:
+            # no delivery events to wake poll() (failures only): wait briefly, then retry
+            self._producer.poll(0.005)
+            self._drained()
+            try:
+                self._producer.produce(self.topic, value, key, timestamp=stamp, headers=heads)
+                return
+            except BufferError:
+                continue
+
+    def _drained(self) -> None:
+        """During an outage: end it once records left the producer's queue (decision 0057).
+
+        Successful deliveries are not reported one by one, so the sink compares the queue
+        length with the last look: records written since then plus those queued then,
+        minus those queued now, were acknowledged (a failed one is raised instead). A
+        little slack absorbs the client's own events counted in the queue length.
+        """
+        if not self.health.down:
+            self._mark = None
+            return
+        queued = len(self._producer)
+        if self._mark is not None:
+            before, written = self._mark
+            outstanding = before + self.written - written
+            if outstanding - queued > _EVENT_SLACK or (queued == 0 and outstanding > 0):
+                self._mark = None
+                self.health.ok()
+                return
+        self._mark = (queued, self.written)
 
     def _values(self, batch: Batch) -> list[bytes]:
         if self.format.batched:
@@ -208,9 +251,10 @@ class KafkaSink(BaseSink):
         return out
 
     def _delivered(self, err: Any, msg: Any) -> None:
+        """The producer's delivery callback: with ``delivery.report.only.error``, failures."""
         if err is None:
-            self.health.ok()
-        elif len(self._failed) < 10:
+            return
+        if len(self._failed) < 10:
             self._failed.append(f"{err.str() if hasattr(err, 'str') else err}")
 
     def _raise_failed(self) -> None:
@@ -233,9 +277,12 @@ class KafkaSink(BaseSink):
         """
         if self._producer is None:
             return
+        pending = len(self._producer)
         while self._producer.flush(1.0) > 0:
-            pass  # Health logged the outage; librdkafka keeps retrying until message.timeout.ms
+            self._drained()  # Health logged the outage; librdkafka retries until message.timeout.ms
         self._raise_failed()
+        if pending:
+            self.health.ok()  # the records queued were all acknowledged: the brokers answer
 
     def close(self) -> None:
         """Flush and drop the producer."""
@@ -289,6 +336,8 @@ class KafkaTransactionalSink(KafkaSink):
         self._in_txn = False
         self._marker: Any = None
         self._source_offsets: dict[tuple[str, int], int] = {}
+        # the source offsets of the last transaction that committed, by (topic, partition)
+        self.committed_offsets: dict[tuple[str, int], int] = {}
 
     def use_transactional_id(self, transactional_id: str) -> None:
         """Use another transactional id (before ``open``): one per task under ``--group``."""
@@ -317,7 +366,11 @@ class KafkaTransactionalSink(KafkaSink):
         while True:
             try:
                 self._producer.produce(
-                    topic, value=value, key=None if key is None else key.encode(), **extra
+                    topic,
+                    value=value,
+                    key=None if key is None else key.encode(),
+                    on_delivery=_ignore,  # not the sink's records: no failure callback, as ever
+                    **extra,
                 )
                 return
             except BufferError:
@@ -328,8 +381,9 @@ class KafkaTransactionalSink(KafkaSink):
 
         Under ``tidal run --workers N`` every worker commits its own transactions (its
         partitions' output and offsets, and its checkpoint marker); a restarted worker
-        fences its predecessor by the same id. N is fixed per data directory, so the ids
-        are stable. With one worker nothing changes.
+        fences its predecessor by the same id. A job with this sink keeps its N (a run
+        with another N is refused, decision 0052), so the ids are stable. With one worker
+        nothing changes.
 
         Example:
             >>> sink = KafkaTransactionalSink("out", transactional_id="job")
@@ -492,6 +546,8 @@ class KafkaTransactionalSink(KafkaSink):
             )
             raise TransactionAborted(msg) from exc.__cause__
         self._in_txn = False
+        if self.source is not None and self._source_offsets:
+            self.committed_offsets = dict(self._source_offsets)
 
     def _serve(self) -> None:
         """Serve the clients' callbacks (errors, deliveries) while a call blocks."""
@@ -611,6 +667,10 @@ def _watched(call: Any, serve: Any = None, what: str = "", health: Health | None
     if health is not None:
         health.ok()
     return box.get("ok")
+
+
+def _ignore(err: Any, msg: Any) -> None:
+    """A delivery callback that does nothing (state records' outcome is the transaction's)."""
 
 
 def _requires_abort(err: Any) -> bool:

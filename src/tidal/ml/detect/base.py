@@ -138,7 +138,7 @@ def layout(keys: Array) -> Layout:
         return Layout(
             order, keys[:1].astype(np.int64), z, np.array([n]), np.zeros(n, np.int64), order
         )
-    order = np.argsort(keys, kind="stable")
+    order = _stable_order(keys)
     ks = keys[order]
     head = np.ones(n, dtype=bool)
     head[1:] = ks[1:] != ks[:-1]
@@ -147,6 +147,25 @@ def layout(keys: Array) -> Layout:
     seg = np.cumsum(head) - 1
     rank = np.arange(n) - starts[seg]
     return Layout(order, ks[starts].astype(np.int64), starts, counts, seg, rank)
+
+
+def _stable_order(keys: Array) -> Array:
+    """``np.argsort(keys, kind="stable")``, by radix sort for ids below ``2**32``.
+
+    numpy radix-sorts 16-bit integers only (wider ones by timsort); ids below ``2**32`` are
+    sorted by their low 16 bits, then stably by their high 16 bits (least significant digit
+    first), which yields the one stable order.
+    """
+    if len(keys) < 256 or keys.dtype.kind not in "iu":
+        return np.argsort(keys, kind="stable")
+    lo, hi = int(keys.min()), int(keys.max())
+    if lo < 0 or hi >= 1 << 32:
+        return np.argsort(keys, kind="stable")
+    order = np.argsort(keys.astype(np.uint16), kind="stable")  # the low 16 bits
+    if hi >= 1 << 16:
+        high = (keys[order] >> 16).astype(np.uint16)
+        order = order[np.argsort(high, kind="stable")]
+    return order
 
 
 def seg_cumsum(values: Array, lay: Layout) -> Array:

@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,10 +43,57 @@ from tidal.core.batch import Array
 from tidal.errors import ConfigError
 from tidal.ml.detect.base import Layout, Scored, check_params, grow, layout
 
-__all__ = ["EWMA", "BlockWindow", "MedianMAD", "RollingZ"]
+__all__ = ["EWMA", "BlockWindow", "MedianMAD", "RollingZ", "Windows"]
 
 _MEAN, _STD, _MED, _MAD = range(4)
 _MAD_SIGMA = 1.4826
+
+
+@dataclass
+class Windows:
+    """The block windows of one batch, as :meth:`BlockWindow.advance` returns them.
+
+    ``ext`` holds, statistic-major, each key's ring of older blocks followed by its blocks
+    of this batch; a block's window is the run of ``size`` columns before it. With one key
+    the windows are consecutive (``at`` is ``None``): :meth:`stat` is then a view, and the
+    rows of block ``i`` are a run, so :meth:`rows` repeats instead of gathering.
+    """
+
+    ext: Array
+    at: Array | None
+    n: int
+    size: int
+    block: int
+    row_block: Array | None
+    cell0: int
+    rows_n: int
+
+    def stat(self, s: int) -> Array:
+        """Statistic ``s`` (mean, std, median, MAD) of each block's window, ``(n, size)``.
+
+        Oldest block first; a read-only view for one key, a gather for several.
+        """
+        slide = np.lib.stride_tricks.sliding_window_view(self.ext[s], self.size)
+        if self.at is None:
+            out: Array = slide[: self.n]
+            return out
+        gathered: Array = slide[self.at]
+        return gathered
+
+    def warm(self) -> Array:
+        """True for each block whose window is not full yet (holds a NaN mean)."""
+        nan = np.concatenate(([0], np.cumsum(np.isnan(self.ext[_MEAN]))))
+        starts = np.arange(self.n) if self.at is None else self.at
+        out: Array = nan[starts + self.size] > nan[starts]
+        return out
+
+    def rows(self, per_block: Array) -> Array:
+        """Each sorted row's block's value of ``per_block``."""
+        if self.row_block is None:
+            run: Array = np.repeat(per_block, self.block)[self.cell0 : self.cell0 + self.rows_n]
+            return run
+        out: Array = per_block[self.row_block]
+        return out
 
 
 class BlockWindow:
@@ -53,31 +101,31 @@ class BlockWindow:
 
     :meth:`advance` takes a batch's values grouped by key and returns, for every block the
     batch touches, the statistics of the ``blocks`` complete blocks before it (NaN where the
-    key has fewer), and for every row the index of its block.
+    key has fewer), and for every row the index of its block. ``stats`` names the
+    statistics the detector reads (the mean is always kept: it marks warm-up); the others
+    are stored as NaN rather than computed.
     """
 
-    def __init__(self, block: int, blocks: int) -> None:
+    def __init__(self, block: int, blocks: int, stats: tuple[int, ...] = (0, 1, 2, 3)) -> None:
         if block < 2 or blocks < 1:
             msg = f"block must be >= 2 and blocks >= 1, got block={block}, blocks={blocks}"
             raise ConfigError(msg)
         self.block = int(block)
         self.blocks = int(blocks)
+        self.stats = tuple(stats)
         self.seen: Array = np.zeros(0, dtype=np.int64)
         self.open: Array = np.zeros((0, block), dtype=np.float64)
         self.ring: Array = np.full((0, blocks, 4), np.nan)
 
-    def advance(self, x: Array, lay: Layout) -> tuple[Array, Array]:
-        """``(window (4, n_blocks, blocks), block index per sorted row)``; then learn.
-
-        ``window[s]`` holds statistic ``s`` (mean, std, median, MAD) of each block's window,
-        oldest block first; it may be a read-only view.
-        """
+    def advance(self, x: Array, lay: Layout) -> Windows:
+        """The windows of every block the batch touches (see :class:`Windows`); then learn."""
         b, kb = self.block, self.blocks
         cap = int(lay.ukeys.max()) + 1 if len(lay.ukeys) else 0
         self.seen = grow(self.seen, cap)
         self.open = grow(self.open, cap)
         self.ring = grow(self.ring, cap, np.nan)
         k = lay.ukeys
+        u = len(k)
         seen = self.seen[k]
         first = seen // b
         end = seen + lay.counts
@@ -89,43 +137,44 @@ class BlockWindow:
         vals[boff] = np.where(filled, self.open[k], np.nan)
         # each key's rows are consecutive cells of `vals` from its open block's first gap
         flat_start = boff * b + seen % b
-        if len(k) == 1:
-            at = int(flat_start[0])
-            vals.reshape(-1)[at : at + len(x)] = x
-            row_block = (at + lay.rank) // b
+        row_block: Array | None = None
+        cell0 = 0
+        if u == 1:
+            cell0 = int(flat_start[0])
+            vals.reshape(-1)[cell0 : cell0 + len(x)] = x
         else:
             cell = flat_start[lay.seg] + lay.rank
             vals.reshape(-1)[cell] = x
             row_block = cell // b
         closed_last = end % b == 0
-        stats = block_stats(vals)
-        stats[(boff + nblk - 1)[~closed_last]] = np.nan  # open blocks are not summarised
+        stats = block_stats(vals, self.stats)
+        stats[:, (boff + nblk - 1)[~closed_last]] = np.nan  # open blocks are not summarised
         # per key: its ring of `blocks` older blocks, then its blocks in this batch
         # (statistic-major, so a block's window is a run of one row: a sliding view)
-        u = len(k)
         ext_first = boff + kb * (np.arange(u) + 1)
         ext = np.empty((4, n_b + u * kb))
-        ring_pos = (ext_first - kb)[:, None] + np.arange(kb)[None, :]
-        ext[:, ring_pos] = np.moveaxis(self.ring[k], 2, 0)
-        block_key = np.repeat(np.arange(u), nblk)
-        ext_pos = ext_first[block_key] + np.arange(n_b) - boff[block_key]
-        ext[:, ext_pos] = stats.T
-        slide = np.lib.stride_tricks.sliding_window_view(ext, kb, axis=1)
-        # one key: its blocks' windows are consecutive, a view; else one gather
-        win_at = ext_pos - kb
-        if u == 1:
-            w0 = int(win_at[0])
-            window: Array = slide[:, w0 : w0 + n_b]
-        else:
-            window = slide[:, win_at]
-        # learn: the newest `blocks` complete blocks, and the open block's values
         last_ext = ext_first + nblk - 1 - (~closed_last)
-        newest = last_ext[:, None] - kb + 1 + np.arange(kb)[None, :]
-        self.ring[k] = np.moveaxis(ext[:, newest], 0, 2)
+        at: Array | None = None
+        if u == 1:  # one key: slices, no index arrays
+            ext[:, :kb] = self.ring[k[0]].T
+            ext[:, kb:] = stats
+            newest = int(last_ext[0]) - kb + 1
+            self.ring[k[0]] = ext[:, newest : newest + kb].T
+        else:
+            ring_pos = (ext_first - kb)[:, None] + np.arange(kb)[None, :]
+            ext[:, ring_pos] = np.moveaxis(self.ring[k], 2, 0)
+            block_key = np.repeat(np.arange(u), nblk)
+            ext_pos = ext_first[block_key] + np.arange(n_b) - boff[block_key]
+            ext[:, ext_pos] = stats
+            at = ext_pos - kb
+            # learn: the newest `blocks` complete blocks
+            newest_pos = last_ext[:, None] - kb + 1 + np.arange(kb)[None, :]
+            self.ring[k] = np.moveaxis(ext[:, newest_pos], 0, 2)
+        # learn: the open block's values
         last_vals = vals[boff + nblk - 1]
         self.open[k] = np.where(closed_last[:, None], 0.0, np.nan_to_num(last_vals))
         self.seen[k] = end
-        return window, row_block
+        return Windows(ext, at, n_b, kb, b, row_block, cell0, len(x))
 
     def forget(self, ids: Array) -> None:
         """Clear the state of keys ``ids``."""
@@ -143,16 +192,23 @@ class BlockWindow:
         self.ring = np.asarray(snap["ring"], dtype=np.float64).reshape(-1, self.blocks, 4).copy()
 
 
-def block_stats(vals: Array) -> Array:
-    """Mean, standard deviation, median and MAD of each row of ``vals`` (NaN: meaningless)."""
-    out = np.empty((len(vals), 4))
+def block_stats(vals: Array, stats: tuple[int, ...] = (0, 1, 2, 3)) -> Array:
+    """Mean, standard deviation, median and MAD of each row of ``vals``, ``(4, rows)``.
+
+    Only the statistics in ``stats`` and the mean are computed; the others are NaN (as is
+    any statistic of a row holding NaN).
+    """
+    out = np.full((4, len(vals)), np.nan)
     if len(vals) == 0:
         return out
-    med = _median_cols(vals)
-    out[:, _MEAN] = vals.mean(axis=1)
-    out[:, _STD] = vals.std(axis=1)
-    out[:, _MED] = med
-    out[:, _MAD] = _median_cols(np.abs(vals - med[:, None]))
+    out[_MEAN] = vals.mean(axis=1)
+    if _STD in stats:
+        out[_STD] = vals.std(axis=1)
+    if _MED in stats or _MAD in stats:
+        med = _median_cols(vals)
+        out[_MED] = med
+        if _MAD in stats:
+            out[_MAD] = _median_cols(np.abs(vals - med[:, None]))
     return out
 
 
@@ -210,6 +266,8 @@ class _BlockDetector:
 
     kind = "block"
     multivariate = False
+    stats: tuple[int, ...] = (_MEAN, _STD, _MED, _MAD)
+    """The block statistics :meth:`level_scale` reads (the others are not computed)."""
 
     def __init__(self, *, block: int, blocks: int, range_: float, min_scale: float) -> None:
         if not range_ > 0:
@@ -218,39 +276,47 @@ class _BlockDetector:
         if not min_scale > 0:
             msg = f"{self.kind}: min_scale must be > 0, got {min_scale!r}"
             raise ConfigError(msg)
-        self.win = BlockWindow(block, blocks)
+        self.win = BlockWindow(block, blocks, self.stats)
         self.range = float(range_)
         self.min_scale = float(min_scale)
 
-    def level_scale(self, window: Array) -> tuple[Array, Array]:
+    def level_scale(self, window: Windows) -> tuple[Array, Array]:
         """Expected level and scale per block from its window (NaN in warm-up)."""
         raise NotImplementedError
 
+    def _blocks(self, x: Array, keys: Array) -> tuple[Layout, Array, Windows, Array, Array]:
+        """Group rows; the sorted values, the windows, and level and scale per block."""
+        lay = layout(keys)
+        xs = x[:, 0] if len(lay.ukeys) == 1 else x[lay.order, 0]
+        win = self.win.advance(xs, lay)
+        with np.errstate(invalid="ignore"):
+            level, scale = self.level_scale(win)
+        level[win.warm()] = np.nan
+        scale = np.maximum(scale, self.min_scale + 1e-9 * np.abs(level))
+        return lay, xs, win, level, scale
+
     def baseline(self, x: Array, keys: Array) -> tuple[Layout, Array, Array]:
         """Group rows; per sorted row: expected level and scale (NaN during warm-up)."""
-        lay = layout(keys)
-        xs = x[lay.order, 0]
-        window, row_block = self.win.advance(xs, lay)
-        with np.errstate(invalid="ignore"):
-            level, scale = self.level_scale(window)
-        warm = np.isnan(window[_MEAN]).any(axis=1)
-        level[warm] = np.nan
-        scale = np.maximum(scale, self.min_scale + 1e-9 * np.abs(level))
-        return lay, level[row_block], scale[row_block]
+        lay, _, win, level, scale = self._blocks(x, keys)
+        return lay, win.rows(level), win.rows(scale)
 
     def score(self, x: Array, keys: Array) -> Scored:
         """Deviation ``|x - level| / scale`` per row; expected range ``level +- range*scale``."""
         _check_univariate(self.kind, x)
         n = len(keys)
-        dev, low, high = np.zeros(n), np.full(n, np.nan), np.full(n, np.nan)
-        if n:
-            lay, level, scale = self.baseline(x, keys)
-            xs = x[lay.order, 0]
-            d = np.abs(xs - level) / scale
-            dev[lay.order] = np.nan_to_num(d, nan=0.0)
-            low[lay.order] = level - self.range * scale
-            high[lay.order] = level + self.range * scale
-        return Scored(dev, low, high)
+        if not n:
+            return Scored(np.zeros(0), np.zeros(0), np.zeros(0))
+        lay, xs, win, level, scale = self._blocks(x, keys)
+        d = np.abs(xs - win.rows(level))
+        d /= win.rows(scale)
+        dev = np.nan_to_num(d, copy=False, nan=0.0)
+        # the range per block, then per row (the same arithmetic as per row)
+        low, high = win.rows(level - self.range * scale), win.rows(level + self.range * scale)
+        if len(lay.ukeys) == 1:  # rows in arrival order already
+            return Scored(dev, np.ascontiguousarray(low), np.ascontiguousarray(high))
+        out = np.empty((3, n))
+        out[0, lay.order], out[1, lay.order], out[2, lay.order] = dev, low, high
+        return Scored(out[0], out[1], out[2])
 
     def forget(self, ids: Array) -> None:
         """Clear the state of keys ``ids`` (they warm up again when they come back)."""
@@ -313,11 +379,13 @@ class RollingZ(_BlockDetector):
     ) -> None:
         super().__init__(block=block, blocks=blocks, range_=range, min_scale=min_scale)
 
-    def level_scale(self, window: Array) -> tuple[Array, Array]:
+    stats = (_MEAN, _STD)
+
+    def level_scale(self, window: Windows) -> tuple[Array, Array]:
         """Pooled mean and standard deviation."""
-        means = window[_MEAN]
+        means = window.stat(_MEAN)
         level = means.mean(axis=1)
-        var = (window[_STD] ** 2).mean(axis=1) + means.var(axis=1)
+        var = (window.stat(_STD) ** 2).mean(axis=1) + means.var(axis=1)
         return level, np.sqrt(var)
 
 
@@ -335,6 +403,7 @@ class EWMA(_BlockDetector):
     """
 
     kind = "ewma"
+    stats = (_MEAN, _STD)
 
     def __init__(
         self,
@@ -354,11 +423,11 @@ class EWMA(_BlockDetector):
         w = 0.5 ** (ages / self.half_life)
         self.weights: Array = w / w.sum()
 
-    def level_scale(self, window: Array) -> tuple[Array, Array]:
+    def level_scale(self, window: Windows) -> tuple[Array, Array]:
         """Weighted mean and variance."""
-        means = window[_MEAN]
+        means = window.stat(_MEAN)
         level = _weighted(means, self.weights)
-        spread = (means - level[:, None]) ** 2 + window[_STD] ** 2
+        spread = (means - level[:, None]) ** 2 + window.stat(_STD) ** 2
         return level, np.sqrt(_weighted(spread, self.weights))
 
     def params(self) -> dict[str, Any]:
@@ -380,6 +449,7 @@ class MedianMAD(_BlockDetector):
     """
 
     kind = "median_mad"
+    stats = (_MEAN, _MED, _MAD)
 
     def __init__(
         self, *, block: int = 8, blocks: int = 16, range: float = 4.0, min_scale: float = 1e-9
@@ -387,10 +457,10 @@ class MedianMAD(_BlockDetector):
         super().__init__(block=block, blocks=blocks, range_=range, min_scale=min_scale)
         self.small_sample = block / (block - 0.8)  # Croux & Rousseeuw's MAD correction
 
-    def level_scale(self, window: Array) -> tuple[Array, Array]:
+    def level_scale(self, window: Windows) -> tuple[Array, Array]:
         """Median of medians; combined within/between-block MAD scale."""
-        meds = window[_MED]
+        meds = window.stat(_MED)
         level = _median_cols(meds)
-        within = _median_cols(window[_MAD]) * self.small_sample
+        within = _median_cols(window.stat(_MAD)) * self.small_sample
         between = _median_cols(np.abs(meds - level[:, None]))
         return level, _MAD_SIGMA * np.sqrt(within**2 + between**2)

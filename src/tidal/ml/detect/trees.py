@@ -20,6 +20,11 @@ What makes it fast here:
 * **Whole windows at once.** A batch is cut into (key, window) groups; the counts of all
   groups are one ``bincount`` and their tables one pass per level.
 
+* **A compiled loop where numba is installed.** The whole-batch numpy work above is still
+  bound by its gathers and per-window tables; the ``numba`` engine
+  (:mod:`~tidal.ml.detect.kernels`) does the same arithmetic row by row in one compiled
+  loop, with the same scores bit for bit. ``numpy`` stays the engine without numba.
+
 Features are scaled per key with the range seen in the key's first window (the warm-up:
 no score for the first two windows). A univariate series is scored on ``(value, change
 from the previous value)``, so a spike inside the normal range still stands out.
@@ -47,6 +52,7 @@ import numpy as np
 from tidal.core.batch import Array
 from tidal.errors import ConfigError
 from tidal.ml.detect.base import Layout, Scored, array_state, grow, layout, load_arrays
+from tidal.ml.detect.kernels import ENGINES, has_numba, hst_pass
 
 __all__ = ["HalfSpaceTrees"]
 
@@ -69,6 +75,15 @@ class HalfSpaceTrees:
         seed: seed of the random tree structure.
         range: deviation of the expected range's edge (the range itself is not known to
             a tree ensemble: ``low``/``high`` are NaN).
+        engine: ``"numba"`` (a compiled loop over the rows; needs the ``learn`` extra),
+            ``"numpy"`` (whole batches at once), ``"python"`` (the loop uncompiled: slow,
+            for tests) or ``"auto"`` (numba where it imports). All give the same scores bit
+            for bit and share snapshots, so the engine is not a parameter of the state
+            (:mod:`tidal.ml.detect.kernels`, decision 0053).
+
+    Raises:
+        ConfigError: for parameters out of range, an unknown engine, or ``"numba"``
+            without numba.
     """
 
     kind = "hst"
@@ -84,7 +99,15 @@ class HalfSpaceTrees:
         features: int = 1,
         seed: int = 0,
         range: float = 4.0,
+        engine: str = "auto",
     ) -> None:
+        if engine not in ENGINES:
+            msg = f"hst: engine must be one of {', '.join(ENGINES)}, got {engine!r}"
+            raise ConfigError(msg)
+        if engine == "numba" and not has_numba():
+            msg = "hst: engine 'numba' needs numba: pip install 'tidal-stream[learn]'"
+            raise ConfigError(msg)
+        self.engine = ("numba" if has_numba() else "numpy") if engine == "auto" else engine
         if trees < 1 or not 1 <= depth <= 15 or window < 8 or features < 1:
             msg = (
                 "hst: need trees >= 1, 1 <= depth <= 15, window >= 8, features >= 1; got "
@@ -107,6 +130,7 @@ class HalfSpaceTrees:
         spread = _spread_tables(split, self.dims, self.depth)
         self.cell_leaf = _cell_tables(spread, self.splits, self.ws_lo, self.ws_width)
         self.cell_leaf_t = [np.ascontiguousarray(t.T) for t in self.cell_leaf]
+        self.cell_leaf_all: Array = np.ascontiguousarray(np.stack(self.cell_leaf))
         leaves = 1 << self.depth
         self.leaves = leaves
         # per key state
@@ -129,6 +153,8 @@ class HalfSpaceTrees:
         nan = np.full(n, np.nan)
         if n == 0:
             return Scored(dev, nan, nan.copy())
+        if self.engine != "numpy":
+            return self._score_loop(x, keys)
         lay = layout(keys)
         self._grow(int(lay.ukeys.max()) + 1)
         k = lay.ukeys
@@ -141,6 +167,34 @@ class HalfSpaceTrees:
             d = self._score_live(feats[live], pos[live], lay, live, seen)
             dev[lay.order[live]] = d
         self.seen[k] = seen + lay.counts
+        return Scored(dev, nan, nan.copy())
+
+    def _score_loop(self, x: Array, keys: Array) -> Scored:
+        """The ``numba``/``python`` engines: :func:`~tidal.ml.detect.kernels.hst_pass`."""
+        n = len(keys)
+        self._grow(int(keys.max()) + 1)
+        for name in ("lo", "hi", "latest", "table"):  # the loop writes through 2-D views
+            if not getattr(self, name).flags.c_contiguous:
+                setattr(self, name, np.ascontiguousarray(getattr(self, name)))
+        size = self.trees * self.leaves
+        state = (self.seen, self.last, self.lo, self.hi, self.latest.reshape(-1, size),
+                 self.table.reshape(-1, size), self.mean)  # fmt: skip
+        ratio, scored = hst_pass(
+            x,
+            keys,
+            univariate=self.features == 1,
+            cell_leaf=self.cell_leaf_all,
+            window=self.window,
+            depth=self.depth,
+            size_limit=self.size_limit,
+            grid=(_GRID_LO, _CELLS / _GRID_SPAN, _CELLS),
+            state=state,
+            compiled=self.engine == "numba",
+        )
+        # -log2 in numpy, on a contiguous array, as the numpy engine takes it
+        d = -np.log2(np.maximum(ratio, _FLOOR))
+        dev: Array = np.where(scored, np.maximum(d, 0.0), 0.0)
+        nan = np.full(n, np.nan)
         return Scored(dev, nan, nan.copy())
 
     def _features(self, xs: Array, lay: Layout) -> Array:

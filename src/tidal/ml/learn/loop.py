@@ -431,6 +431,7 @@ class RetrainLoop(Operator):
             "history": pol.history,
             "epochs": pol.epochs,
             "workers": pol.workers,
+            "prepare": pol.prepare,
             "parent": os.getpid(),
         }
         if not (folder / DONE_FILE).exists():

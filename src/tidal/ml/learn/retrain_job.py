@@ -8,7 +8,8 @@ job directory holds ``job.json`` (what to train, on which rows of which log topi
    ``ends``, in the order the records were produced (timestamp, then partition and offset),
    keeping the last ``history`` rows; from the embedded log topic ``topic`` as stored, or,
    with ``pipeline``, through the pipeline built again (its source, Kafka or the log, and
-   the feature steps before the loop; :mod:`tidal.runtime.history`);
+   the feature steps before the loop; :mod:`tidal.runtime.history`); then through the
+   policy's ``prepare`` function if it has one (``"module:function"``, ``Batch -> Batch``);
 2. trains a fresh :class:`~tidal.ml.learn.step.LearnStep` with the same learner, features and
    class labels as the serving one, ``epochs`` passes over the rows (the metrics of the first
    pass are its prequential training metrics);
@@ -56,6 +57,7 @@ __all__ = [
     "decode_state",
     "encode_state",
     "history",
+    "prepare",
     "read_history",
     "run_job",
     "write_atomic",
@@ -149,6 +151,30 @@ def history(spec: dict[str, Any]) -> Batch:
         reader = importlib.import_module(_PIPELINE_READER).replay_history
         return reader(spec)  # type: ignore[no-any-return]
     return read_history(spec)
+
+
+def prepare(spec: dict[str, Any], rows: Batch) -> Batch:
+    """``rows`` through the job's ``prepare`` function (``"module:function"``), if any.
+
+    Raises:
+        StateError: if the function cannot be imported or does not return a batch.
+    """
+    target = spec.get("prepare")
+    if not target or not len(rows):
+        return rows
+    import importlib
+
+    module, attr = str(target).split(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        msg = f"retrain job: cannot import prepare={target!r}: {exc}"
+        raise StateError(msg) from exc
+    out = fn(rows)
+    if not isinstance(out, Batch):
+        msg = f"retrain job: prepare={target!r} returned {type(out).__name__}, not a Batch"
+        raise StateError(msg)
+    return out
 
 
 def _step(spec: dict[str, Any]) -> Any:
@@ -272,7 +298,7 @@ def run_job(job: Path, rank: tuple[int, int, str] | None = None) -> None:
     if rank is None and int(spec.get("workers", 1)) > 1:
         _distributed(spec, job)
         return
-    rows = history(spec)
+    rows = prepare(spec, history(spec))
     metrics: dict[str, float] = {}
     if rank is None:
         step, metrics = _train(spec, rows, parent)

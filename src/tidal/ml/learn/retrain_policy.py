@@ -70,9 +70,17 @@ class RetrainPolicy:
         cooldown: rows from the start, and after a decision (or a failed job), before the
             next trigger (a model learning from scratch looks like drift at first).
         workdir: where jobs run (default ``<registry>/<model>/.jobs``).
+        prepare: ``"package.module:function"``, a function ``Batch -> Batch`` the retrain job
+            applies to the replayed history before training: the steps the stream takes
+            between the log and the loop (e.g. a keyed ``lag`` and the features built from
+            it), which the raw topic does not hold. It must be importable in the job's
+            process (the same code as the pipeline's) and be a pure function of the rows
+            (the history starts with no earlier rows: a lag's first rows are missing, so
+            drop them there). ``None``: the topic's rows are the training rows.
 
     Raises:
-        ConfigError: for no trigger, or sizes that are not positive.
+        ConfigError: for no trigger, sizes that are not positive, or a ``prepare`` that is
+            not ``"module:function"``.
     """
 
     topic: str | None = None
@@ -90,6 +98,7 @@ class RetrainPolicy:
     collect: int = 500
     cooldown: int = 1_000
     workdir: str | os.PathLike[str] | None = None
+    prepare: str | None = None
 
     def __post_init__(self) -> None:
         if not (self.topic or self.pipeline):
@@ -128,9 +137,20 @@ class RetrainPolicy:
                 "are integers >= 1; collect, cooldown and margin are >= 0"
             )
             raise ConfigError(msg)
+        if self.prepare is not None and not _is_target(self.prepare):
+            msg = f"retrain policy: prepare is 'package.module:function', got {self.prepare!r}"
+            raise ConfigError(msg)
         if self.metric not in (None, "accuracy", "mae"):
             msg = f"retrain policy: metric is 'accuracy' or 'mae', got {self.metric!r}"
             raise ConfigError(msg)
+
+
+def _is_target(text: Any) -> bool:
+    """``text`` looks like ``"package.module:function"``."""
+    if not isinstance(text, str) or text.count(":") != 1:
+        return False
+    module, attr = text.split(":")
+    return all(p.isidentifier() for p in module.split(".")) and attr.isidentifier()
 
 
 def events_batch(step: str, events: list[dict[str, Any]]) -> Batch:

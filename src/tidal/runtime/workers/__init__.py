@@ -1,7 +1,9 @@
 """Scale-out: one pipeline in N worker processes (``tidal run FILE.py --workers N``).
 
-- :mod:`~tidal.runtime.workers.plan`: which worker owns which partitions, where each keeps
-  its checkpoints, and the refusal to resume with another number of workers;
+- :mod:`~tidal.runtime.workers.plan`: which worker owns which partitions, and where each
+  keeps its checkpoints;
+- :mod:`~tidal.runtime.workers.resplit`: a run with another number of workers re-splits
+  the committed state by key first (decision 0052);
 - :mod:`~tidal.runtime.workers.supervisor`: starts the workers, restarts the ones that die,
   stops all on Ctrl-C/SIGTERM.
 
@@ -12,7 +14,6 @@ from tidal.runtime.workers.plan import (
     CRASH_WORKER_ENV,
     WORKER_ENV,
     assign,
-    check_layout,
     parse_worker,
     worker_count,
     worker_dir,
@@ -25,7 +26,6 @@ __all__ = [
     "Supervisor",
     "WorkerResult",
     "assign",
-    "check_layout",
     "parse_worker",
     "worker_count",
     "worker_dir",

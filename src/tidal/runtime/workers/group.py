@@ -52,6 +52,7 @@ from tidal.runtime.workers.kafka_state import (
     finished_partitions,
     state_topic,
 )
+from tidal.runtime.workers.purge import PURGE_INTERVAL, Purger, PurgingStore
 from tidal.runtime.workers.repartition import (
     ensure_repartition_topic,
     repartition_topic,
@@ -81,6 +82,9 @@ class GroupStats:
         finished: partitions whose input it drained.
         dropped: revoked partitions it handed over without a last checkpoint (the revoke
             had used up its time budget, or the checkpoint failed).
+        purge: with a repartition, what purging its topic did (decision 0056):
+            ``purged`` (per stage 2 partition, its first offset after the newest purge),
+            ``purge_requests``, ``purge_errors`` (reported, never fatal).
 
     With a repartition, stage 2's partitions are written ``"r<partition>"``.
     """
@@ -91,6 +95,7 @@ class GroupStats:
     restore_ms: list[tuple[int | str, float]] = field(default_factory=list)
     finished: list[int | str] = field(default_factory=list)
     dropped: list[int | str] = field(default_factory=list)
+    purge: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready figures."""
@@ -101,6 +106,7 @@ class GroupStats:
             "restore_ms": [[p, round(ms, 2)] for p, ms in self.restore_ms],
             "finished": self.finished,
             "dropped": self.dropped,
+            **self.purge,
         }
 
 
@@ -183,6 +189,8 @@ class GroupWorker:
             partitions (Kafka's ``session.timeout.ms``).
         repartition_partitions: partitions of the repartition topic, if the pipeline
             needs one (default: as many as the input topic).
+        purge_interval: how often each repartition partition is purged at most of the
+            records stage 2 committed past (``None``: never; decision 0056).
     """
 
     def __init__(
@@ -195,6 +203,7 @@ class GroupWorker:
         max_wait: str = "5ms",
         session_timeout_ms: int = 6000,
         repartition_partitions: int | None = None,
+        purge_interval: str | None = PURGE_INTERVAL,
     ) -> None:
         self.build = build
         self.group = group
@@ -212,6 +221,7 @@ class GroupWorker:
         self.cut = split(probe, source)
         self.state_topic = state_topic(group, probe.name)
         self.topics = [self.topic]
+        self.purger: Purger | None = None
         if self.cut is not None:  # two stages: state topics of their own (decision 0042)
             self.rtopic = repartition_topic(group, probe.name)
             want = repartition_partitions or len(self.all_partitions)
@@ -220,6 +230,11 @@ class GroupWorker:
             self.state_topic = state_topic(group, f"{probe.name}.stage1")
             self.state_topic2 = state_topic(group, f"{probe.name}.stage2")
             ensure_state_topic(self.kafka, self.state_topic2)
+            if purge_interval is not None:
+                from tidal.io.kafka.admin import KafkaAdmin
+
+                admin = KafkaAdmin(self.kafka, timeout=30.0)
+                self.purger = Purger(admin, self.rtopic, every=to_seconds(purge_interval))
         ensure_state_topic(self.kafka, self.state_topic)
         ck = confluent()
         self.membership = ck.Consumer(
@@ -279,7 +294,10 @@ class GroupWorker:
             group=f"{self.rtopic}.in",
         )
         sink.use_transactional_id(f"{self.base_id}-s2-p{partition}")
-        return stage, sink, KafkaStateStore, {}, self.state_topic2
+        if self.purger is None:
+            return stage, sink, KafkaStateStore, {}, self.state_topic2
+        extra = {"purger": self.purger, "purge_topic": self.rtopic}
+        return stage, sink, PurgingStore, extra, self.state_topic2
 
     def _start_task(self, tp: tuple[str, int]) -> None:
         partition = tp[1]
@@ -313,6 +331,13 @@ class GroupWorker:
         if store.restore_ms is not None:
             self.stats.restore_ms.append((self._label(tp), store.restore_ms))
         task.done = executor.restored_from is not None and all(s.finished for s in executor.sources)
+        if self.purger is not None and executor.restored_from is not None and tp[0] != self.topic:
+            # the restored position committed: purge below it (again, if the previous
+            # owner was killed between its commit and its purge)
+            for s in executor.sources:
+                got = s.source.offsets() if isinstance(s.source, KafkaSource) else {}
+                if tp in got:
+                    self.purger.committed(partition, got[tp], final=task.done)
         if task.done:  # drained elsewhere: keep its final checkpoint as it is
             _close(executor)
         self.tasks[tp] = task
@@ -475,6 +500,8 @@ class GroupWorker:
                         self.stats.finished.append(self._label(task.partition))
                         self._count(task)
                     self._poll(0)
+                if self.purger is not None:
+                    self.purger.poll()
                 if self._joined and all(t.done for t in self.tasks.values()):
                     # the job ends when every partition drained, wherever that happened;
                     # until then stay in the group (partitions may still come here)
@@ -485,4 +512,7 @@ class GroupWorker:
             for p in list(self.tasks):
                 self._stop_task(p, commit=True)
             self.membership.close()
+            if self.purger is not None:
+                self.purger.close()
+                self.stats.purge = self.purger.to_json()
         return self.stats

@@ -10,10 +10,9 @@ Each worker checkpoints in its own directory::
 
     <data dir>/workers/<pipeline>/<i>-of-<N>/checkpoints/<pipeline>/chk-.../
 
-so the state of a worker is the state of its partitions. That state cannot be split or
-merged again, so **N is fixed per data directory**: :func:`check_layout` refuses a run with
-another N (or a single-process run over a multi-worker job, and the reverse) with an error
-that says how to go on (decision 0027).
+so the state of a worker is the state of its partitions. A run with another N (or a
+single-process run over a multi-worker job, and the reverse) first re-splits that state by
+key into the new layout (:mod:`tidal.runtime.workers.resplit`, decision 0052).
 
 Example:
     >>> import tempfile
@@ -37,7 +36,6 @@ Example:
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from tidal.core.names import check_name
@@ -49,7 +47,6 @@ __all__ = [
     "CRASH_WORKER_ENV",
     "WORKER_ENV",
     "assign",
-    "check_layout",
     "parse_worker",
     "worker_count",
     "worker_dir",
@@ -61,9 +58,6 @@ WORKER_ENV = "TIDAL_WORKER"
 CRASH_WORKER_ENV = "TIDAL_TEST_WORKER_CRASH"
 """Tests only: ``<index>:<point>[:<n>]`` gives worker ``index``'s first start
 ``TIDAL_TEST_CRASH_POINT=<point>[:<n>]`` (it kills itself there); restarts run clean."""
-
-_DIR = re.compile(r"^(\d+)-of-(\d+)$")
-
 
 def parse_worker(text: str) -> tuple[int, int]:
     """``"1/4"`` -> ``(1, 4)``.
@@ -150,78 +144,3 @@ def assign(pipeline: Graph, index: int, count: int) -> None:
 def worker_dir(data_dir: str | os.PathLike[str], pipeline: str, index: int, count: int) -> Path:
     """The data directory of worker ``index`` of ``count`` (its checkpoints go below)."""
     return Path(data_dir) / "workers" / check_name(pipeline, "pipeline") / f"{index}-of-{count}"
-
-
-def _has_checkpoints(data_dir: Path, pipeline: str) -> bool:
-    folder = data_dir / "checkpoints" / check_name(pipeline, "pipeline")
-    return folder.is_dir() and any(p.name.startswith("chk-") for p in folder.iterdir())
-
-
-def _worker_counts(data_dir: Path, pipeline: str) -> set[int]:
-    root = data_dir / "workers" / check_name(pipeline, "pipeline")
-    if not root.is_dir():
-        return set()
-    found = set()
-    for sub in root.iterdir():
-        m = _DIR.match(sub.name)
-        if m and _has_checkpoints(sub, pipeline):
-            found.add(int(m.group(2)))
-    return found
-
-
-def check_layout(data_dir: str | os.PathLike[str], pipeline: str, workers: int | None) -> None:
-    """Refuse to resume a job with another number of workers than it has state for.
-
-    Args:
-        data_dir: the run's data directory.
-        pipeline: the pipeline's name.
-        workers: this run's worker count (``None``: one process, the classic layout).
-
-    Raises:
-        ConfigError: if the data directory holds checkpoints of this pipeline taken with
-            another worker count.
-
-    Example:
-        >>> import tempfile
-        >>> tmp = tempfile.TemporaryDirectory()
-        >>> chk = worker_dir(tmp.name, "job", 0, 2) / "checkpoints" / "job" / "chk-1"
-        >>> chk.mkdir(parents=True)
-        >>> check_layout(tmp.name, "job", 2)  # the same N: fine
-        >>> try:
-        ...     check_layout(tmp.name, "job", 3)
-        ... except ConfigError as exc:
-        ...     print(str(exc).split(",")[0].replace(tmp.name, "DIR"))
-        pipeline 'job' has checkpoints in 'DIR' taken with --workers 2
-        >>> tmp.cleanup()
-    """
-    root = Path(data_dir)
-    counts = _worker_counts(root, pipeline)
-    single = _has_checkpoints(root, pipeline)
-    where = f"in '{root}'"
-    fresh = (
-        "or give this run another --data-dir, or delete the checkpoints to start over (the "
-        "sources are read again from their start)"
-    )
-    if workers is None and counts:
-        n = max(counts)
-        msg = (
-            f"pipeline {pipeline!r} has checkpoints {where} taken with --workers {n}: its keyed "
-            f"state is split by partition across {n} workers; run it with --workers {n}, {fresh}"
-        )
-        raise ConfigError(msg)
-    if workers is not None and single:
-        msg = (
-            f"pipeline {pipeline!r} has checkpoints {where} taken by one process (no "
-            f"--workers): its state cannot be split across workers; run it without "
-            f"--workers, {fresh}"
-        )
-        raise ConfigError(msg)
-    other = counts - {workers} if workers is not None else set()
-    if other:
-        n = max(other)
-        msg = (
-            f"pipeline {pipeline!r} has checkpoints {where} taken with --workers {n}, and "
-            f"the number of workers is fixed per data directory (each one's state is that of "
-            f"its partitions); run it with --workers {n}, {fresh}"
-        )
-        raise ConfigError(msg)
