@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from tidal.core.batch import Array
+from tidal.core.jit import compiled, has_numba
 from tidal.errors import ConfigError
 
 __all__ = ["ENGINES", "gated_pass", "has_numba", "hst_pass", "warm_up"]
@@ -222,26 +223,8 @@ def _gated_kernel(  # noqa: PLR0913 - the recurrence's settings and per-key stat
             var[k] = new_var
 
 
-_compiled: Any = None
-_compiled_gated: Any = None
-
-
-def has_numba() -> bool:
-    """True if numba imports (then the ``"auto"`` engine is the compiled loop)."""
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _jit() -> Any:
-    global _compiled  # noqa: PLW0603 - compiled once per process
-    if _compiled is None:
-        import numba
-
-        _compiled = numba.njit(cache=True, nogil=True, error_model="numpy")(_kernel)
-    return _compiled
+    return compiled(_kernel)
 
 
 def _key_ids(keys: Array) -> Array:
@@ -254,12 +237,7 @@ def _key_ids(keys: Array) -> Array:
 
 
 def _jit_gated() -> Any:
-    global _compiled_gated  # noqa: PLW0603 - compiled once per process
-    if _compiled_gated is None:
-        import numba
-
-        _compiled_gated = numba.njit(cache=True, nogil=True, error_model="numpy")(_gated_kernel)
-    return _compiled_gated
+    return compiled(_gated_kernel)
 
 
 def gated_pass(  # noqa: PLR0913 - the recurrence's settings and per-key state

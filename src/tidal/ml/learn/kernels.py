@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from tidal.core.batch import Array
+from tidal.core.jit import compiled, has_numba
 
 __all__ = [
     "ADAM",
@@ -294,45 +295,16 @@ def _moments_kernel(x: Any, mean: Any, m2: Any) -> None:
             m2[j] += dev * dev
 
 
-_compiled: Any = None
-_compiled_standardize: Any = None
-_compiled_moments: Any = None
-
-
-def has_numba() -> bool:
-    """True if numba imports (then :func:`fit` compiles its kernel)."""
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def _jit() -> Any:
-    global _compiled  # noqa: PLW0603 - compiled once per process
-    if _compiled is None:
-        import numba
-
-        _compiled = numba.njit(cache=True, nogil=True, error_model="numpy")(_kernel)
-    return _compiled
+    return compiled(_kernel)
 
 
 def _jit_standardize() -> Any:
-    global _compiled_standardize  # noqa: PLW0603 - compiled once per process
-    if _compiled_standardize is None:
-        import numba
-
-        _compiled_standardize = numba.njit(cache=True, nogil=True)(_standardize_kernel)
-    return _compiled_standardize
+    return compiled(_standardize_kernel, numpy_errors=False)
 
 
 def _jit_moments() -> Any:
-    global _compiled_moments  # noqa: PLW0603 - compiled once per process
-    if _compiled_moments is None:
-        import numba
-
-        _compiled_moments = numba.njit(cache=True, nogil=True)(_moments_kernel)
-    return _compiled_moments
+    return compiled(_moments_kernel, numpy_errors=False)
 
 
 def moments(x: Array, *, engine: str = "auto") -> tuple[Array, Array]:

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from tidal.core.batch import Array
+from tidal.core.jit import compiled, has_numba
 
 __all__ = ["has_numba", "remember", "sgd", "warm_up"]
 
@@ -137,35 +138,14 @@ def _remember_kernel(  # noqa: PLR0913 - the model's bookkeeping arrays
 
 
 _NO_ACC1, _NO_ACC2 = np.zeros(0), np.zeros((0, 1))  # plain SGD: no accumulators
-_compiled: Any = None
-_compiled_remember: Any = None
-
-
-def has_numba() -> bool:
-    """True if numba imports (then :func:`sgd` runs compiled)."""
-    try:
-        import numba  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _jit() -> Any:
-    global _compiled  # noqa: PLW0603 - compiled once per process
-    if _compiled is None:
-        import numba
-
-        _compiled = numba.njit(cache=True, nogil=True, error_model="numpy")(_kernel)
-    return _compiled
+    return compiled(_kernel)
 
 
 def _jit_remember() -> Any:
-    global _compiled_remember  # noqa: PLW0603 - compiled once per process
-    if _compiled_remember is None:
-        import numba
-
-        _compiled_remember = numba.njit(cache=True, nogil=True)(_remember_kernel)
-    return _compiled_remember
+    return compiled(_remember_kernel, numpy_errors=False)
 
 
 def remember(  # noqa: PLR0913 - the model's bookkeeping arrays
