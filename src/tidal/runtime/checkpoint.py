@@ -238,6 +238,27 @@ class CrashHook:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+def lock_file(path: Path, busy: str) -> IO[bytes]:
+    """An exclusive ``flock`` on ``path`` (created if missing), held while the file is open.
+
+    The kernel releases it when the process dies, even by SIGKILL.
+
+    Raises:
+        StateError: ``busy`` if another process holds it; or why the file cannot be opened.
+    """
+    try:
+        f = path.open("ab")
+    except OSError as exc:
+        msg = f"cannot lock '{path}': {os_error_text(exc)}"
+        raise StateError(msg) from exc
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        f.close()
+        raise StateError(busy) from exc
+    return f
+
+
 class CheckpointStore:
     """The checkpoints of one pipeline in a data directory.
 
@@ -268,21 +289,11 @@ class CheckpointStore:
         if self._lock is not None:
             return
         self._mkdir()
-        try:
-            f = (self.path / "LOCK").open("ab")
-        except OSError as exc:
-            msg = f"cannot lock the checkpoints of pipeline {self.pipeline!r}: {os_error_text(exc)}"
-            raise StateError(msg) from exc
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            f.close()
-            msg = (
-                f"another process is running pipeline {self.pipeline!r} with checkpoints in "
-                f"'{self.path}'; stop it first, or give this run another --data-dir"
-            )
-            raise StateError(msg) from exc
-        self._lock = f
+        self._lock = lock_file(
+            self.path / "LOCK",
+            f"another process is running pipeline {self.pipeline!r} with checkpoints in "
+            f"'{self.path}'; stop it first, or give this run another --data-dir",
+        )
 
     def unlock(self) -> None:
         """Release the lock (closing the file releases it)."""

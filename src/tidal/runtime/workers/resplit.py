@@ -47,7 +47,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import re
@@ -64,7 +63,7 @@ import orjson
 from tidal.core.names import check_name
 from tidal.errors import ConfigError, StateError
 from tidal.io.base import TransactionalSink
-from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore
+from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore, lock_file
 from tidal.runtime.executor import DEAD_LETTERS
 from tidal.runtime.graph import Graph
 from tidal.runtime.snapshot import decode, encode
@@ -149,17 +148,11 @@ class JobLayout:
         if self._lock is not None:
             return
         self.root.mkdir(parents=True, exist_ok=True)
-        f = (self.root / "LOCK").open("ab")
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            f.close()
-            msg = (
-                f"another tidal run of pipeline {self.pipeline!r} is using '{self.data_dir}'; "
-                "stop it first, or give this run another --data-dir"
-            )
-            raise StateError(msg) from exc
-        self._lock = f
+        self._lock = lock_file(
+            self.root / "LOCK",
+            f"another tidal run of pipeline {self.pipeline!r} is using '{self.data_dir}'; "
+            "stop it first, or give this run another --data-dir",
+        )
 
     def unlock(self) -> None:
         """Release the job lock."""
