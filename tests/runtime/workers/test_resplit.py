@@ -23,9 +23,10 @@ from typing import Any
 import orjson
 import pytest
 
+from tidal.errors import StateError
 from tidal.io.parts import read_committed
 from tidal.runtime.workers import worker_dir
-from tidal.runtime.workers.resplit import LAYOUT, RESPLIT_CRASH_ENV, RESPLIT_POINTS
+from tidal.runtime.workers.resplit import LAYOUT, RESPLIT_CRASH_ENV, RESPLIT_POINTS, JobLayout
 
 HERE = Path(__file__).parent
 PIPELINE = HERE / "scale_pipeline.py"
@@ -219,3 +220,15 @@ def test_a_window_over_input_not_partitioned_by_its_key_is_refused(
     text = err.decode()
     assert "the input is not partitioned by the key" in text, text
     assert "step 'per_second'" in text
+
+
+def test_a_second_run_of_the_same_job_is_refused_while_the_first_holds_it(tmp_path: Path) -> None:
+    first, second = JobLayout(tmp_path, "scaled"), JobLayout(tmp_path, "scaled")
+    first.lock()
+    try:
+        with pytest.raises(StateError, match="another tidal run of pipeline 'scaled'"):
+            second.lock()
+    finally:
+        first.unlock()
+    second.lock()  # free again once the first lets go
+    second.unlock()
