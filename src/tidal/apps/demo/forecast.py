@@ -146,21 +146,22 @@ def history_features(rows: Batch) -> Batch:
 
 
 def drift_settings(fleet: SensorFleet) -> dict[str, float]:
-    """ADWIN's settings for the fleet's error series: blocks of a tenth of a second of
-    readings, :data:`DRIFT_DELTA`.
+    """ADWIN's settings for the fleet's error series: 1 s blocks, :data:`DRIFT_DELTA`.
 
     ADWIN tests its window once per block, and the window holds 1,024 blocks: with its
     default 32-error blocks that is 1.6 s of a 2,000-sensor fleet's errors (16 s of 200
-    sensors'), and the error's ordinary wander inside a few seconds (faults, the vibration's
-    own rhythm, the partitions read unevenly) read as drift. Blocks of a tenth of a second
-    of readings give a 102 s window at any fleet size, so the detector behaves the same in
-    event time whatever the fleet's size.
+    sensors'), and the error's ordinary wander from one second to the next (the log's
+    partitions, each a different set of sensors, are read unevenly; faults) read as drift.
+    Blocks of one second of readings test once a second at any fleet size, cut only at
+    second boundaries, and judge a drift "worse" on a second of errors (see
+    :mod:`tidal.ml.learn.loop`), so the detector behaves the same in event time whatever
+    the fleet's size.
 
     Example:
         >>> drift_settings(SensorFleet(2000))
-        {'delta': 1e-05, 'clock': 2000}
+        {'delta': 1e-05, 'clock': 20000}
     """
-    return {"delta": DRIFT_DELTA, "clock": max(1, int(fleet.per_s) // 10)}
+    return {"delta": DRIFT_DELTA, "clock": max(1, int(fleet.per_s))}
 
 
 def _policy(

@@ -78,8 +78,10 @@ DRIFT_DETECTORS: dict[str, Callable[[int], DriftDetector]] = {
 def make_drift(
     name: str, *, seed: int = 0, settings: Mapping[str, Any] | None = None
 ) -> DriftDetector:
-    """A drift detector by name (see :mod:`tidal.ml.detect.drift`), with default parameters
-    or ``settings`` (its keyword arguments, e.g. ``{"delta": 1e-5}`` for ``adwin``).
+    """A drift detector by name (see :mod:`tidal.ml.detect.drift`).
+
+    With its default parameters, or ``settings`` over them (its keyword arguments, e.g.
+    ``{"delta": 1e-5}`` for ``adwin``).
 
     Raises:
         ConfigError: for an unknown name, an unknown setting or a value out of range.
