@@ -20,7 +20,7 @@ import pytest
 from tidal import Batch, Pipeline
 from tidal.errors import ConfigError, PipelineError
 from tidal.io.log import LogSink, LogSource
-from tidal.ml.learn.loop import RetrainPolicy
+from tidal.ml.learn.loop import RetrainLoop, RetrainPolicy
 from tidal.ml.registry import Registry
 from tidal.runtime.executor import Executor
 from tidal.runtime.snapshot import decode, encode
@@ -104,6 +104,7 @@ def test_drift_retrains_in_a_child_shadows_and_promotes(tmp_path: Path) -> None:
     version = reg.get("sea", promoted["candidate"])
     assert version.lineage.extra["job"] == started["job"]
     assert version.lineage.extra["trigger"] == "drift"
+    assert version.lineage.extra["drift"] == {"delta": 0.002, "clock": 32, "max_blocks": 1024}
     assert reg.stages("sea").production == promoted["candidate"]
     # rows carry the version that served them; accuracy after promotion beats a stale model
     recs = rows.records()
@@ -215,6 +216,29 @@ def test_policy_and_source_errors(tmp_path: Path) -> None:
     )  # fmt: skip
     with pytest.raises(PipelineError, match="LogSource"):
         run(p)
+
+
+def test_drift_settings_tune_the_detector(tmp_path: Path) -> None:
+    """``drift_settings`` reach the loop's detector (and its checkpoint), checked up front."""
+    _log(tmp_path)
+    reg = Registry(tmp_path / "reg")
+    settings = {"delta": 1e-9, "clock": 64}
+    p, _, events = _pipeline(tmp_path, reg, _policy(tmp_path, drift_settings=settings))
+    summary = run(p, max_batch=700)
+    loop = p.nodes["m"].op
+    assert isinstance(loop, RetrainLoop) and loop.detector is not None
+    params = loop.detector.params()
+    assert params == {**settings, "max_blocks": 1024}
+    drifts = [r["row"] for r in events.records() if r["event"] == "drift"]
+    assert any(DRIFT_AT < row < DRIFT_AT + 1_000 for row in drifts), drifts  # still found
+    assert summary.counts["m.retrains"] >= 1
+    with pytest.raises(ConfigError, match="unknown setting.*'alpha'.*clock, delta, max_blocks"):
+        RetrainPolicy(topic="t", drift_settings={"alpha": 0.1})
+    with pytest.raises(ConfigError, match="0 < delta < 1"):
+        RetrainPolicy(topic="t", drift_settings={"delta": 2.0})
+    with pytest.raises(ConfigError, match="needs a drift detector"):
+        RetrainPolicy(topic="t", drift=None, every=100, drift_settings={"delta": 0.01})
+    assert RetrainPolicy(topic="t", drift="ph", drift_settings={"threshold": 80.0}).drift == "ph"
 
 
 def test_without_adopt_after_the_pipeline_never_waits_for_the_job(tmp_path: Path) -> None:

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CLIP",
+    "DRIFT_DELTA",
     "FEATURES",
     "MODEL",
     "REGISTRY",
@@ -72,6 +73,7 @@ __all__ = [
     "LearnWatch",
     "add_forecaster",
     "deltas",
+    "drift_settings",
     "history_features",
     "warm",
 ]
@@ -96,6 +98,10 @@ a second of the fleet's readings, whatever the fleet's size, so the online model
 slowly moving fleet consensus (a fault's outliers barely move it) that needs tens of
 seconds to follow a change; a retrain fits the last seconds :data:`EPOCHS` times over."""
 EPOCHS = 10
+DRIFT_DELTA = 1e-5
+"""ADWIN's confidence on the fleet's error series (its default is 0.002): a fleet's error
+is many thousands of values a second, so even a tiny mean change is significant at 0.002;
+see :func:`drift_settings`."""
 
 
 def warm(batch: Batch) -> Array:
@@ -139,6 +145,25 @@ def history_features(rows: Batch) -> Batch:
     return deltas(out.filter(warm(out)))
 
 
+def drift_settings(fleet: SensorFleet) -> dict[str, float]:
+    """ADWIN's settings for the fleet's error series: 1 s blocks, :data:`DRIFT_DELTA`.
+
+    ADWIN tests its window once per block, and the window holds 1,024 blocks: with its
+    default 32-error blocks that is 1.6 s of a 2,000-sensor fleet's errors (16 s of 200
+    sensors'), and the error's ordinary wander from one second to the next (the log's
+    partitions, each a different set of sensors, are read unevenly; faults) read as drift.
+    Blocks of one second of readings test once a second at any fleet size, cut only at
+    second boundaries, and judge a drift "worse" on a second of errors (see
+    :mod:`tidal.ml.learn.loop`), so the detector behaves the same in event time whatever
+    the fleet's size.
+
+    Example:
+        >>> drift_settings(SensorFleet(2000))
+        {'delta': 1e-05, 'clock': 20000}
+    """
+    return {"delta": DRIFT_DELTA, "clock": max(1, int(fleet.per_s))}
+
+
 def _policy(
     fleet: SensorFleet, root: Path, topic: str, adopt_after_s: float | None
 ) -> RetrainPolicy:
@@ -154,6 +179,7 @@ def _policy(
         horizon=4 * per_s,
         cooldown=15 * per_s,
         epochs=EPOCHS,
+        drift_settings=drift_settings(fleet),
         workdir=root / JOBS,
         prepare=f"{__name__}:history_features",
     )

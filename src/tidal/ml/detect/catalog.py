@@ -7,7 +7,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from tidal.errors import ConfigError
 from tidal.ml.detect.base import Detector
@@ -74,19 +75,38 @@ DRIFT_DETECTORS: dict[str, Callable[[int], DriftDetector]] = {
 """Drift detector name -> factory ``(seed) -> DriftDetector`` with default parameters."""
 
 
-def make_drift(name: str, *, seed: int = 0) -> DriftDetector:
-    """A drift detector with default parameters by name (see :mod:`tidal.ml.detect.drift`).
+def make_drift(
+    name: str, *, seed: int = 0, settings: Mapping[str, Any] | None = None
+) -> DriftDetector:
+    """A drift detector by name (see :mod:`tidal.ml.detect.drift`).
+
+    With its default parameters, or ``settings`` over them (its keyword arguments, e.g.
+    ``{"delta": 1e-5}`` for ``adwin``).
 
     Raises:
-        ConfigError: for an unknown name.
+        ConfigError: for an unknown name, an unknown setting or a value out of range.
 
     Example:
         >>> make_drift("kswin").kind
         'kswin'
+        >>> make_drift("adwin", settings={"delta": 1e-5, "clock": 64}).params()["clock"]
+        64
     """
     try:
         factory = DRIFT_DETECTORS[name]
     except KeyError:
         msg = f"unknown drift detector {name!r}; choose one of {', '.join(sorted(DRIFT_DETECTORS))}"
         raise ConfigError(msg) from None
-    return factory(seed)
+    detector = factory(seed)
+    if not settings:
+        return detector
+    known = detector.params()
+    unknown = sorted(set(settings) - set(known))
+    if unknown:
+        msg = (
+            f"drift detector {name!r}: unknown setting(s) {', '.join(map(repr, unknown))}; "
+            f"its settings are {', '.join(sorted(known))}"
+        )
+        raise ConfigError(msg)
+    made: DriftDetector = type(detector)(**{**known, **settings})
+    return made

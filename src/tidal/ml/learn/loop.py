@@ -101,7 +101,10 @@ FORMAT = "tidal-learn-step/1"
 _STATE_KIND = "retrain-loop/1"
 _RECENT = 100
 """Rows before a drift whose error is compared with the error since the previous drift: a
-drift triggers a retrain only where the error got worse."""
+drift triggers a retrain only where the error got worse. A detector that tests once per
+block of ``clock`` values (ADWIN) compares the last block instead where it is longer (in the
+drift's batch): at thousands of rows a second, 100 rows are too few to say which way the
+error moved."""
 
 
 def _unlabeled(y: Array) -> Array:
@@ -185,7 +188,13 @@ class RetrainLoop(Operator):
         if (self.metric == "accuracy") != (task == "classification"):
             msg = f"step {name!r}: metric {self.metric!r} does not fit a {task} learner"
             raise ConfigError(msg)
-        self.detector = make_drift(policy.drift, seed=seed) if policy.drift else None
+        self.detector = (
+            make_drift(policy.drift, seed=seed, settings=policy.drift_settings)
+            if policy.drift
+            else None
+        )
+        clock = 0 if self.detector is None else self.detector.params().get("clock", 0)
+        self._recent = max(_RECENT, int(clock))
         root = policy.workdir or self.registry.root / model / ".jobs"
         self.workdir = Path(root)
         self.candidate: LearnStep | None = None
@@ -348,7 +357,7 @@ class RetrainLoop(Operator):
             cs = np.cumsum(err)
             base = st["err"]  # errors since the last drift: [sum, count]
             for j in at.tolist():
-                recent = float(err[max(0, j - _RECENT + 1) : j + 1].mean())
+                recent = float(err[max(0, j - self._recent + 1) : j + 1].mean())
                 before = float((base[0] + cs[j]) / (base[1] + j + 1))
                 worse = bool(recent > before)
                 detail = {"detector": pol.drift, "worse": worse, "recent_error": recent}
@@ -507,6 +516,7 @@ class RetrainLoop(Operator):
                 "trigger": job["reason"],
                 "topic": self.policy.topic,
                 "pipeline": self.policy.pipeline,
+                "drift": None if self.detector is None else self.detector.params(),
             },
         )
         metrics = {**done.get("metrics", {}), "rows": done.get("rows")}

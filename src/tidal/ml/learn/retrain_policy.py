@@ -5,6 +5,9 @@ See :mod:`tidal.ml.learn.loop` for the loop itself.
 Example:
     >>> RetrainPolicy(topic="events", history=2_000, horizon=500).metric is None
     True
+    >>> RetrainPolicy(topic="events", drift_settings={"delta": 0.0})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    tidal.errors.ConfigError: adwin: need 0 < delta < 1, ...
     >>> events_batch("m", [{"event": "promoted", "row": 10, "candidate": 2}])["candidate"].tolist()
     [2]
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -54,6 +58,14 @@ class RetrainPolicy:
         history: rows replayed for a retrain: the newest up to the trigger.
         drift: a drift detector name (:data:`tidal.ml.detect.DRIFT_DETECTORS`) watching the
             serving model's errors; ``None``: no drift trigger.
+        drift_settings: the detector's parameters (``None``: its defaults), e.g.
+            ``{"delta": 1e-5, "clock": 2_000}`` for ``adwin``: ``delta`` is its confidence
+            (smaller: fewer false drifts, later detection) and ``clock`` the errors averaged
+            into one block (its window holds ``clock * max_blocks`` errors, 32 * 1,024 by
+            default: a stream of thousands of rows a second wants larger blocks, or the
+            window spans seconds and the error's ordinary wander reads as drift). Recorded
+            in each candidate's lineage; the detector's checkpointed state is refused by
+            other settings.
         every: also retrain every this many rows (a schedule); ``None``: no schedule.
         horizon: rows the candidate is scored in shadow before the decision.
         metric: ``"accuracy"`` (classifiers' default) or ``"mae"`` (regressors').
@@ -79,8 +91,9 @@ class RetrainPolicy:
             drop them there). ``None``: the topic's rows are the training rows.
 
     Raises:
-        ConfigError: for no trigger, sizes that are not positive, or a ``prepare`` that is
-            not ``"module:function"``.
+        ConfigError: for no trigger, sizes that are not positive, ``drift_settings`` the
+            detector does not take (or without a detector), or a ``prepare`` that is not
+            ``"module:function"``.
     """
 
     topic: str | None = None
@@ -88,6 +101,7 @@ class RetrainPolicy:
     pipeline: str | None = None
     history: int = 5_000
     drift: str | None = "adwin"
+    drift_settings: Mapping[str, float] | None = None
     every: int | None = None
     horizon: int = 1_000
     metric: Literal["accuracy", "mae"] | None = None
@@ -137,6 +151,13 @@ class RetrainPolicy:
                 "are integers >= 1; collect, cooldown and margin are >= 0"
             )
             raise ConfigError(msg)
+        if self.drift_settings is not None:
+            if self.drift is None:
+                msg = "retrain policy: drift_settings needs a drift detector (drift='adwin')"
+                raise ConfigError(msg)
+            from tidal.ml.detect.catalog import make_drift
+
+            make_drift(self.drift, settings=self.drift_settings)  # raises ConfigError
         if self.prepare is not None and not _is_target(self.prepare):
             msg = f"retrain policy: prepare is 'package.module:function', got {self.prepare!r}"
             raise ConfigError(msg)
