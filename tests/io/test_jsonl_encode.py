@@ -38,6 +38,8 @@ def _cases() -> list[Batch]:
             }
         ),
         Batch({"t": np.arange(5, dtype=np.int64)}, length=5),
+        # columns that are views with strides (a column of a 2-D array, a reversed slice)
+        Batch({"c": np.arange(12.0).reshape(4, 3)[:, 1], "r": np.arange(4, dtype=np.int64)[::-1]}),
     ]
 
 

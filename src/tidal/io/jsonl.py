@@ -185,7 +185,7 @@ def _column_json(values: Array, name: str, label: str) -> tuple[Array, Array, Ar
     native = values.dtype.kind in "iub" or values.dtype == np.float64
     try:
         data = (
-            orjson.dumps(values, option=_OPTIONS)
+            orjson.dumps(np.ascontiguousarray(values), option=_OPTIONS)  # orjson: C order only
             if native
             else orjson.dumps(values.tolist(), default=_default, option=_OPTIONS)
         )

@@ -100,6 +100,16 @@ class SensorSource:
     position: Callable[[], int] | None = None
 
 
+FEED_LEAD_S = 5.0
+"""Seconds of readings the feed may be ahead of the pipeline. The partitions hold different
+numbers of sensors (keyed by sensor), and the log is read round-robin in equal record
+counts, so while the pipeline works through a backlog the partitions with fewer sensors
+run ahead in event time; the watermark follows the slowest, so a backlog of B seconds of
+readings holds windows (alerts) back by up to B seconds. The feed's default lead
+(262,144 readings: 262 s of a 100-sensor fleet) let a slower pipeline (the learning
+branch) fall minutes behind in event time; 5 s keeps the spread to seconds."""
+
+
 def sensor_source(
     fleet: SensorFleet,
     kind: Literal["generator", "log", "kafka"],
@@ -150,6 +160,7 @@ def sensor_source(
         key="sensor",
         partitions=PARTITIONS,
         rate=rate,
+        lead=max(8192, int(FEED_LEAD_S * fleet.per_s)),
         retention_bytes=128 << 20,  # per partition: minutes of readings at the default rate
         segment_bytes=32 << 20,
     )
