@@ -94,6 +94,45 @@ def fill(config: KafkaConfig, topic: str, values: list[bytes], stamps: list[int]
     return time.perf_counter() - t0
 
 
+PARTITION_EOF = -191  # librdkafka's RD_KAFKA_RESP_ERR__PARTITION_EOF
+
+
+def committed(config: KafkaConfig, topic: str) -> list[bytes]:
+    """The values of ``topic``'s committed records (``read_committed``), up to its end.
+
+    A plain consumer that stops at each partition's end event: a bounded ``KafkaSource``
+    would wait for the offset of a transaction's commit marker, which it never reads.
+    """
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer(
+        config.client(
+            **{
+                "group.id": uuid.uuid4().hex,
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+            }
+        )
+    )
+    parts = sorted(c.list_topics(topic, timeout=30).topics[topic].partitions)
+    c.assign([TopicPartition(topic, p, 0) for p in parts])
+    values: list[bytes] = []
+    todo = set(parts)
+    while todo:
+        for m in c.consume(10_000, 1.0):
+            err = m.error()
+            if err is None:
+                values.append(m.value() or b"")
+            elif err.code() == PARTITION_EOF:
+                todo.discard(m.partition())
+            else:
+                msg = f"reading {topic}[{m.partition()}]: {err.str()}"
+                raise RuntimeError(msg)
+    c.close()
+    return values
+
+
 # -- consume ----------------------------------------------------------------------------------
 def raw_consume(config: KafkaConfig, topic: str, n: int) -> int:
     """A plain consumer: batched consume, each record's value taken."""
