@@ -19,9 +19,10 @@ the project's own single-node broker (started here in a temporary directory; or
   run untimed until the broker is warm (its JIT: a fresh broker is slow for its first
   seconds at this rate) -- at least ``WARM_MIN`` rounds and then until a round's p99 is
   under 100 ms, at most ``WARM_ROUNDS`` rounds of ``WARM_S`` s; their figures are printed,
-  not tabled. Exactly-once output is
-  readable only after its transaction commits, so its latency is dominated by the
-  checkpoint interval (printed with it).
+  not tabled. The first timed row is the baseline: the same producer and reader on one
+  topic with no pipeline between (what the broker and the clients cost on this machine).
+  Exactly-once output is readable only after its transaction commits, so its latency is
+  dominated by the checkpoint interval (printed with it).
 """
 
 from __future__ import annotations
@@ -364,6 +365,26 @@ def latency_run(
     reader.join()
     stop.set()
     pipe.join(60)
+    return _percentiles(lat, seq, total, per_s)
+
+
+def plain_latency_run(config: KafkaConfig, per_s: int, seconds: float) -> dict[str, float]:
+    """The baseline: the same producer and reader on one topic, no pipeline between."""
+    ctx = mp.get_context("spawn")
+    topic, box = create(config, "bench-lat-plain", 1), ctx.Queue()
+    total = int(per_s * seconds)
+    boot = config.bootstrap_servers
+    reader = ctx.Process(target=_latency_reader, args=(boot, topic, total, box))
+    reader.start()
+    producer = ctx.Process(target=_latency_producer, args=(boot, topic, per_s, seconds))
+    producer.start()
+    producer.join()
+    lat, seq = box.get(timeout=180)
+    reader.join()
+    return _percentiles(lat, seq, total, per_s)
+
+
+def _percentiles(lat: list[int], seq: list[int], total: int, per_s: int) -> dict[str, float]:
     ms = np.asarray(lat, dtype=np.float64) / 1e6
     warm = np.asarray(seq) >= per_s * 2  # after a 2 s warm-up
     ms = ms[warm] if warm.any() else ms
@@ -433,13 +454,17 @@ def main(
         # the plain producer -> consumer path had p50 765 ms in its first 5 s, 2 ms after;
         # the 1 s warm-up round used before was too short).
         warm_up(config, per_s, interval, str(Path(tmp) / "warm"))
-        for mode in ("alo", "eos"):
-            r = latency_run(config, mode, per_s, seconds, interval, str(Path(tmp) / f"lat-{mode}"))
-            label = (
-                "at-least-once (KafkaSink, linger 0)"
-                if mode == "alo"
-                else f"exactly-once (commit every {interval})"
+        for mode in ("plain", "alo", "eos"):
+            r = (
+                plain_latency_run(config, per_s, seconds)
+                if mode == "plain"
+                else latency_run(config, mode, per_s, seconds, interval, f"{tmp}/lat-{mode}")
             )
+            label = {
+                "plain": "baseline: plain producer -> consumer, no pipeline",
+                "alo": "at-least-once (KafkaSink, linger 0)",
+                "eos": f"exactly-once (commit every {interval})",
+            }[mode]
             lat_rows.append(
                 [
                     label,

@@ -31,6 +31,7 @@ def main(argv: list[str]) -> int:
     from bench import (
         checkpoint,
         compression,
+        cores,
         detect,
         drift,
         formats,
@@ -64,6 +65,7 @@ def main(argv: list[str]) -> int:
         "reco": reco.cli,
         "retrain-loop": retrain_loop.cli,
         "scale": scale.cli,
+        "cores": cores.cli,
         "state-move": state_move.cli,
         "resplit": resplit.cli,
         "repartition": repartition.cli,

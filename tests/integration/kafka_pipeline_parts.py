@@ -7,7 +7,8 @@ a ``KafkaTransactionalSink`` (transactional id ``$SCALE_OUT``, the source's offs
 transaction). Environment: ``SCALE_BOOTSTRAP``, ``SCALE_IN``, ``SCALE_OUT``,
 ``SCALE_MAX_POLL_MS`` (the consumers' ``max.poll.interval.ms``, which a group's membership
 consumer uses too), ``SCALE_GATE``/``SCALE_GATE_AT`` (where a worker parks, see each file's
-gate) and ``SCALE_PACE_MS`` (see :func:`pace`).
+gate), ``SCALE_HOLD_GROUP`` (see :func:`hold_for_a_second_member`) and ``SCALE_PACE_MS``
+(see :func:`pace`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,28 @@ def park() -> None:
     tmp.replace(gate + ".reached")
     while Path(gate).exists():
         time.sleep(0.005)
+
+
+def hold_for_a_second_member() -> None:
+    """Wait until group ``$SCALE_HOLD_GROUP`` has a second member joining (120 s at most).
+
+    Called inside a batch, so this member polls nothing meanwhile: a member that joins
+    puts the group into a rebalance that waits for this one, and the rebalance is what
+    this waits for (or two members, if it is over). Without it a fast first member can
+    drain every partition before the second one has started.
+    """
+    from confluent_kafka.admin import AdminClient
+
+    group = os.environ["SCALE_HOLD_GROUP"]
+    admin = AdminClient({"bootstrap.servers": os.environ["SCALE_BOOTSTRAP"]})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        d = admin.describe_consumer_groups([group], request_timeout=10)[group].result(30)
+        if len(d.members) >= 2 or d.state.name.endswith("REBALANCING"):
+            return
+        time.sleep(0.02)
+    msg = f"group {group}: no second member joined in 120 s"
+    raise AssertionError(msg)
 
 
 def pace() -> None:

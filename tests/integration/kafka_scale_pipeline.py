@@ -12,7 +12,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from kafka_pipeline_parts import gate_batch, kafka_pipeline, pace, park, per_second
+from kafka_pipeline_parts import (
+    gate_batch,
+    hold_for_a_second_member,
+    kafka_pipeline,
+    pace,
+    park,
+    per_second,
+)
 
 from tidal import Pipeline
 
@@ -23,10 +30,14 @@ def _gate(batch: Any) -> Any:
     """While file ``$SCALE_GATE`` exists, worker 1 parks in its 3rd batch (the test kills it).
 
     ``$SCALE_GATE_AT`` parks it in another batch than the 3rd (counted over its tasks).
+    With ``$SCALE_HOLD_GROUP``, worker 0 waits in its first batch for worker 1 to join.
     """
     _seen[0] += 1
-    if _seen[0] == gate_batch() and os.environ.get("TIDAL_WORKER", "").startswith("1/"):
+    worker = os.environ.get("TIDAL_WORKER", "")
+    if _seen[0] == gate_batch() and worker.startswith("1/"):
         park()
+    elif _seen[0] == 1 and worker.startswith("0/") and os.environ.get("SCALE_HOLD_GROUP"):
+        hold_for_a_second_member()  # so that worker 1 gets partitions to park in
     pace()
     return batch["v"] >= 0
 

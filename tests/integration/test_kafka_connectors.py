@@ -305,3 +305,39 @@ def test_a_deleted_topic_is_gone_when_delete_returns(
         produce(kafka_config, name, (b"x" * 1000 for _ in range(5000)))
     kafka_admin.delete_topic(name)
     assert name not in kafka_admin.topics()
+
+
+def test_a_bounded_source_ends_on_a_topic_written_in_transactions(
+    kafka_config: KafkaConfig,
+) -> None:
+    """The last offset of such a topic is a commit (or abort) marker, which no consumer
+    receives: the source must still end, with the committed records only."""
+    from confluent_kafka import Producer
+
+    topic = new_topic(kafka_config, "txn-in", 2)
+    producer = Producer(kafka_config.client(**{"transactional.id": f"t-{topic}"}))
+    producer.init_transactions(30)
+    for txn, commit in ((0, True), (1, False), (2, True)):
+        producer.begin_transaction()
+        for i in range(20):
+            producer.produce(topic, orjson.dumps({"txn": txn, "i": i}), key=str(i).encode())
+        producer.flush(30)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    src = KafkaSource(topic, config=kafka_config, bounded=True)
+    rows: list[dict[str, object]] = []
+    src.open({})
+    polls = 0
+    while (batch := src.poll(1000, 0.5)) is not None:
+        rows += batch.to_records()
+        polls += 1
+        assert polls < 120, f"the bounded source did not end ({len(rows)} rows read)"
+    src.close()
+    assert sorted((r["txn"], r["i"]) for r in rows) == [  # type: ignore[type-var]
+        (t, i) for t in (0, 2) for i in range(20)
+    ]
+    ends = src.end_offsets()
+    at = {p: v["offset"] for p, v in src.position().items()}
+    assert at == ends, (at, ends)  # its position is the end, past the last marker

@@ -60,7 +60,10 @@ def test_a_member_sigkilled_while_it_owns_partitions_hands_them_over_with_state(
     out = new_topic(config, "group-out", partitions=2)
     gate = tmp_path / "gate"
     gate.touch()
-    proc = _start(config, tmp_path, in_topic, out, 2, SCALE_GATE=str(gate))
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    proc = _start(
+        config, tmp_path, in_topic, out, 2, group, SCALE_GATE=str(gate), SCALE_HOLD_GROUP=group
+    )
     reached = Path(f"{gate}.reached")
     wait_until("worker 1 reaches the gate", reached.exists, proc)
     os.kill(int(reached.read_text()), signal.SIGKILL)

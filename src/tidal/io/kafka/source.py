@@ -81,7 +81,10 @@ class KafkaSource(BaseSource):
         start_offsets: next offset per partition id, or per ``(topic, partition)``.
         start_time: start at the first record stamped at or after this time (Unix ms or
             an aware ``datetime``).
-        bounded: stop (``poll`` returns ``None``) at the end offsets seen at ``open``.
+        bounded: stop (``poll`` returns ``None``) at the end offsets seen at ``open``. A
+            topic written in transactions ends in a commit marker, which no consumer
+            receives: the end of a partition is also where librdkafka reports it
+            (``enable.partition.eof`` is on for a bounded source).
         partitions: read only these partition ids.
         key_column: add each record's key (UTF-8 text, ``None`` for none) as this column.
         timestamp_column: add each record's timestamp (int ms) as this column.
@@ -163,7 +166,7 @@ class KafkaSource(BaseSource):
                     "enable.auto.commit": False,
                     "enable.auto.offset.store": False,
                     "isolation.level": "read_committed",
-                    "enable.partition.eof": False,
+                    "enable.partition.eof": self.bounded,
                     **self.health.settings(),
                     **self.consumer_options,
                 }
@@ -502,8 +505,10 @@ class KafkaSource(BaseSource):
             err = m.error()
             if err is None:
                 good.append(m)
-            elif err.code() == _PARTITION_EOF:
-                continue
+            elif err.code() == _PARTITION_EOF:  # bounded only: the end, markers included
+                i = self._ids.get((m.topic(), m.partition()))
+                if i is not None and m.offset() >= 0:
+                    self._next[i] = max(self._next.get(i, 0), int(m.offset()))
             elif err.fatal() or err.code() in (
                 ck.KafkaError.UNKNOWN_TOPIC_OR_PART,
                 ck.KafkaError.TOPIC_AUTHORIZATION_FAILED,
