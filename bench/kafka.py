@@ -347,7 +347,7 @@ def latency_run(
 ) -> dict[str, float]:
     ctx = mp.get_context("spawn")
     src_topic, out_topic = create(config, "bench-lat-in", 1), create(config, "bench-lat-out", 1)
-    ready, stop, box = ctx.Event(), ctx.Event(), ctx.Queue()
+    ready, stop = ctx.Event(), ctx.Event()
     boot = config.bootstrap_servers
     pipe = ctx.Process(
         target=_latency_pipeline,
@@ -355,28 +355,28 @@ def latency_run(
     )
     pipe.start()
     assert ready.wait(120), "the pipeline did not start"
-    total = int(per_s * seconds)
-    reader = ctx.Process(target=_latency_reader, args=(boot, out_topic, total, box))
-    reader.start()
-    producer = ctx.Process(target=_latency_producer, args=(boot, src_topic, per_s, seconds))
-    producer.start()
-    producer.join()
-    lat, seq = box.get(timeout=180)
-    reader.join()
+    result = _produce_and_read(ctx, boot, src_topic, out_topic, per_s, seconds)
     stop.set()
     pipe.join(60)
-    return _percentiles(lat, seq, total, per_s)
+    return result
 
 
 def plain_latency_run(config: KafkaConfig, per_s: int, seconds: float) -> dict[str, float]:
     """The baseline: the same producer and reader on one topic, no pipeline between."""
+    topic = create(config, "bench-lat-plain", 1)
     ctx = mp.get_context("spawn")
-    topic, box = create(config, "bench-lat-plain", 1), ctx.Queue()
+    return _produce_and_read(ctx, config.bootstrap_servers, topic, topic, per_s, seconds)
+
+
+def _produce_and_read(
+    ctx: Any, boot: str, in_topic: str, out_topic: str, per_s: int, seconds: float
+) -> dict[str, float]:
+    """Produce to ``in_topic`` at ``per_s`` for ``seconds``; latencies read from ``out_topic``."""
+    box = ctx.Queue()
     total = int(per_s * seconds)
-    boot = config.bootstrap_servers
-    reader = ctx.Process(target=_latency_reader, args=(boot, topic, total, box))
+    reader = ctx.Process(target=_latency_reader, args=(boot, out_topic, total, box))
     reader.start()
-    producer = ctx.Process(target=_latency_producer, args=(boot, topic, per_s, seconds))
+    producer = ctx.Process(target=_latency_producer, args=(boot, in_topic, per_s, seconds))
     producer.start()
     producer.join()
     lat, seq = box.get(timeout=180)
