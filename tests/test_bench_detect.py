@@ -13,12 +13,14 @@ if str(ROOT) not in sys.path:
 
 from bench import detect  # noqa: E402 - bench/ is not a package on the default path
 
+from tidal.core.jit import has_numba  # noqa: E402
 from tidal.ml.detect import DETECTORS  # noqa: E402
 
 
 def test_speed_table_runs_at_tiny_size(capsys: pytest.CaptureFixture[str]) -> None:
     out = detect.speed(points=3_000, keys=20, batch=1_000, per_key=650, river_points=200)
-    assert set(DETECTORS) | {"river_hst"} == set(out)
+    fallback = {"hst (numpy engine)"} if has_numba() else set()  # beside numba's hst
+    assert set(DETECTORS) | {"river_hst"} | fallback == set(out)
     assert all(single > 0 for single, _ in out.values())
     assert "River HST" in capsys.readouterr().out
 

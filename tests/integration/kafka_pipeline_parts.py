@@ -7,8 +7,8 @@ a ``KafkaTransactionalSink`` (transactional id ``$SCALE_OUT``, the source's offs
 transaction). Environment: ``SCALE_BOOTSTRAP``, ``SCALE_IN``, ``SCALE_OUT``,
 ``SCALE_MAX_POLL_MS`` (the consumers' ``max.poll.interval.ms``, which a group's membership
 consumer uses too), ``SCALE_GATE``/``SCALE_GATE_AT`` (where a worker parks, see each file's
-gate), ``SCALE_HOLD_GROUP`` (see :func:`hold_for_a_second_member`) and ``SCALE_PACE_MS``
-(see :func:`pace`).
+gate), ``SCALE_HOLD_GROUP`` (see :func:`hold_for_a_second_member`), ``SCALE_SHARE_GROUP``
+(see :func:`hold_until_shared`) and ``SCALE_PACE_MS`` (see :func:`pace`).
 """
 
 from __future__ import annotations
@@ -59,6 +59,34 @@ def hold_for_a_second_member() -> None:
             return
         time.sleep(0.02)
     msg = f"group {group}: no second member joined in 120 s"
+    raise AssertionError(msg)
+
+
+def hold_until_shared() -> None:
+    """Wait until group ``$SCALE_SHARE_GROUP`` has 2 members and neither is assigned every
+    partition of ``$SCALE_IN`` (120 s at most).
+
+    Called inside a batch by the member that owned every partition, after a second one
+    joined: librdkafka's background thread takes this member through the rebalance's
+    first round (the new assignment leaves out what it must give up) while the batch
+    waits; its next poll then revokes those partitions, so it cannot drain them first.
+    """
+    from confluent_kafka.admin import AdminClient
+
+    group, topic = os.environ["SCALE_SHARE_GROUP"], os.environ["SCALE_IN"]
+    admin = AdminClient({"bootstrap.servers": os.environ["SCALE_BOOTSTRAP"]})
+    parts = len(admin.list_topics(topic, timeout=30).topics[topic].partitions)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        d = admin.describe_consumer_groups([group], request_timeout=10)[group].result(30)
+        held = [
+            len([tp for tp in m.assignment.topic_partitions if tp.topic == topic])
+            for m in d.members
+        ]
+        if len(held) >= 2 and max(held) < parts:
+            return
+        time.sleep(0.02)
+    msg = f"group {group}: the partitions of {topic} were not shared out in 120 s"
     raise AssertionError(msg)
 
 

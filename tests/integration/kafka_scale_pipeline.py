@@ -15,6 +15,7 @@ from typing import Any
 from kafka_pipeline_parts import (
     gate_batch,
     hold_for_a_second_member,
+    hold_until_shared,
     kafka_pipeline,
     pace,
     park,
@@ -30,12 +31,16 @@ def _gate(batch: Any) -> Any:
     """While file ``$SCALE_GATE`` exists, worker 1 parks in its 3rd batch (the test kills it).
 
     ``$SCALE_GATE_AT`` parks it in another batch than the 3rd (counted over its tasks).
-    With ``$SCALE_HOLD_GROUP``, worker 0 waits in its first batch for worker 1 to join.
+    With ``$SCALE_HOLD_GROUP``, worker 0 waits in its first batch for worker 1 to join;
+    with ``$SCALE_SHARE_GROUP``, worker 1 leaves the gate only once a joining member's
+    share of the partitions is taken from it.
     """
     _seen[0] += 1
     worker = os.environ.get("TIDAL_WORKER", "")
     if _seen[0] == gate_batch() and worker.startswith("1/"):
         park()
+        if os.environ.get("SCALE_SHARE_GROUP"):
+            hold_until_shared()  # give up partitions before draining them
     elif _seen[0] == 1 and worker.startswith("0/") and os.environ.get("SCALE_HOLD_GROUP"):
         hold_for_a_second_member()  # so that worker 1 gets partitions to park in
     pace()

@@ -88,9 +88,9 @@ def test_a_member_added_mid_run_takes_partitions_with_their_state(
     gate = tmp_path / "gate"
     gate.touch()
     # the first member (posing as worker 1, which the gate parks) owns all 4 partitions
-    first = _start(  # paced: still polling (and so rebalancing) after the gate opens
+    first = _start(  # after the gate it waits for the rebalance, then goes on paced
         config, tmp_path / "a", in_topic, out, 1, group, SCALE_GATE=str(gate),
-        TIDAL_WORKER="1/2", SCALE_PACE_MS="20",
+        TIDAL_WORKER="1/2", SCALE_PACE_MS="20", SCALE_SHARE_GROUP=group,
     )  # fmt: skip
     reached = Path(f"{gate}.reached")
     wait_until("the first member reaches the gate", reached.exists, first)

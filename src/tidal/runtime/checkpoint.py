@@ -471,17 +471,26 @@ class CheckpointStore:
             shutil.rmtree(self.dir_of(cid), ignore_errors=True)
 
     def _mkdir(self) -> None:
-        if self.path.is_dir():
-            return
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(self.path.parent)
-        except OSError as exc:
-            msg = (
-                f"cannot create the checkpoints folder of pipeline {self.pipeline!r}: "
-                f"{os_error_text(exc)}; give the run a writable --data-dir"
-            )
-            raise StateError(msg) from exc
+        make_checkpoints_folder(self.path, self.pipeline)
+
+
+def make_checkpoints_folder(path: Path, pipeline: str) -> None:
+    """Create ``path`` (and its parents) for ``pipeline``'s checkpoints, if missing.
+
+    Raises:
+        StateError: saying why it cannot be created (read-only, full, forbidden).
+    """
+    if path.is_dir():
+        return
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        msg = (
+            f"cannot create the checkpoints folder of pipeline {pipeline!r}: "
+            f"{os_error_text(exc)}; give the run a writable --data-dir"
+        )
+        raise StateError(msg) from exc
 
 
 def _write_file(path: Path, data: bytes) -> None:

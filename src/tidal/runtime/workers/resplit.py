@@ -63,7 +63,12 @@ import orjson
 from tidal.core.names import check_name
 from tidal.errors import ConfigError, StateError
 from tidal.io.base import TransactionalSink
-from tidal.runtime.checkpoint import CheckpointConfig, CheckpointStore, lock_file
+from tidal.runtime.checkpoint import (
+    CheckpointConfig,
+    CheckpointStore,
+    lock_file,
+    make_checkpoints_folder,
+)
 from tidal.runtime.executor import DEAD_LETTERS
 from tidal.runtime.graph import Graph
 from tidal.runtime.snapshot import decode, encode
@@ -147,7 +152,7 @@ class JobLayout:
         """
         if self._lock is not None:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_checkpoints_folder(self.root, self.pipeline)
         self._lock = lock_file(
             self.root / "LOCK",
             f"another tidal run of pipeline {self.pipeline!r} is using '{self.data_dir}'; "
