@@ -12,7 +12,13 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tidal.io.formats import JsonFormat
+from tidal.io.formats import JsonFormat as _JsonFormat
+
+
+def JsonFormat(**kw: Any) -> _JsonFormat:  # noqa: N802 - the class, fast path from 1 value
+    """The format with the fast path tried on every poll, however small (these polls are)."""
+    return _JsonFormat(fast_min=1, **kw)
+
 
 # BIG: integers beyond 2**53 in a column with a missing value make Batch.from_arrow's
 # int -> float64 cast fail in both decoders (reported; not a formats matter), so the
@@ -56,7 +62,7 @@ def plain(value: Any) -> Any:
     return value
 
 
-def same(make: Callable[[], JsonFormat], polls: list[list[bytes]]) -> int:
+def same(make: Callable[[], _JsonFormat], polls: list[list[bytes]]) -> int:
     """Decode the polls with one format and with another's reference decoder only; compare.
 
     Two instances, because the reference may keep state across polls (column types).
@@ -124,3 +130,12 @@ def test_values_the_fast_path_leaves_to_the_reference() -> None:
     assert fmt.decode([b'{"a": NaN}']).failures[0].reason.startswith("invalid JSON")
     assert JsonFormat().decode([b'{"a": "2024-01-01"}']).columns["a"].tolist() == ["2024-01-01"]
     assert JsonFormat().decode([b'{"a":\n1}']).columns["a"].tolist() == [1]
+
+
+def test_small_polls_take_the_reference_decoder_by_default() -> None:
+    values = [orjson.dumps({"a": i}) for i in range(100)]
+    fmt = _JsonFormat()
+    assert fmt.decode(values).columns["a"].tolist() == list(range(100))
+    assert fmt.fast_polls == 0
+    fmt.decode([orjson.dumps({"a": i}) for i in range(fmt.fast_min)])
+    assert fmt.fast_polls == 1
