@@ -172,6 +172,26 @@ def log_consume(root: Path, n: int) -> int:
     return got
 
 
+def small_batch_cost(config: KafkaConfig, values: list[bytes], stamps: list[int]) -> float:
+    """CPU us/event (process) of Kafka -> map -> ``KafkaSink`` in batches of 50 (what a
+    1 ms budget gives at 50,000 events/s: the latency run's batches), over a topic filled
+    with ``values`` first."""
+    from tidal import Executor, Pipeline
+
+    topic, out = create(config, "bench-small", 1), create(config, "bench-small-out", 1)
+    fill(config, topic, values, stamps)
+    src = KafkaSource(topic, config=config, bounded=True)
+    sink = KafkaSink(out, config=config, producer_options={"linger.ms": 0})
+    p = Pipeline("small-batches")
+    p.source("in", src).map("pass", lambda b: {"seq": b["seq"], "sensor": b["sensor"]}).sink(
+        "out", sink
+    )
+    c0 = time.process_time()
+    summary = Executor(p, handle_signals=False, max_wait="0ms", max_batch=50).run()
+    assert summary.events == len(values), (summary.events, len(values))
+    return (time.process_time() - c0) / len(values) * 1e6
+
+
 # -- sink cost ---------------------------------------------------------------------------
 def sink_cost(config: KafkaConfig, rows: int = 8192, batches: int = 20) -> tuple[float, float]:
     """CPU us/row (process, incl. librdkafka's threads) of ``KafkaSink.write`` and of a plain
@@ -432,6 +452,15 @@ def main(
         s, _ = best_of(runs, lambda: log_consume(root, records))
         rows.append(
             ["embedded log: LogSource JSON -> columns", rate(records / s), f"{raw / s:.2f}x", ""]
+        )
+        small = min(records, 100_000)
+        rows.append(
+            [
+                "Kafka -> map -> Kafka in batches of 50, CPU us/event",
+                f"{small_batch_cost(config, values[:small], stamps[:small]):.2f} us",
+                "",
+                "",
+            ]
         )
         sink_us, plain_us = sink_cost(config)
         rows.append(
