@@ -181,10 +181,19 @@ def scale_group(
     out: str,
     workers: int,
     group: str | None = None,
+    max_batch: int = 500,
     **env: str,
 ) -> subprocess.Popen[bytes]:
     """``--group`` (a new one unless given) with ``workers`` processes."""
     group = group or f"g-{uuid.uuid4().hex[:8]}"
     return start_run(
-        SCALE_PIPELINE, config, data, in_topic, out, workers=workers, group=group, **env
+        SCALE_PIPELINE,
+        config,
+        data,
+        in_topic,
+        out,
+        workers=workers,
+        group=group,
+        max_batch=max_batch,
+        **env,
     )

@@ -31,7 +31,7 @@ def _gate(batch: Any) -> Any:
     """While file ``$SCALE_GATE`` exists, worker 1 parks in its 3rd batch (the test kills it).
 
     ``$SCALE_GATE_AT`` parks it in another batch than the 3rd (counted over its tasks).
-    With ``$SCALE_HOLD_GROUP``, worker 0 waits in its first batch for worker 1 to join;
+    With ``$SCALE_HOLD_GROUP``, each worker waits in its first batch for a second member;
     with ``$SCALE_SHARE_GROUP``, worker 1 leaves the gate only once a joining member's
     share of the partitions is taken from it.
     """
@@ -41,8 +41,8 @@ def _gate(batch: Any) -> Any:
         park()
         if os.environ.get("SCALE_SHARE_GROUP"):
             hold_until_shared()  # give up partitions before draining them
-    elif _seen[0] == 1 and worker.startswith("0/") and os.environ.get("SCALE_HOLD_GROUP"):
-        hold_for_a_second_member()  # so that worker 1 gets partitions to park in
+    elif _seen[0] == 1 and os.environ.get("SCALE_HOLD_GROUP"):
+        hold_for_a_second_member()  # so that both members get partitions
     pace()
     return batch["v"] >= 0
 

@@ -61,9 +61,12 @@ def test_a_member_sigkilled_while_it_owns_partitions_hands_them_over_with_state(
     gate = tmp_path / "gate"
     gate.touch()
     group = f"g-{uuid.uuid4().hex[:8]}"
+    # both members join before either goes past its first batch; then small, paced batches:
+    # the rebalance that gives worker 1 its share ends long before worker 0 could drain it
     proc = _start(
-        config, tmp_path, in_topic, out, 2, group, SCALE_GATE=str(gate), SCALE_HOLD_GROUP=group
-    )
+        config, tmp_path, in_topic, out, 2, group, max_batch=100, SCALE_GATE=str(gate),
+        SCALE_HOLD_GROUP=group, SCALE_PACE_MS="20",
+    )  # fmt: skip
     reached = Path(f"{gate}.reached")
     wait_until("worker 1 reaches the gate", reached.exists, proc)
     os.kill(int(reached.read_text()), signal.SIGKILL)
@@ -112,8 +115,13 @@ def test_a_member_killed_inside_a_checkpoint_loses_and_duplicates_nothing(
     # transaction committed, the runtime had not finished its checkpoint
     config, in_topic, reference = setup
     out = new_topic(config, "group-out", partitions=2)
-    # paced: the crash point's n-th checkpoint must come before the input ends, on any machine
+    # both members join before either goes past its first batch (so worker 0 has a share),
+    # then small, paced batches: its n-th checkpoint comes long before its input ends
+    group = f"g-{uuid.uuid4().hex[:8]}"
     env = {"TIDAL_TEST_WORKER_CRASH": f"0:{point}", "SCALE_PACE_MS": "20"}
-    summary = finish(_start(config, tmp_path, in_topic, out, 2, **env))
+    proc = _start(
+        config, tmp_path, in_topic, out, 2, group, max_batch=100, SCALE_HOLD_GROUP=group, **env
+    )
+    summary = finish(proc)
     assert summary["restarts"] == [1, 0], summary
     assert output(config, out) == reference
