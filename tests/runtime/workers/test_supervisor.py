@@ -88,3 +88,28 @@ def test_sigterm_to_the_supervisor_stops_every_worker() -> None:
     assert sup.status == 0
     assert [r.exit_codes for r in results] == [[0], [0]]
     assert signal.getsignal(signal.SIGTERM) is not None  # the old handler is back
+
+
+def test_a_worker_that_is_exiting_is_not_killed_by_a_late_ctrl_c() -> None:
+    """Ctrl-C reaches every process of the group at once; a worker already on its way out
+    (handlers reset while the interpreter shuts down) must still exit 0, not die by SIGINT."""
+    import subprocess
+
+    code = (
+        "import os, signal\n"
+        "from tidal.cli.workers import Worker\n"
+        "from tidal.runtime.workers import worker_signals\n"
+        "worker_signals(os.getppid())  # as a worker starts: handlers, then unblocked\n"
+        "Worker.exiting()\n"
+        "signal.signal(signal.SIGINT, signal.SIG_DFL)  # as at the interpreter's shutdown\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "print('exited cleanly')\n"
+    )
+    stops = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, stops)  # as the supervisor starts one
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    assert done.returncode == 0, (done.returncode, done.stderr.decode())
+    assert done.stdout.decode().strip() == "exited cleanly"
