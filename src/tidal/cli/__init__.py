@@ -278,11 +278,7 @@ def _run(args: argparse.Namespace) -> int:
     from tidal.cli.workers import Worker
 
     worker = Worker.from_env()  # a worker of `--workers N`: handlers first, then the rest
-    try:
-        return _run_as(args, worker)
-    finally:
-        if worker is not None:
-            worker.exiting()
+    return _run_as(args, worker)
 
 
 def _run_as(args: argparse.Namespace, worker: Worker | None) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -71,16 +70,6 @@ class Worker:
         if args.dead_letters:
             path = Path(args.dead_letters)
             args.dead_letters = str(path.with_name(f"{path.stem}.w{self.index}{path.suffix}"))
-
-    @staticmethod
-    def exiting() -> None:
-        """Block SIGINT/SIGTERM for the rest of the process: it is done and exits now.
-
-        Ctrl-C reaches every process of the group at once; one that lands while the
-        interpreter shuts down (its handlers already reset) would kill a worker that
-        finished cleanly, and the supervisor would report it as failing to stop.
-        """
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
     @contextlib.contextmanager
     def running(self, executor: Executor) -> Iterator[None]:

@@ -215,7 +215,11 @@ class Supervisor:
             result.summary = _last_json(text)
             return
         if self._stopping:
-            if code not in (0, -signal.SIGTERM, -signal.SIGKILL) and self.status == 0:
+            # Ctrl-C reaches every process of the group: a worker may also end by the
+            # SIGINT itself (one on its way out, its handlers already reset); stopped all
+            # the same, it resumes from its last checkpoint like one ended by SIGTERM
+            stopped = (0, -signal.SIGTERM, -signal.SIGKILL, -signal.SIGINT)
+            if code not in stopped and self.status == 0:
                 self.status = 1
                 self.error = f"worker {index} exited with status {code} while stopping"
             return
