@@ -164,7 +164,9 @@ class Executor:
         self.events = 0
         self.restored_events = 0
         self.seconds = 0.0
-        self._stop = threading.Event()
+        # a plain flag, not a threading.Event: stop() runs in signal handlers, and a second
+        # signal landing inside Event.set() (its lock held) deadlocked the process
+        self._stop = False
         self._opened = False
         self._started = 0.0
         self.observer = observer
@@ -363,8 +365,12 @@ class Executor:
         return snap, sinks
 
     def stop(self) -> None:
-        """Ask the run to stop after the current batch (thread- and signal-safe)."""
-        self._stop.set()
+        """Ask the run to stop after the current batch (thread- and signal-safe).
+
+        Only an attribute is set (atomic, takes no lock), so a handler may call it while
+        another handler's call is under way (Ctrl-C, then the supervisor's SIGTERM).
+        """
+        self._stop = True
 
     def step(self) -> bool:
         """Process one micro-batch from each source; ``False`` when there is no more input.
@@ -410,7 +416,7 @@ class Executor:
         drain = False
         next_progress = time.monotonic() + self.progress_every
         try:
-            while not self._stop.is_set():
+            while not self._stop:
                 if not self.step():
                     at_limit = self.max_events is not None and self.events >= self.max_events
                     drain = not (at_limit and self.at_limit == "stop") or self._all_finished()

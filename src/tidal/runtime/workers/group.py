@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -252,13 +251,13 @@ class GroupWorker:
         self.revoke_budget_ms = max_poll / 2.0
         self.tasks: dict[tuple[str, int], _Task] = {}
         self.stats = GroupStats()
-        self._stop = threading.Event()
+        self._stop = False  # not a threading.Event: set from signal handlers (see Executor.stop)
         self._joined = False
         self._polled = time.perf_counter()
 
     def stop(self) -> None:
-        """Stop after the current batch (thread- and signal-safe)."""
-        self._stop.set()
+        """Stop after the current batch (thread- and signal-safe: sets an attribute only)."""
+        self._stop = True
 
     # -- tasks ---------------------------------------------------------------------------
     def _label(self, tp: tuple[str, int]) -> int | str:
@@ -478,7 +477,7 @@ class GroupWorker:
             on_lost=self._on_lost,
         )
         try:
-            while not self._stop.is_set():
+            while not self._stop:
                 self._poll(0 if self.tasks else 0.1)
                 active = [t for t in self.tasks.values() if not t.done]
                 for task in active:

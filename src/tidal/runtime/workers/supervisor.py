@@ -271,10 +271,10 @@ def worker_signals(parent: int) -> Callable[[Callable[[], None]], None]:
         PipelineError: if the supervisor is already gone.
     """
     stop: list[Callable[[], None]] = []
-    asked = threading.Event()
+    asked = [False]  # not a threading.Event: a second signal inside its set() deadlocks
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        asked.set()
+        asked[0] = True
         for fn in stop:
             fn()
 
@@ -290,7 +290,7 @@ def worker_signals(parent: int) -> Callable[[Callable[[], None]], None]:
 
     def attach(fn: Callable[[], None]) -> None:
         stop.append(fn)
-        if asked.is_set():
+        if asked[0]:
             fn()
 
     return attach
