@@ -99,7 +99,6 @@ from tidal.runtime.executor import Executor, RunSummary
 from tidal.runtime.replay import StartFrom
 
 if TYPE_CHECKING:
-    from tidal.cli.workers import Worker
     from tidal.io.kafka.config import KafkaConfig
     from tidal.observe.live import LiveRun
     from tidal.observe.status import StatusLine
@@ -275,15 +274,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tidal.cli.workers import Worker
+    from tidal.cli.workers import Worker, job_layout, supervise
 
     worker = Worker.from_env()  # a worker of `--workers N`: handlers first, then the rest
-    return _run_as(args, worker)
-
-
-def _run_as(args: argparse.Namespace, worker: Worker | None) -> int:
-    from tidal.cli.workers import job_layout, supervise
-
     module = _load(args.file)
     pipeline = _pipeline_of(module, args.file)
     args.checkpoint_dir = None
