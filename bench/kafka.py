@@ -281,7 +281,14 @@ def _latency_pipeline(
     p = Pipeline("latency")
     p.source("in", src).map("pass", lambda b: {"t": b["t"], "seq": b["seq"]}).sink("out", sink)
     checkpoint = CheckpointConfig(data_dir=data, interval=interval) if mode == "eos" else None
-    ex = Executor(p, handle_signals=False, max_wait="1ms", idle_poll="5ms", checkpoint=checkpoint)
+    ex = Executor(
+        p,
+        handle_signals=False,
+        max_wait="1ms",
+        idle_poll="5ms",
+        checkpoint=checkpoint,
+        freeze_heap=True,  # as `tidal run` does
+    )
     ex.open()
     ready.set()
     while not stop.is_set():
@@ -354,7 +361,7 @@ def warm_up(config: KafkaConfig, per_s: int, interval: str, data: str) -> None:
         r = latency_run(config, "alo", per_s, WARM_S, interval, f"{data}-alo-{i}")
         print(
             f"warm-up round {i + 1} (at-least-once, {per_s:,}/s, {WARM_S:.0f} s, untimed): "
-            f"p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms",
+            f"p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, CPU steal {r['steal']:.0%}",
             flush=True,
         )
         if i + 1 >= WARM_MIN and r["p99"] < 100.0:
@@ -397,11 +404,40 @@ def _produce_and_read(
     reader = ctx.Process(target=_latency_reader, args=(boot, out_topic, total, box))
     reader.start()
     producer = ctx.Process(target=_latency_producer, args=(boot, in_topic, per_s, seconds))
+    before = cpu_times()
     producer.start()
     producer.join()
     lat, seq = box.get(timeout=180)
     reader.join()
-    return _percentiles(lat, seq, total, per_s)
+    return {**_percentiles(lat, seq, total, per_s), "steal": steal_share(before, cpu_times())}
+
+
+def cpu_times() -> list[int]:
+    """The machine's CPU time counters (``/proc/stat``'s ``cpu`` line); empty off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return []
+
+
+def steal_share(before: list[int], after: list[int]) -> float:
+    """The share of CPU time the hypervisor gave other guests between two :func:`cpu_times`.
+
+    A virtual machine's neighbours take its CPUs for milliseconds at a time, and every
+    event in flight then waits: runs with a high steal are not comparable with idle ones.
+
+    Example:
+        >>> steal_share([10, 0, 10, 70, 0, 0, 0, 10], [20, 0, 20, 130, 0, 0, 0, 30])
+        0.2
+        >>> steal_share([], [])
+        nan
+    """
+    if len(before) < 8 or len(after) < 8:
+        return float("nan")
+    delta = [b - a for a, b in zip(before, after, strict=False)]
+    total = sum(delta[:8])  # user nice system idle iowait irq softirq steal
+    return delta[7] / total if total > 0 else float("nan")
 
 
 def _percentiles(lat: list[int], seq: list[int], total: int, per_s: int) -> dict[str, float]:
@@ -503,6 +539,7 @@ def main(
                     f"{r['p50']:.1f}",
                     f"{r['p99']:.1f}",
                     f"{r['p999']:.1f}",
+                    f"{r['steal']:.0%}",
                 ]
             )
     table(
@@ -515,7 +552,7 @@ def main(
         f"Kafka -> Tidal -> Kafka end-to-end latency at {per_s:,} events/s for {seconds:.0f} s "
         "(ms, produce time to readable in the output topic; after the untimed warm-up "
         "rounds, and each round's first 2 s excluded)",
-        ["sink", "rate", "events read", "lost", "p50", "p99", "p999"],
+        ["sink", "rate", "events read", "lost", "p50", "p99", "p999", "CPU steal"],
         lat_rows,
     )
     return rows

@@ -313,3 +313,41 @@ def test_weighted_top_k_in_a_window() -> None:
     out = collect(s.window("top", tumbling("1s"), {"best": agg.top_k("item", 2, weight="qty")}))
     run(p)
     assert [tuple(x) for x in out.records()[0]["best"]] == [("y", 6.0), ("x", 3.0)]
+
+
+def test_freeze_heap_freezes_the_start_up_heap_for_the_run_only() -> None:
+    import gc
+
+    seen: list[int] = []
+
+    def look(b: Batch) -> Batch:
+        seen.append(gc.get_freeze_count())
+        return b
+
+    for freeze in (False, True):
+        seen.clear()
+        p = Pipeline("frozen")
+        p.source("in", MemorySource([{"t": i, "v": i} for i in range(10)]), time="t").map(
+            "look", look
+        ).sink("out", MemorySink())
+        before = gc.get_freeze_count()
+        Executor(p, handle_signals=False, freeze_heap=freeze).run()
+        assert seen, "the map saw no batch"
+        assert all(n > before for n in seen) if freeze else all(n == before for n in seen)
+        assert gc.get_freeze_count() == before  # given back when the run ends
+
+
+def test_a_failed_run_gives_its_frozen_heap_back() -> None:
+    import gc
+
+    def boom(b: Batch) -> Batch:
+        raise RuntimeError("boom")
+
+    p = Pipeline("frozen-fail")
+    p.source("in", MemorySource([{"t": 1, "v": 1}]), time="t").map("boom", boom).sink(
+        "out", MemorySink()
+    )
+    before = gc.get_freeze_count()
+    with pytest.raises(Exception, match="boom"):
+        Executor(p, handle_signals=False, freeze_heap=True).run()
+    assert gc.get_freeze_count() == before

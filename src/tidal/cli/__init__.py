@@ -489,6 +489,7 @@ def _execute_observed(
         start_from=_start_from(args),
         at_limit=at_limit,
         observer=observer,
+        freeze_heap=True,
     )
     with _stdout_to_stderr(args.json), status:
         executor.open()  # restores the checkpoint and locks its directory first
