@@ -13,6 +13,7 @@ tests=(
   tests/io/log/test_log_corruption.py tests/runtime/test_exactly_once.py
   tests/runtime/test_executor.py tests/test_demo_resume.py tests/test_cli.py
   tests/test_disk_errors.py tests/runtime/workers tests/observe/test_observe_cli.py
+  tests/integration/test_kafka_group.py tests/integration/test_kafka_workers.py
 )
 for i in $(seq 1 "$runs"); do
   start=$(date +%s)
