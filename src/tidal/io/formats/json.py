@@ -188,8 +188,8 @@ class JsonFormat:
         return columns
 
     def _reference(self, items: list[bytes | None]) -> Decoded:
-        missing = [i for i, v in enumerate(items) if v is None]
-        present: list[bytes] = [v for v in items if v is not None]
+        missing = [i for i, v in enumerate(items) if v is None] if None in items else []
+        present = [v for v in items if v is not None] if missing else cast(list[bytes], items)
         columns, rows, failed = self._decoder.decode(present)
         failures = [Failure(i, reason, present[i]) for i, reason in failed]
         if missing:  # map indexes in ``present`` back to indexes in ``items``
