@@ -492,7 +492,7 @@ class KafkaSource(BaseSource):
         if not msgs:
             return Batch()
         self.health.ok()
-        if [m.error() for m in msgs].count(None) != len(msgs):  # an error or an end
+        if any(m.error() is not None for m in msgs):
             msgs = self._drop_errors(msgs)
             if not msgs:
                 return Batch()
