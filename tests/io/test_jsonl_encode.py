@@ -84,6 +84,22 @@ def test_dumps_each_writes_numbers_as_the_columnar_encoding(
     assert dumps_each(batch, "sink") == _lines(batch)
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=20),
+    st.lists(st.integers(0, 2**64 - 1), min_size=20, max_size=20),
+    st.sampled_from(["t", 'a%d"\\', "é"]),
+)
+def test_dumps_each_writes_integer_columns_as_orjson(
+    ints: list[int], unsigned: list[int], name: str
+) -> None:
+    n = len(ints)
+    columns = {name: np.array(ints, dtype=np.int64), "u": np.array(unsigned[:n], dtype=np.uint64)}
+    columns["i8"] = np.array(ints, dtype=np.int64).astype(np.int8)
+    batch = Batch(columns)
+    assert dumps_each(batch, "sink") == _lines(batch) == _reference(batch).split(b"\n")[:-1]
+
+
 def test_dumps_each_above_rows_max_and_empty() -> None:
     batch = Batch({"t": np.arange(ROWS_MAX + 1, dtype=np.int64), "s": ["a"] * (ROWS_MAX + 1)})
     assert dumps_each(batch, "sink") == _lines(batch)

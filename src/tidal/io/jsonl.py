@@ -254,7 +254,8 @@ def dumps_each(batch: Batch, label: str) -> list[bytes]:
     """The user columns of ``batch``, one JSON object per row: :func:`dumps_rows`' lines.
 
     Up to :data:`ROWS_MAX` rows, one orjson call per row (columnar encoding has a fixed
-    cost per call that dominates small batches); above, :func:`dumps_rows`, split.
+    cost per call that dominates small batches), or for integer columns only one ``%``
+    format per row (about a third of that); above, :func:`dumps_rows`, split.
 
     Raises:
         ConnectorError: naming the column with a value JSON cannot hold.
@@ -267,6 +268,9 @@ def dumps_each(batch: Batch, label: str) -> list[bytes]:
     columns = [batch[name] for name in names]
     if 0 < len(batch) <= ROWS_MAX and all(c.ndim == 1 for c in columns):
         lists = [c.tolist() for c in columns]
+        if names and all(c.dtype.kind in "iu" for c in columns):  # integers: as orjson, %d
+            keys = (orjson.dumps(name).replace(b"%", b"%%") + b":%d" for name in names)
+            return list(map((b"{" + b",".join(keys) + b"}").__mod__, zip(*lists, strict=True)))
         dumps = orjson.dumps
         try:
             return [
