@@ -39,7 +39,7 @@ from tidal.io.jsoncolumns import JsonColumns
 from tidal.io.parts import PartSink
 from tidal.io.schema import SchemaLike, resolve_schema
 
-__all__ = ["JsonlSource", "JsonlSink", "JsonlPartSink", "dumps_rows"]
+__all__ = ["JsonlSource", "JsonlSink", "JsonlPartSink", "dumps_each", "dumps_rows"]
 
 
 class JsonlSource(LineSource):
@@ -241,6 +241,47 @@ def dumps_rows(batch: Batch, label: str) -> bytes:
     out[at] = 125  # }
     out[at + 1] = 10  # newline
     return out.tobytes()
+
+
+ROWS_MAX = 256
+"""The most rows :func:`dumps_each` encodes one by one; above, :func:`dumps_rows`' columnar
+encoding is cheaper. Measured (2026-12-07, 2-core EPYC, 4 columns: two int64, a float64,
+a string): 50 rows 50 us one by one vs 217 us columnar, 200 rows 135 vs 300 us, 500 rows
+1,270 vs 425 us."""
+
+
+def dumps_each(batch: Batch, label: str) -> list[bytes]:
+    """The user columns of ``batch``, one JSON object per row: :func:`dumps_rows`' lines.
+
+    Up to :data:`ROWS_MAX` rows, one orjson call per row (columnar encoding has a fixed
+    cost per call that dominates small batches), or for integer columns only one ``%``
+    format per row (about a third of that); above, :func:`dumps_rows`, split.
+
+    Raises:
+        ConnectorError: naming the column with a value JSON cannot hold.
+
+    Example:
+        >>> dumps_each(Batch({"x": [1.5, float("nan")], "s": ["a", None]}), "sink")
+        [b'{"x":1.5,"s":"a"}', b'{"x":null,"s":null}']
+    """
+    names = batch.names
+    columns = [batch[name] for name in names]
+    if 0 < len(batch) <= ROWS_MAX and all(c.ndim == 1 for c in columns):
+        lists = [c.tolist() for c in columns]
+        if names and all(c.dtype.kind in "iu" for c in columns):  # integers: as orjson, %d
+            keys = (orjson.dumps(name).replace(b"%", b"%%") + b":%d" for name in names)
+            return list(map((b"{" + b",".join(keys) + b"}").__mod__, zip(*lists, strict=True)))
+        dumps = orjson.dumps
+        try:
+            return [
+                dumps(dict(zip(names, row, strict=True)), default=_default, option=_OPTIONS)
+                for row in zip(*lists, strict=True)
+            ] or [b"{}"] * len(batch)
+        except orjson.JSONEncodeError:
+            pass  # dumps_rows names the column
+    lines = dumps_rows(batch, label).split(b"\n")
+    lines.pop()
+    return lines
 
 
 class JsonlSink(FileSink):

@@ -145,7 +145,9 @@ def as_values(values: Values) -> list[bytes | None]:
         out = values.tolist()
     else:
         out = list(values)
-    return [v.encode() if isinstance(v, str) else v for v in out]
+    if any(issubclass(t, str) for t in set(map(type, out))):
+        return [v.encode() if isinstance(v, str) else v for v in out]
+    return out
 
 
 def raw_text(value: bytes) -> str:

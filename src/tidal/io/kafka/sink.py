@@ -225,7 +225,11 @@ class KafkaSink(BaseSink):
     def _values(self, batch: Batch) -> list[bytes]:
         if self.format.batched:
             return list(batch["__value__"].tolist())
-        body = batch.drop([c for c in (self.headers,) if c is not None and c in batch])
+        body = (
+            batch
+            if self.headers is None or self.headers not in batch
+            else batch.drop([self.headers])
+        )
         try:
             return self.format.encode(body)
         except ConnectorError as exc:

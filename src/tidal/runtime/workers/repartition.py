@@ -339,8 +339,7 @@ class RepartitionSource(KafkaSource):
                 for name, value in heads:
                     if name == END_HEADER:
                         self.ended.add(int(value))
-                at = np.asarray([m.partition()], dtype=np.int32)
-                self._advance(at, np.asarray([m.offset()], dtype=np.int64))
+                self._advance([m.partition()], [m.offset()])
             else:
                 rows.append(m)
         if not rows:
