@@ -30,6 +30,7 @@ topics (:mod:`tidal.runtime.workers.repartition`, decision 0042).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -476,6 +477,8 @@ class GroupWorker:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+        gc.collect()  # the start-up heap out of the collector's full passes (decision 0058);
+        gc.freeze()  # once per member, not per task: tasks come and go with partitions
         try:
             while not self._stop:
                 self._poll(0 if self.tasks else 0.1)
@@ -514,4 +517,5 @@ class GroupWorker:
             if self.purger is not None:
                 self.purger.close()
                 self.stats.purge = self.purger.to_json()
+            gc.unfreeze()
         return self.stats
