@@ -3,13 +3,15 @@ its Arrow path gives, counting the column types alike, on random objects."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+# a column as Python values, NaN made comparable (pytest puts this folder on sys.path)
+from test_json_fast_path import plain
 
 from tidal.core.batch import Array
 from tidal.io.jsoncolumns import JsonColumns
@@ -46,19 +48,6 @@ class Counted(JsonColumns):
         out = super()._plain(objs)
         self.taken += out is not None
         return out
-
-
-def plain(value: Any) -> Any:
-    """A column (or a value in it) as Python values, ``NaN`` made comparable."""
-    if isinstance(value, np.ndarray):
-        return [plain(v) for v in value.tolist()]
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, float) and math.isnan(value):
-        return "NaN!"
-    return value
 
 
 def cut(values: list[bytes], cuts: list[int]) -> list[list[bytes]]:
