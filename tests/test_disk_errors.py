@@ -287,7 +287,10 @@ def test_a_feed_process_on_a_full_disk_fails_in_one_line(
     process = FeedProcess(LogFeed(_reading, small_disk.path, "t", key="key"))
     with small_disk.limited():  # (a limit and an ignored SIGXFSZ pass to the child)
         process.start()
-    process._proc.join(120)  # noqa: SLF001 - it stops by itself: the disk is full
+    # it stops by itself (the disk is full); wait through the watcher, which reaps it: a
+    # second waiter (_proc.join) raced the watcher's waitpid and read no exit code (ECHILD)
+    process._watcher.join(120)  # noqa: SLF001
+    assert process.failed == "the feed process exited with status 2"
     assert process._proc.exitcode == 2  # noqa: SLF001
     with pytest.raises(ConnectorError, match="status 2"):
         process.stop()
